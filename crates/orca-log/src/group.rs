@@ -1,0 +1,90 @@
+//! Group commit: one writer thread gathers the appends that arrive while the previous batch is
+//! being fsynced and writes them as the next batch.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use tokio::sync::oneshot;
+
+use crate::error::{AppendError, Error};
+use crate::log::{Append, Committed, Log};
+
+/// Tuning of the writer.
+#[derive(Debug, Clone)]
+pub struct GroupCommitOptions {
+    /// Most appends in one batch (default 4096).
+    pub max_batch: usize,
+}
+
+impl Default for GroupCommitOptions {
+    fn default() -> Self {
+        Self { max_batch: 4096 }
+    }
+}
+
+/// Outcome of one append: `Err` when the log failed, `Ok(Err)` when the append was refused.
+pub type AppendOutcome = Result<Result<Committed, AppendError>, Error>;
+
+struct Job {
+    append: Append,
+    done: oneshot::Sender<AppendOutcome>,
+}
+
+/// Handle to the writer thread; clones share it. The thread ends when every handle is dropped.
+#[derive(Clone)]
+pub struct GroupCommit {
+    tx: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the writer thread over `log`.
+    pub fn start(log: Log, options: GroupCommitOptions) -> Result<(Self, JoinHandle<()>), Error> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("orca-log-writer".into())
+            .spawn(move || writer(log, rx, options.max_batch.max(1)))?;
+        Ok((Self { tx }, handle))
+    }
+
+    /// Queues an append and returns at once; the receiver resolves when its batch is durable.
+    /// Appends submitted from one task are written in submission order.
+    pub fn submit(&self, append: Append) -> oneshot::Receiver<AppendOutcome> {
+        let (done, rx) = oneshot::channel();
+        // If the writer is gone the receiver sees a closed channel.
+        let _ = self.tx.send(Job { append, done });
+        rx
+    }
+
+    /// Appends and waits until durable.
+    pub async fn append(&self, append: Append) -> AppendOutcome {
+        self.submit(append).await.map_err(|_| Error::Closed)?
+    }
+}
+
+fn writer(log: Log, rx: mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let (appends, senders): (Vec<Append>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.append, j.done)).unzip();
+        match log.append_batch(&appends) {
+            Ok(results) => {
+                for (done, result) in senders.into_iter().zip(results) {
+                    let _ = done.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event log batch failed");
+                let msg = e.to_string();
+                for done in senders {
+                    let _ = done.send(Err(Error::BatchFailed(msg.clone())));
+                }
+            }
+        }
+    }
+}

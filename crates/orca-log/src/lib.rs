@@ -1,0 +1,29 @@
+//! orca's system of record: an append-only event log on sled.
+//!
+//! Every accepted command becomes one [`Append`]: events for one or more streams, the versions the
+//! decision was made on ([`Expected`]), and the command id with the reply to give a re-sent
+//! command. [`Log::append_batch`] writes many appends in **one** sled batch followed by **one**
+//! flush and a real `fsync` (sled's own flush is only `sync_file_range` on Linux), so a reply can be
+//! sent as soon as its batch returns. [`GroupCommit`] runs that in a writer thread and gathers
+//! concurrent appends into shared batches.
+//!
+//! Layout, all in one tree so a batch is atomic:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `e` position | stream, version, payload ([`Recorded`]) |
+//! | `s` stream `\0` version | position |
+//! | `h` stream | current version |
+//! | `c` command id | position, stored reply |
+//!
+//! Readers follow the log with [`Log::subscribe`] (a watch of the last durable position) and
+//! [`Log::read_from`].
+
+mod error;
+mod group;
+mod keys;
+mod log;
+
+pub use error::{AppendError, Error};
+pub use group::{GroupCommit, GroupCommitOptions};
+pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, Recorded};
