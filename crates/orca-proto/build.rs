@@ -1,4 +1,8 @@
 //! Generates the prost types and their proto3 JSON mapping from `proto/` without a system `protoc`.
+//!
+//! The well-known types (`Struct`, `Value`, `Timestamp`) are generated here too, with `Struct`'s
+//! fields in a `BTreeMap`: encodings must be deterministic so that a view rebuilt from the log is
+//! byte-for-byte equal to the live one. Their JSON mapping is written by hand in `src/wkt.rs`.
 
 use std::path::PathBuf;
 
@@ -17,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config
         .compile_well_known_types()
-        .extern_path(".google.protobuf", "::pbjson_types")
+        .btree_map([".google.protobuf.Struct.fields"])
         .file_descriptor_set_path(&descriptor_path);
     config.compile_fds(fds)?;
 

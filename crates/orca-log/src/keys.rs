@@ -47,14 +47,20 @@ pub fn u64_at(bytes: &[u8], at: usize, what: &str) -> Result<u64, Error> {
         .get(at..at + 8)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
-        .ok_or_else(|| Error::Corrupt { what: what.to_owned() })
+        .ok_or_else(|| Error::Corrupt {
+            what: what.to_owned(),
+        })
 }
 
 /// `[stream len u16][stream][version u64][payload]`
 pub fn encode_record(stream: &str, version: u64, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(2 + stream.len() + 8 + payload.len());
     // Stream names are validated to fit in u16 before they get here.
-    v.extend_from_slice(&u16::try_from(stream.len()).unwrap_or(u16::MAX).to_be_bytes());
+    v.extend_from_slice(
+        &u16::try_from(stream.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
     v.extend_from_slice(stream.as_bytes());
     v.extend_from_slice(&version.to_be_bytes());
     v.extend_from_slice(payload);

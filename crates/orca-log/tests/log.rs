@@ -1,6 +1,8 @@
 //! Behaviour of the sled log: atomic appends, expectations, idempotency, reads and durability.
 
-use orca_log::{Append, AppendError, Expected, GroupCommit, GroupCommitOptions, Log, LogOptions, NewEvent};
+use orca_log::{
+    Append, AppendError, Expected, GroupCommit, GroupCommitOptions, Log, LogOptions, NewEvent,
+};
 
 fn ev(stream: &str, payload: &str) -> NewEvent {
     NewEvent {
@@ -33,7 +35,9 @@ fn assigns_positions_and_stream_versions() {
     assert_eq!(log.stream_version("a").unwrap(), 3);
     let a: Vec<_> = log.read_stream("a", 1).unwrap();
     assert_eq!(
-        a.iter().map(|r| (r.position, r.version)).collect::<Vec<_>>(),
+        a.iter()
+            .map(|r| (r.position, r.version))
+            .collect::<Vec<_>>(),
         vec![(1, 1), (3, 2), (4, 3)]
     );
     assert_eq!(log.read_stream("a", 3).unwrap().len(), 1);
@@ -55,15 +59,15 @@ fn a_conflicting_append_writes_nothing_and_the_rest_of_the_batch_goes_through() 
     // Two decisions made on version 1: exactly one wins.
     let r = log.append_batch(&[racing("x"), racing("y")]).unwrap();
     assert!(r[0].is_ok());
-    assert!(matches!(
-        r[1],
-        Err(AppendError::Conflict { actual: 2, .. })
-    ));
+    assert!(matches!(r[1], Err(AppendError::Conflict { actual: 2, .. })));
     assert_eq!(log.head(), 3);
     assert_eq!(log.stream_version("other").unwrap(), 1);
     let r = log
         .append_batch(&[Append {
-            expected: vec![("new".into(), Expected::NoStream), ("s".into(), Expected::Exact(1))],
+            expected: vec![
+                ("new".into(), Expected::NoStream),
+                ("s".into(), Expected::Exact(1)),
+            ],
             events: vec![ev("new", "1")],
             ..Append::default()
         }])
@@ -95,7 +99,10 @@ fn a_command_id_is_applied_once_and_keeps_its_reply() {
     let r = log.append_batch(&[cmd("c")]).unwrap();
     assert!(matches!(&r[0], Err(AppendError::Duplicate { reply, .. }) if reply == b"reply-1"));
     assert_eq!(log.head(), 1);
-    assert_eq!(log.command_reply("cmd-1").unwrap(), Some((1, b"reply-1".to_vec())));
+    assert_eq!(
+        log.command_reply("cmd-1").unwrap(),
+        Some((1, b"reply-1".to_vec()))
+    );
 }
 
 #[test]
@@ -114,7 +121,8 @@ fn reopening_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = Log::open(&LogOptions::new(dir.path())).unwrap();
-        log.append_batch(&[append(vec![ev("a", "1"), ev("a", "2")])]).unwrap();
+        log.append_batch(&[append(vec![ev("a", "1"), ev("a", "2")])])
+            .unwrap();
     }
     let log = Log::open(&LogOptions::new(dir.path())).unwrap();
     assert_eq!(log.head(), 2);
@@ -147,6 +155,8 @@ async fn group_commit_serves_many_concurrent_appenders() {
     }
     assert_eq!(log.head(), 200);
     rx.wait_for(|h| *h == 200).await.unwrap();
-    let versions: u64 = (0..7).map(|s| log.stream_version(&format!("s{s}")).unwrap()).sum();
+    let versions: u64 = (0..7)
+        .map(|s| log.stream_version(&format!("s{s}")).unwrap())
+        .sum();
     assert_eq!(versions, 200);
 }

@@ -3,7 +3,7 @@
 //! A `Struct` holds numbers as `f64`; integral numbers within ±2^53 come back as JSON integers so
 //! that `group_id: 4711` stays `4711`, not `4711.0`.
 
-use pbjson_types::{ListValue, Struct, Value, value::Kind};
+use crate::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use serde_json::{Map, Number, Value as Json};
 
 /// The largest integer an `f64` holds exactly.
@@ -83,5 +83,55 @@ mod tests {
             serde_json::to_string(&struct_to_json(&json_to_struct(&map))["group_id"]).unwrap(),
             "4711"
         );
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use crate::v1::{StartProcess, Subscription};
+    use crate::{Message, Timestamp};
+
+    #[test]
+    fn start_process_accepts_proto3_json_with_an_input_object() {
+        let cmd: StartProcess = serde_json::from_str(
+            r#"{"workflow":"create_user_group","customerId":"c","input":{"group_name":"Ops","n":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(cmd.workflow, "create_user_group");
+        let input = super::opt_struct_to_json(cmd.input.as_ref());
+        assert_eq!(input["group_name"], "Ops");
+        assert_eq!(input["n"], 3);
+        // snake_case field names are accepted too.
+        let cmd: StartProcess = serde_json::from_str(r#"{"customer_id":"c"}"#).unwrap();
+        assert_eq!(cmd.customer_id, "c");
+    }
+
+    #[test]
+    fn encoding_is_deterministic_and_json_is_readable() {
+        let mut map = serde_json::Map::new();
+        for i in 0..50 {
+            map.insert(format!("k{i}"), serde_json::json!(i));
+        }
+        let s = super::json_to_struct(&map);
+        let sub = Subscription {
+            subscription_id: "x".into(),
+            blocks: vec![crate::v1::Block {
+                name: "b".into(),
+                resources: Some(s.clone()),
+            }],
+            start_date: Some(Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5_000,
+            }),
+            ..Default::default()
+        };
+        let a = sub.encode_to_vec();
+        let b = Subscription::decode(a.as_slice()).unwrap().encode_to_vec();
+        assert_eq!(a, b);
+        let json = serde_json::to_value(&sub).unwrap();
+        assert_eq!(json["startDate"], "2023-11-14T22:13:20.000005Z");
+        assert_eq!(json["blocks"][0]["resources"]["k7"], 7);
+        let back: Subscription = serde_json::from_value(json).unwrap();
+        assert_eq!(back, sub);
     }
 }

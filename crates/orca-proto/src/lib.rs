@@ -6,13 +6,27 @@
 //! and `serde_json` values, which is how the domain sees forms, state and resources.
 
 pub mod json;
+mod wkt;
+
+/// Well-known types used by the contract, with deterministic (`BTreeMap`) `Struct` encoding.
+#[allow(missing_docs, clippy::all)]
+pub mod google {
+    /// `google.protobuf`
+    pub mod protobuf {
+        include!(concat!(env!("OUT_DIR"), "/google.protobuf.rs"));
+    }
+}
 
 /// Generated messages of package `orca.v1`.
 #[allow(missing_docs, clippy::all)]
-pub mod v1 {
-    include!(concat!(env!("OUT_DIR"), "/orca.v1.rs"));
-    include!(concat!(env!("OUT_DIR"), "/orca.v1.serde.rs"));
+pub mod orca {
+    /// `orca.v1`
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/orca.v1.rs"));
+        include!(concat!(env!("OUT_DIR"), "/orca.v1.serde.rs"));
+    }
 }
 
-pub use pbjson_types::{Struct, Timestamp, Value};
+pub use google::protobuf::{ListValue, Struct, Timestamp, Value};
+pub use orca::v1;
 pub use prost::Message;
