@@ -1,0 +1,132 @@
+//! Why a command changed nothing: a stable code, a message and per-field errors.
+
+use orca_proto::v1;
+
+/// Stable rejection codes; each is documented in the README with how to fix it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// The payload is not valid protobuf or JSON for the endpoint's message.
+    MalformedRequest,
+    /// The payload is larger than the configured limit.
+    PayloadTooLarge,
+    /// A field is missing or not of the right form (e.g. not a UUID).
+    InvalidArgument,
+    /// No workflow of that name in the catalog.
+    UnknownWorkflow,
+    /// No product of that name, or the workflow is not for that product.
+    UnknownProduct,
+    /// The input does not satisfy the workflow's form.
+    FormInvalid,
+    /// No subscription with that id.
+    SubscriptionNotFound,
+    /// The subscription is out of sync; only validate and system workflows may run.
+    SubscriptionOutOfSync,
+    /// Another unfinished process holds the subscription.
+    SubscriptionLocked,
+    /// The workflow cannot start in the subscription's lifecycle state.
+    LifecycleInvalid,
+    /// No process with that id.
+    ProcessNotFound,
+    /// The task attempt is no longer current; its result is ignored.
+    TaskNotCurrent,
+    /// A concurrent command changed the same stream first.
+    Conflict,
+    /// The service cannot take commands right now (storage failure, shutting down).
+    Unavailable,
+}
+
+impl Code {
+    /// The wire form, e.g. `SUBSCRIPTION_OUT_OF_SYNC`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::MalformedRequest => "MALFORMED_REQUEST",
+            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::UnknownWorkflow => "UNKNOWN_WORKFLOW",
+            Code::UnknownProduct => "UNKNOWN_PRODUCT",
+            Code::FormInvalid => "FORM_INVALID",
+            Code::SubscriptionNotFound => "SUBSCRIPTION_NOT_FOUND",
+            Code::SubscriptionOutOfSync => "SUBSCRIPTION_OUT_OF_SYNC",
+            Code::SubscriptionLocked => "SUBSCRIPTION_LOCKED",
+            Code::LifecycleInvalid => "LIFECYCLE_INVALID",
+            Code::ProcessNotFound => "PROCESS_NOT_FOUND",
+            Code::TaskNotCurrent => "TASK_NOT_CURRENT",
+            Code::Conflict => "CONFLICT",
+            Code::Unavailable => "UNAVAILABLE",
+        }
+    }
+}
+
+/// One invalid field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path such as `input.group_name`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A field error at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A refused command. It appends nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct Rejection {
+    /// Stable code.
+    pub code: Code,
+    /// Lowercase sentence naming what failed and the id involved.
+    pub message: String,
+    /// Per-field details, for forms and arguments.
+    pub field_errors: Vec<FieldError>,
+}
+
+impl Rejection {
+    /// A rejection without field errors.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field_errors: Vec::new(),
+        }
+    }
+
+    /// A rejection listing invalid fields.
+    pub fn fields(code: Code, message: impl Into<String>, field_errors: Vec<FieldError>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            field_errors,
+        }
+    }
+
+    /// The wire form.
+    pub fn to_proto(&self) -> v1::Rejected {
+        v1::Rejected {
+            code: self.code.as_str().to_owned(),
+            message: self.message.clone(),
+            field_errors: self
+                .field_errors
+                .iter()
+                .map(|f| v1::FieldError {
+                    field: f.field.clone(),
+                    message: f.message.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The reply carrying this rejection.
+    pub fn to_reply(&self) -> v1::CommandReply {
+        v1::CommandReply {
+            outcome: Some(v1::command_reply::Outcome::Rejected(self.to_proto())),
+        }
+    }
+}

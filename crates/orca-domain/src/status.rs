@@ -1,0 +1,150 @@
+//! Process and step statuses (orchestrator-core's exact strings) and workflow targets.
+//!
+//! The README maps them onto CloudPortal's workflow states (New/Running/Completed/Failure/Error)
+//! and activity states (New/In-Progress/Waiting/Success/Failure/Error).
+
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// Every value.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    _ => Err(format!(concat!("unknown ", stringify!($name), " {:?}"), s)),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Status of a process.
+    ProcessStatus {
+        /// Recorded, no step run yet.
+        Created => "created",
+        /// Steps are being run.
+        Running => "running",
+        /// Waiting for user input.
+        Suspended => "suspended",
+        /// Waiting to retry a step.
+        Waiting => "waiting",
+        /// Waiting for an external callback.
+        AwaitingCallback => "awaiting_callback",
+        /// Stopped by an operator.
+        Aborted => "aborted",
+        /// A step failed.
+        Failed => "failed",
+        /// An external API could not be reached.
+        ApiUnavailable => "api_unavailable",
+        /// Data was found inconsistent.
+        InconsistentData => "inconsistent_data",
+        /// Every step succeeded.
+        Completed => "completed",
+        /// Resumed after suspension or failure.
+        Resumed => "resumed",
+    }
+);
+
+impl ProcessStatus {
+    /// Whether the process will run no more steps.
+    pub fn is_finished(self) -> bool {
+        matches!(self, ProcessStatus::Completed | ProcessStatus::Aborted)
+    }
+
+    /// CloudPortal's workflow state for this status.
+    pub fn cloudportal(self) -> &'static str {
+        match self {
+            ProcessStatus::Created => "New",
+            ProcessStatus::Running
+            | ProcessStatus::Suspended
+            | ProcessStatus::Waiting
+            | ProcessStatus::AwaitingCallback
+            | ProcessStatus::Resumed => "Running",
+            ProcessStatus::Completed => "Completed",
+            ProcessStatus::Failed | ProcessStatus::Aborted => "Failure",
+            ProcessStatus::ApiUnavailable | ProcessStatus::InconsistentData => "Error",
+        }
+    }
+}
+
+string_enum!(
+    /// Status of one step in a process's step log.
+    StepStatus {
+        /// Not run yet (or its task is out with a worker).
+        Pending => "pending",
+        /// Ran and succeeded.
+        Success => "success",
+        /// Not run because its condition did not hold.
+        Skipped => "skipped",
+        /// Waiting for user input.
+        Suspend => "suspend",
+        /// Waiting to be retried.
+        Waiting => "waiting",
+        /// Waiting for an external callback.
+        AwaitingCallback => "awaiting_callback",
+        /// Ran and failed.
+        Failed => "failed",
+        /// Aborted by an operator.
+        Abort => "abort",
+        /// The final step marking the workflow complete.
+        Complete => "complete",
+    }
+);
+
+impl StepStatus {
+    /// CloudPortal's activity state for this status.
+    pub fn cloudportal(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "New",
+            StepStatus::Suspend | StepStatus::Waiting | StepStatus::AwaitingCallback => "Waiting",
+            StepStatus::Success | StepStatus::Skipped | StepStatus::Complete => "Success",
+            StepStatus::Failed | StepStatus::Abort => "Failure",
+        }
+    }
+}
+
+string_enum!(
+    /// What a workflow does to a subscription.
+    Target {
+        /// Makes a new subscription.
+        Create => "create",
+        /// Changes an existing one.
+        Modify => "modify",
+        /// Ends one.
+        Terminate => "terminate",
+        /// Checks one against the OSS/BSS; may run out of sync.
+        Validate => "validate",
+        /// Housekeeping; may run out of sync.
+        System => "system",
+    }
+);
+
+impl Target {
+    /// Whether the workflow may start on an out-of-sync subscription.
+    pub fn runs_out_of_sync(self) -> bool {
+        matches!(self, Target::Validate | Target::System)
+    }
+}
