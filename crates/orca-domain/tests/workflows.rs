@@ -1,4 +1,5 @@
 //! Given (state) / when (command) / then (events or rejection) for the seed workflows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use orca_domain::command::{Checked, StartProcess, TaskReport};
 use orca_domain::ids::{ProcessId, SubscriptionId};

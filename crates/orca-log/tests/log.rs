@@ -1,4 +1,5 @@
 //! Behaviour of the sled log: atomic appends, expectations, idempotency, reads and durability.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use orca_log::{
     Append, AppendError, Expected, GroupCommit, GroupCommitOptions, Log, LogOptions, NewEvent,
