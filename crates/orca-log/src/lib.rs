@@ -25,5 +25,5 @@ mod keys;
 mod log;
 
 pub use error::{AppendError, Error};
-pub use group::{GroupCommit, GroupCommitOptions};
+pub use group::{AppendOutcome, GroupCommit, GroupCommitOptions};
 pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, Recorded};

@@ -30,3 +30,26 @@ pub mod orca {
 pub use google::protobuf::{ListValue, Struct, Timestamp, Value};
 pub use orca::v1;
 pub use prost::Message;
+
+/// Encodes an event for the log, which keeps position, stream and version itself.
+pub fn encode_stored_event(event: &v1::Event) -> Vec<u8> {
+    let mut e = event.clone();
+    e.position = 0;
+    e.version = 0;
+    e.stream = String::new();
+    e.encode_to_vec()
+}
+
+/// Decodes an event read from the log and puts back what the log kept.
+pub fn decode_stored_event(
+    payload: &[u8],
+    position: u64,
+    stream: &str,
+    version: u64,
+) -> Result<v1::Event, prost::DecodeError> {
+    let mut e = v1::Event::decode(payload)?;
+    e.position = position;
+    e.stream = stream.to_owned();
+    e.version = version;
+    Ok(e)
+}

@@ -1,0 +1,448 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use orca_domain::command::{Checked, Meta, StartProcess, TaskReport};
+use orca_domain::ids::{ProcessId, SubscriptionId};
+use orca_domain::{Catalog, Code, Decision, Env, NewIds, ProcessStatus, Rejection};
+use orca_log::{Append, AppendOutcome, Expected, GroupCommit, GroupCommitOptions, Log, NewEvent};
+use orca_proto::{Message, Timestamp, v1};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::cache::Cache;
+
+/// How the engine batches and how much it keeps in memory.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Most commands decided per batch (default 1024).
+    pub max_batch: usize,
+    /// Subscriptions and processes kept in memory, each (default 100,000). A miss reads the
+    /// stream from the log.
+    pub cache_capacity: usize,
+    /// Commands waiting for the engine before senders are slowed down (default 8192).
+    pub queue: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 1024,
+            cache_capacity: 100_000,
+            queue: 8192,
+        }
+    }
+}
+
+/// Why the engine could not take or finish a command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine has stopped.
+    #[error("engine stopped")]
+    Closed,
+    /// The log failed; the engine stops rather than diverge from what is durable.
+    #[error(transparent)]
+    Log(#[from] orca_log::Error),
+    /// A stored event or reply does not decode.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+enum Request {
+    Start(Checked<StartProcess>, oneshot::Sender<v1::CommandReply>),
+    Report(Checked<TaskReport>, oneshot::Sender<v1::CommandReply>),
+}
+
+/// Sends commands to the engine; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl EngineHandle {
+    /// Decides a start; resolves once its events are durable (or it was rejected).
+    pub async fn start(&self, cmd: Checked<StartProcess>) -> Result<v1::CommandReply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Start(cmd, tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Decides a task report.
+    pub async fn report(&self, cmd: Checked<TaskReport>) -> Result<v1::CommandReply, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Report(cmd, tx))
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+}
+
+enum Pending {
+    Ready(v1::CommandReply, oneshot::Sender<v1::CommandReply>),
+    Commit {
+        durable: oneshot::Receiver<AppendOutcome>,
+        reply: v1::CommandReply,
+        last: u64,
+        to: oneshot::Sender<v1::CommandReply>,
+    },
+}
+
+/// The decider. Owns the in-memory state; see the crate docs.
+pub struct Engine {
+    log: Log,
+    writer: GroupCommit,
+    catalog: Arc<Catalog>,
+    options: EngineOptions,
+    subscriptions: Cache<String, v1::Subscription>,
+    processes: Cache<String, v1::Process>,
+    recent: Cache<String, v1::CommandReply>,
+    next_position: u64,
+    failed: Arc<AtomicBool>,
+    replies: mpsc::UnboundedSender<Pending>,
+}
+
+fn unavailable(why: &str) -> v1::CommandReply {
+    Rejection::new(Code::Unavailable, why.to_owned()).to_reply()
+}
+
+fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+impl Engine {
+    /// Starts the engine over `log` (which it writes alone) and returns its handle and task. The
+    /// task ends when every handle is dropped, or with an error if the log fails.
+    pub fn spawn(
+        log: Log,
+        catalog: Arc<Catalog>,
+        options: EngineOptions,
+    ) -> Result<(EngineHandle, JoinHandle<Result<(), Error>>), Error> {
+        let (writer, _thread) = GroupCommit::start(
+            log.clone(),
+            GroupCommitOptions {
+                max_batch: options.max_batch.max(1) * 2,
+            },
+        )?;
+        let (tx, rx) = mpsc::channel(options.queue.max(1));
+        let (replies, pending) = mpsc::unbounded_channel();
+        let failed = Arc::new(AtomicBool::new(false));
+        let engine = Engine {
+            next_position: log.head() + 1,
+            log,
+            writer,
+            catalog,
+            subscriptions: Cache::new(options.cache_capacity),
+            processes: Cache::new(options.cache_capacity),
+            recent: Cache::new(options.cache_capacity),
+            options,
+            failed: failed.clone(),
+            replies,
+        };
+        let replier = tokio::spawn(replier(pending, failed));
+        let task = tokio::spawn(async move {
+            let result = engine.run(rx).await;
+            // Every queued reply is sent before the task reports.
+            let _ = replier.await;
+            result
+        });
+        Ok((EngineHandle { tx }, task))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), Error> {
+        let mut batch = Vec::with_capacity(self.options.max_batch);
+        while rx.recv_many(&mut batch, self.options.max_batch).await > 0 {
+            for request in batch.drain(..) {
+                self.handle(request).await;
+            }
+            if self.failed.load(Ordering::SeqCst) {
+                rx.close();
+                while let Some(r) = rx.recv().await {
+                    let (Request::Start(_, to) | Request::Report(_, to)) = r;
+                    let _ = to.send(unavailable("the event log failed; the service is stopping"));
+                }
+                return Err(Error::Corrupt("the event log failed".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn queue(&self, p: Pending) {
+        // The replier lives as long as the engine.
+        let _ = self.replies.send(p);
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Start(cmd, to) => {
+                let outcome = self.decide_start(&cmd).await;
+                self.settle(outcome, &cmd.meta, to);
+            }
+            Request::Report(cmd, to) => {
+                let outcome = self.decide_report(&cmd).await;
+                self.settle(outcome, &cmd.meta, to);
+            }
+        }
+    }
+
+    /// The stored reply of an applied command id, if any.
+    fn replay_reply(&mut self, meta: &Meta) -> Result<Option<v1::CommandReply>, Error> {
+        let Some(id) = &meta.command_id else {
+            return Ok(None);
+        };
+        if let Some(r) = self.recent.get(id) {
+            return Ok(Some(r.clone()));
+        }
+        match self.log.command_reply(id)? {
+            Some((_, bytes)) => v1::CommandReply::decode(bytes.as_slice())
+                .map(Some)
+                .map_err(|e| Error::Corrupt(format!("reply of command {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    fn settle(
+        &mut self,
+        outcome: Result<Outcome, Error>,
+        meta: &Meta,
+        to: oneshot::Sender<v1::CommandReply>,
+    ) {
+        if self.failed.load(Ordering::SeqCst) {
+            return self.queue(Pending::Ready(unavailable("the event log failed"), to));
+        }
+        let decision = match outcome {
+            Ok(Outcome::Decided(d)) => d,
+            Ok(Outcome::Rejected(rejection)) => {
+                return self.queue(Pending::Ready(rejection.to_reply(), to));
+            }
+            // Ordered behind the original, so it is durable by the time this is sent.
+            Ok(Outcome::Replayed(reply)) => return self.queue(Pending::Ready(reply, to)),
+            Err(e) => {
+                tracing::error!(error = %e, "command failed");
+                return self.queue(Pending::Ready(unavailable(&e.to_string()), to));
+            }
+        };
+        let count = decision.events.len() as u64;
+        if count == 0 {
+            let reply = decision.accepted(self.next_position - 1);
+            return self.queue(Pending::Ready(reply, to));
+        }
+        let last = self.next_position + count - 1;
+        self.next_position += count;
+        let reply = decision.accepted(last);
+        let append = Append {
+            expected: decision
+                .expected
+                .iter()
+                .map(|(s, v)| (s.clone(), Expected::Exact(*v)))
+                .collect(),
+            events: decision
+                .events
+                .iter()
+                .map(|e| NewEvent {
+                    stream: e.stream.clone(),
+                    payload: orca_proto::encode_stored_event(e),
+                })
+                .collect(),
+            command_id: meta.command_id.clone(),
+            reply: reply.encode_to_vec(),
+        };
+        let durable = self.writer.submit(append);
+        let Decision {
+            process,
+            subscription,
+            ..
+        } = decision;
+        if orca_domain::process::status(&process).is_finished() {
+            self.processes.remove(&process.process_id);
+        } else {
+            self.processes.insert(process.process_id.clone(), process);
+        }
+        if let Some(s) = subscription {
+            self.subscriptions.insert(s.subscription_id.clone(), s);
+        }
+        if let Some(id) = &meta.command_id {
+            self.recent.insert(id.clone(), reply.clone());
+        }
+        self.queue(Pending::Commit {
+            durable,
+            reply,
+            last,
+            to,
+        });
+    }
+
+    async fn decide_start(&mut self, cmd: &Checked<StartProcess>) -> Result<Outcome, Error> {
+        if let Some(reply) = self.replay_reply(&cmd.meta)? {
+            return Ok(Outcome::Replayed(reply));
+        }
+        let existing = match cmd.command.subscription_id {
+            Some(id) => self.subscription(&id.to_string()).await?,
+            None => None,
+        };
+        let ids = NewIds {
+            process_id: ProcessId(Uuid::now_v7()),
+            subscription_id: SubscriptionId(Uuid::now_v7()),
+        };
+        let command_id = command_id(&cmd.meta);
+        let mut new_id = Uuid::now_v7;
+        let mut env = Env {
+            now: now(),
+            actor: &cmd.meta.actor,
+            command_id: &command_id,
+            new_id: &mut new_id,
+        };
+        Ok(orca_domain::start_process(
+            &self.catalog,
+            &cmd.command,
+            existing.as_ref(),
+            ids,
+            &mut env,
+        )
+        .into())
+    }
+
+    async fn decide_report(&mut self, cmd: &Checked<TaskReport>) -> Result<Outcome, Error> {
+        if let Some(reply) = self.replay_reply(&cmd.meta)? {
+            return Ok(Outcome::Replayed(reply));
+        }
+        let process = self.process(&cmd.command.process_id.to_string()).await?;
+        let subscription = match process.as_ref().map(|p| p.subscription_id.clone()) {
+            Some(id) if !id.is_empty() => self.subscription(&id).await?,
+            _ => None,
+        };
+        let command_id = command_id(&cmd.meta);
+        let mut new_id = Uuid::now_v7;
+        let mut env = Env {
+            now: now(),
+            actor: &cmd.meta.actor,
+            command_id: &command_id,
+            new_id: &mut new_id,
+        };
+        Ok(orca_domain::report_task(
+            &self.catalog,
+            &cmd.command,
+            process.as_ref(),
+            subscription.as_ref(),
+            &mut env,
+        )
+        .into())
+    }
+
+    /// Reads from the log only what is durable: wait for in-flight appends first.
+    async fn settle_log(&self) {
+        let target = self.next_position - 1;
+        let mut head = self.log.subscribe();
+        let _ = head
+            .wait_for(|h| *h >= target || self.failed.load(Ordering::SeqCst))
+            .await;
+    }
+
+    async fn subscription(&mut self, id: &str) -> Result<Option<v1::Subscription>, Error> {
+        if let Some(s) = self.subscriptions.get(&id.to_owned()) {
+            return Ok(Some(s.clone()));
+        }
+        self.settle_log().await;
+        let mut sub = v1::Subscription::default();
+        for e in self.read_stream(&format!("subscription-{id}"))? {
+            orca_domain::subscription::evolve(&mut sub, &e);
+        }
+        if sub.version == 0 {
+            return Ok(None);
+        }
+        self.subscriptions.insert(id.to_owned(), sub.clone());
+        Ok(Some(sub))
+    }
+
+    async fn process(&mut self, id: &str) -> Result<Option<v1::Process>, Error> {
+        if let Some(p) = self.processes.get(&id.to_owned()) {
+            return Ok(Some(p.clone()));
+        }
+        self.settle_log().await;
+        let mut p = v1::Process::default();
+        for e in self.read_stream(&format!("process-{id}"))? {
+            orca_domain::process::evolve(&mut p, &e);
+        }
+        if p.version == 0 {
+            return Ok(None);
+        }
+        if orca_domain::process::status(&p) != ProcessStatus::Completed {
+            self.processes.insert(id.to_owned(), p.clone());
+        }
+        Ok(Some(p))
+    }
+
+    fn read_stream(&self, stream: &str) -> Result<Vec<v1::Event>, Error> {
+        self.log
+            .read_stream(stream, 1)?
+            .iter()
+            .map(|r| {
+                orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                    .map_err(|e| Error::Corrupt(format!("event {}: {e}", r.position)))
+            })
+            .collect()
+    }
+}
+
+fn command_id(meta: &Meta) -> String {
+    meta.command_id
+        .clone()
+        .unwrap_or_else(|| Uuid::now_v7().to_string())
+}
+
+/// What deciding a command came to.
+enum Outcome {
+    Decided(Decision),
+    Rejected(Rejection),
+    /// The command id was applied before: its stored reply.
+    Replayed(v1::CommandReply),
+}
+
+impl From<Result<Decision, Rejection>> for Outcome {
+    fn from(r: Result<Decision, Rejection>) -> Self {
+        match r {
+            Ok(d) => Outcome::Decided(d),
+            Err(r) => Outcome::Rejected(r),
+        }
+    }
+}
+
+async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: Arc<AtomicBool>) {
+    while let Some(p) = pending.recv().await {
+        match p {
+            Pending::Ready(reply, to) => {
+                let _ = to.send(reply);
+            }
+            Pending::Commit {
+                durable,
+                reply,
+                last,
+                to,
+            } => {
+                let reply = match durable.await {
+                    Ok(Ok(Ok(c))) if c.last_position == last => reply,
+                    other => {
+                        tracing::error!(
+                            ?other,
+                            expected_last = last,
+                            "append did not land as decided; stopping"
+                        );
+                        failed.store(true, Ordering::SeqCst);
+                        unavailable("the event log failed; the service is stopping")
+                    }
+                };
+                let _ = to.send(reply);
+            }
+        }
+    }
+}

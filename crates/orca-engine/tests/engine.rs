@@ -1,0 +1,234 @@
+//! The engine over a real sled log: idempotency, racing commands, rejections append nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use orca_domain::Catalog;
+use orca_domain::command::{Checked, Meta, StartProcess, TaskReport};
+use orca_domain::ids::{CustomerId, ProcessId, SubscriptionId};
+use orca_engine::{Engine, EngineHandle, EngineOptions};
+use orca_log::{Log, LogOptions};
+use orca_proto::v1::{self, command_reply::Outcome};
+use serde_json::json;
+use uuid::Uuid;
+
+fn meta(id: Option<&str>) -> Meta {
+    Meta {
+        command_id: id.map(str::to_owned),
+        actor: "test".into(),
+    }
+}
+
+fn create(name: &str, id: Option<&str>) -> Checked<StartProcess> {
+    Checked {
+        command: StartProcess {
+            workflow: "create_user_group".into(),
+            product: None,
+            customer_id: Some(CustomerId(Uuid::new_v4())),
+            subscription_id: None,
+            input: json!({ "group_name": name }).as_object().unwrap().clone(),
+        },
+        meta: meta(id),
+    }
+}
+
+fn terminate(sub: &str) -> Checked<StartProcess> {
+    Checked {
+        command: StartProcess {
+            workflow: "terminate_user_group".into(),
+            product: None,
+            customer_id: None,
+            subscription_id: Some(SubscriptionId(sub.parse().unwrap())),
+            input: Default::default(),
+        },
+        meta: meta(None),
+    }
+}
+
+fn accepted(r: &v1::CommandReply) -> &v1::Accepted {
+    match &r.outcome {
+        Some(Outcome::Accepted(a)) => a,
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+fn rejected(r: &v1::CommandReply) -> &v1::Rejected {
+    match &r.outcome {
+        Some(Outcome::Rejected(a)) => a,
+        other => panic!("expected rejected, got {other:?}"),
+    }
+}
+
+async fn complete(
+    engine: &EngineHandle,
+    process: &str,
+    step: u32,
+    result: serde_json::Value,
+) -> v1::CommandReply {
+    engine
+        .report(Checked {
+            command: TaskReport {
+                process_id: ProcessId(process.parse().unwrap()),
+                step_index: step,
+                attempt: 1,
+                outcome: Ok(result.as_object().unwrap().clone()),
+            },
+            meta: meta(None),
+        })
+        .await
+        .unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    log: Log,
+    engine: EngineHandle,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let catalog = Arc::new(Catalog::default_catalog().unwrap());
+    let (engine, _task) = Engine::spawn(log.clone(), catalog, EngineOptions::default()).unwrap();
+    Fixture {
+        _dir: dir,
+        log,
+        engine,
+    }
+}
+
+async fn active_group(f: &Fixture) -> String {
+    let r = f.engine.start(create("Ops", None)).await.unwrap();
+    let a = accepted(&r).clone();
+    let r = complete(
+        &f.engine,
+        &a.process_id,
+        4,
+        json!({"subscription": {"user_group": {"group_id": 7}}}),
+    )
+    .await;
+    accepted(&r);
+    a.subscription_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_comes_after_the_events_are_durable() {
+    let f = fixture();
+    let r = f.engine.start(create("Ops", None)).await.unwrap();
+    let a = accepted(&r);
+    assert_eq!(a.position, 11);
+    assert!(f.log.head() >= a.position);
+    assert_eq!(
+        f.log
+            .stream_version(&format!("process-{}", a.process_id))
+            .unwrap(),
+        6
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_id_sent_twice_starts_one_process_with_the_same_reply() {
+    let f = fixture();
+    // Concurrently (the second is decided while the first is in flight) and again later.
+    let (a, b) = tokio::join!(
+        f.engine.start(create("Ops", Some("cmd-1"))),
+        f.engine.start(create("Ops", Some("cmd-1")))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    let head = f.log.head();
+    let c = f
+        .engine
+        .start(create("Other", Some("cmd-1")))
+        .await
+        .unwrap();
+    assert_eq!(a, c);
+    assert_eq!(f.log.head(), head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_terminates_start_exactly_one_process() {
+    let f = fixture();
+    let sub = active_group(&f).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let engine = f.engine.clone();
+        let cmd = terminate(&sub);
+        tasks.push(tokio::spawn(
+            async move { engine.start(cmd).await.unwrap() },
+        ));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match &r.outcome {
+            Some(Outcome::Accepted(_)) => wins += 1,
+            Some(Outcome::Rejected(rej)) => {
+                assert!(
+                    ["SUBSCRIPTION_LOCKED", "SUBSCRIPTION_OUT_OF_SYNC"]
+                        .contains(&rej.code.as_str())
+                )
+            }
+            None => panic!("empty reply"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_append_nothing() {
+    let f = fixture();
+    let sub = active_group(&f).await;
+    let head = f.log.head();
+    let r = f.engine.start(create("", None)).await.unwrap();
+    assert_eq!(rejected(&r).code, "FORM_INVALID");
+    let mut bad = create("x", None);
+    bad.command.workflow = "nope".into();
+    assert_eq!(
+        rejected(&f.engine.start(bad).await.unwrap()).code,
+        "UNKNOWN_WORKFLOW"
+    );
+    let r = f
+        .engine
+        .start(terminate(&Uuid::new_v4().to_string()))
+        .await
+        .unwrap();
+    assert_eq!(rejected(&r).code, "SUBSCRIPTION_NOT_FOUND");
+    let r = complete(&f.engine, &Uuid::new_v4().to_string(), 1, json!({})).await;
+    assert_eq!(rejected(&r).code, "PROCESS_NOT_FOUND");
+    assert_eq!(f.log.head(), head);
+    // Terminate, then terminate the terminated subscription.
+    let t = f.engine.start(terminate(&sub)).await.unwrap();
+    let t = accepted(&t).clone();
+    accepted(&complete(&f.engine, &t.process_id, 3, json!({})).await);
+    let head = f.log.head();
+    let r = f.engine.start(terminate(&sub)).await.unwrap();
+    assert_eq!(rejected(&r).code, "LIFECYCLE_INVALID");
+    // A late duplicate of the worker's report.
+    let r = complete(&f.engine, &t.process_id, 3, json!({})).await;
+    assert_eq!(rejected(&r).code, "TASK_NOT_CURRENT");
+    assert_eq!(f.log.head(), head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_evicted_from_memory_is_read_back_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let catalog = Arc::new(Catalog::default_catalog().unwrap());
+    let options = EngineOptions {
+        cache_capacity: 2,
+        ..EngineOptions::default()
+    };
+    let (engine, _task) = Engine::spawn(log.clone(), catalog, options).unwrap();
+    let f = Fixture {
+        _dir: dir,
+        log,
+        engine,
+    };
+    let first = active_group(&f).await;
+    for _ in 0..5 {
+        active_group(&f).await;
+    }
+    let r = f.engine.start(terminate(&first)).await.unwrap();
+    accepted(&r);
+}

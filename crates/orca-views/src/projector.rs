@@ -1,0 +1,70 @@
+use orca_log::Log;
+use orca_proto::v1;
+use tokio::sync::watch;
+
+use crate::store::{Error, Views};
+
+/// Events projected per batch.
+const CHUNK: usize = 2048;
+
+/// Follows the log and keeps the views up to date.
+pub struct Projector {
+    log: Log,
+    views: Views,
+}
+
+fn decode(log: &Log, from: u64) -> Result<Vec<v1::Event>, Error> {
+    log.read_from(from, CHUNK)?
+        .iter()
+        .map(|r| {
+            orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                .map_err(|e| Error::Corrupt(format!("event {}: {e}", r.position)))
+        })
+        .collect()
+}
+
+/// Projects the whole log into `views` (a fresh store rebuilds from zero). Returns the position
+/// reached.
+pub fn rebuild(log: &Log, views: &Views) -> Result<u64, Error> {
+    loop {
+        let events = decode(log, views.checkpoint() + 1)?;
+        if events.is_empty() {
+            return Ok(views.checkpoint());
+        }
+        views.apply(&events)?;
+    }
+}
+
+impl Projector {
+    /// A projector from `log` into `views`.
+    pub fn new(log: Log, views: Views) -> Self {
+        Self { log, views }
+    }
+
+    /// Projects until `shutdown` turns true, waking whenever the log's head moves.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+        let mut head = self.log.subscribe();
+        loop {
+            // Catch up in chunks off the async threads: sled reads and decoding are CPU work.
+            let (log, views) = (self.log.clone(), self.views.clone());
+            let caught_up = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
+                let events = decode(&log, views.checkpoint() + 1)?;
+                let done = events.len() < CHUNK;
+                views.apply(&events)?;
+                Ok(done)
+            })
+            .await
+            .map_err(|e| Error::Corrupt(format!("projector task: {e}")))??;
+            if !caught_up {
+                continue;
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return Ok(()) },
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
