@@ -221,7 +221,7 @@ impl Engine {
             return self.queue(Pending::Ready(unavailable("the event log failed"), to));
         }
         let decision = match outcome {
-            Ok(Outcome::Decided(d)) => d,
+            Ok(Outcome::Decided(d)) => *d,
             Ok(Outcome::Rejected(rejection)) => {
                 return self.queue(Pending::Ready(rejection.to_reply(), to));
             }
@@ -402,7 +402,7 @@ fn command_id(meta: &Meta) -> String {
 
 /// What deciding a command came to.
 enum Outcome {
-    Decided(Decision),
+    Decided(Box<Decision>),
     Rejected(Rejection),
     /// The command id was applied before: its stored reply.
     Replayed(v1::CommandReply),
@@ -411,7 +411,7 @@ enum Outcome {
 impl From<Result<Decision, Rejection>> for Outcome {
     fn from(r: Result<Decision, Rejection>) -> Self {
         match r {
-            Ok(d) => Outcome::Decided(d),
+            Ok(d) => Outcome::Decided(Box::new(d)),
             Err(r) => Outcome::Rejected(r),
         }
     }

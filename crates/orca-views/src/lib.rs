@@ -10,4 +10,4 @@ mod projector;
 mod store;
 
 pub use projector::{Projector, rebuild};
-pub use store::{Error, Page, ProcessFilter, SubscriptionFilter, Views};
+pub use store::{Dump, Error, Page, ProcessFilter, SubscriptionFilter, Views};

@@ -26,6 +26,9 @@ const SUB_INDEX: u8 = b's';
 const PROC_INDEX: u8 = b'p';
 const CHECKPOINT: &[u8] = b"m:checkpoint";
 
+/// Every key and value of the view store, in key order.
+pub type Dump = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Which subscriptions a list returns; empty fields match all.
 #[derive(Debug, Clone, Default)]
 pub struct SubscriptionFilter {
@@ -217,14 +220,12 @@ impl Views {
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| Error::Corrupt("list index".into()))?;
             let id = String::from_utf8_lossy(&k[9..]).into_owned();
-            if let Some(item) = self.load::<T>(&key(kind, &id))? {
-                if keep(&item) {
-                    if items.len() == limit {
-                        next = (position + 1).to_string();
-                        break;
-                    }
-                    items.push(item);
+            if let Some(item) = self.load::<T>(&key(kind, &id))?.filter(&keep) {
+                if items.len() == limit {
+                    next = (position + 1).to_string();
+                    break;
                 }
+                items.push(item);
             }
         }
         Ok(Page {
@@ -268,7 +269,7 @@ impl Views {
     }
 
     /// Every key and value, in key order: what "byte for byte equal" compares.
-    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    pub fn dump(&self) -> Result<Dump, Error> {
         self.tree
             .iter()
             .map(|e| {
