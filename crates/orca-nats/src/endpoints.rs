@@ -1,0 +1,200 @@
+//! The `orca` micro service: one endpoint per command and query.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use async_nats::service::{Request, ServiceExt};
+use bytes::Bytes;
+use futures::StreamExt;
+use orca_domain::command::{Checked, StartProcess, TaskReport};
+use orca_domain::{Catalog, Code, Rejection};
+use orca_engine::EngineHandle;
+use orca_proto::v1;
+use orca_views::Views;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::Error;
+use crate::codec::{self, Encoding};
+use crate::query;
+
+/// What the endpoints need to know.
+#[derive(Debug, Clone)]
+pub struct BusOptions {
+    /// Subject prefix (default `orca`).
+    pub prefix: String,
+    /// Largest request payload accepted, in bytes (default 256 KiB).
+    pub max_payload: usize,
+    /// Longest a query waits for `min_position` (default 5 s).
+    pub query_wait: Duration,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "orca".into(),
+            max_payload: 256 * 1024,
+            query_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Start,
+    Complete,
+    Fail,
+    GetSubscription,
+    ListSubscriptions,
+    GetProcess,
+    ListProcesses,
+    WorkflowForm,
+    ListWorkflows,
+}
+
+/// Endpoint name, subject below the prefix, and kind.
+const ENDPOINTS: &[(&str, &str, Kind)] = &[
+    ("process-start", "cmd.process.start", Kind::Start),
+    ("task-complete", "cmd.task.complete", Kind::Complete),
+    ("task-fail", "cmd.task.fail", Kind::Fail),
+    (
+        "subscription-get",
+        "query.subscription.get",
+        Kind::GetSubscription,
+    ),
+    (
+        "subscription-list",
+        "query.subscription.list",
+        Kind::ListSubscriptions,
+    ),
+    ("process-get", "query.process.get", Kind::GetProcess),
+    ("process-list", "query.process.list", Kind::ListProcesses),
+    ("workflow-form", "query.workflow.form", Kind::WorkflowForm),
+    (
+        "catalog-workflows",
+        "query.catalog.workflows",
+        Kind::ListWorkflows,
+    ),
+];
+
+pub(crate) struct Ctx {
+    pub engine: EngineHandle,
+    pub views: Views,
+    pub catalog: Arc<Catalog>,
+    pub options: BusOptions,
+}
+
+/// Registers the micro service and serves until `shutdown` turns true; in-flight requests are
+/// answered before it returns.
+pub async fn serve(
+    client: Client,
+    engine: EngineHandle,
+    views: Views,
+    catalog: Arc<Catalog>,
+    options: BusOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let service = client
+        .service_builder()
+        .description("orca: event-sourced orchestrator for product subscriptions and workflows")
+        .start("orca", env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(Error::nats)?;
+    let ctx = Arc::new(Ctx {
+        engine,
+        views,
+        catalog,
+        options,
+    });
+    let mut endpoints = Vec::new();
+    for (name, subject, kind) in ENDPOINTS {
+        let endpoint = service
+            .endpoint_builder()
+            .name(name)
+            .add(format!("{}.{subject}", ctx.options.prefix))
+            .await
+            .map_err(Error::nats)?;
+        endpoints.push((endpoint, *kind));
+    }
+    Ok(tokio::spawn(async move {
+        let mut loops = JoinSet::new();
+        for (mut endpoint, kind) in endpoints {
+            let ctx = ctx.clone();
+            let mut shutdown = shutdown.clone();
+            loops.spawn(async move {
+                let mut inflight = JoinSet::new();
+                loop {
+                    tokio::select! {
+                        request = endpoint.next() => match request {
+                            Some(request) => {
+                                inflight.spawn(handle(kind, request, ctx.clone()));
+                            }
+                            None => break,
+                        },
+                        _ = shutdown.wait_for(|s| *s) => break,
+                        Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                    }
+                }
+                let _ = endpoint.stop().await;
+                while inflight.join_next().await.is_some() {}
+            });
+        }
+        let _ = shutdown.wait_for(|s| *s).await;
+        while loops.join_next().await.is_some() {}
+        let _ = service.stop().await;
+    }))
+}
+
+async fn handle(kind: Kind, request: Request, ctx: Arc<Ctx>) {
+    let encoding = Encoding::of(request.message.headers.as_ref());
+    let payload = dispatch(kind, &request.message.payload, encoding, &ctx).await;
+    if let Err(e) = request
+        .respond_with_headers(Ok(payload), encoding.headers())
+        .await
+    {
+        tracing::warn!(error = %e, "could not reply");
+    }
+}
+
+async fn dispatch(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
+    let max = ctx.options.max_payload;
+    match kind {
+        Kind::Start => {
+            let reply = match codec::decode::<v1::StartProcess>(payload, enc, max)
+                .and_then(|w| Checked::<StartProcess>::try_from(&w))
+            {
+                Ok(cmd) => ctx.engine.start(cmd).await.unwrap_or_else(engine_down),
+                Err(r) => r.to_reply(),
+            };
+            codec::encode(&reply, enc)
+        }
+        Kind::Complete => {
+            let reply = match codec::decode::<v1::CompleteTask>(payload, enc, max)
+                .and_then(|w| Checked::<TaskReport>::try_from(&w))
+            {
+                Ok(cmd) => ctx.engine.report(cmd).await.unwrap_or_else(engine_down),
+                Err(r) => r.to_reply(),
+            };
+            codec::encode(&reply, enc)
+        }
+        Kind::Fail => {
+            let reply = match codec::decode::<v1::FailTask>(payload, enc, max)
+                .and_then(|w| Checked::<TaskReport>::try_from(&w))
+            {
+                Ok(cmd) => ctx.engine.report(cmd).await.unwrap_or_else(engine_down),
+                Err(r) => r.to_reply(),
+            };
+            codec::encode(&reply, enc)
+        }
+        _ => query::answer(kind, payload, enc, ctx).await,
+    }
+}
+
+fn engine_down(e: orca_engine::Error) -> v1::CommandReply {
+    Rejection::new(
+        Code::Unavailable,
+        format!("the engine cannot take commands: {e}"),
+    )
+    .to_reply()
+}

@@ -1,0 +1,40 @@
+//! The bus: how orca meets NATS. Adapters only — every rule is in `orca-domain`.
+//!
+//! - [`codec`]: protobuf by default, proto3 JSON when the request says
+//!   `Content-Type: application/json`; size limit and decoding errors become structured
+//!   rejections.
+//! - [`serve`]: registers the `orca` NATS micro service with one endpoint per command and query
+//!   (`orca.cmd.process.start`, `orca.query.process.get`, …) and forwards to the engine and views.
+//! - [`Outbox`]: follows the log from a checkpoint and publishes every event to JetStream
+//!   (`orca.evt.<aggregate>.<id>.<event>`, `Nats-Msg-Id` = event id) and every scheduled task to
+//!   the work queue `orca.task.<step>`, with pipelined acks; it survives NATS restarts.
+//! - [`streams`]: the JetStream streams, created compatibly with nats-server 2.9.
+
+pub mod codec;
+mod endpoints;
+mod outbox;
+mod query;
+pub mod streams;
+
+pub use endpoints::{BusOptions, serve};
+pub use outbox::{Outbox, OutboxOptions};
+
+/// Failure talking to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A NATS operation failed.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] orca_log::Error),
+    /// A stored event does not decode.
+    #[error("corrupt event at position {0}")]
+    Corrupt(u64),
+}
+
+impl Error {
+    pub(crate) fn nats(e: impl std::fmt::Display) -> Self {
+        Error::Nats(e.to_string())
+    }
+}

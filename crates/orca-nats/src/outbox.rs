@@ -1,0 +1,163 @@
+//! The outbox: every log entry goes to JetStream, in log order, at least once; `Nats-Msg-Id`
+//! makes JetStream drop re-publications after a restart. Scheduled tasks also go to the work
+//! queue, so dispatch needs nothing but the log and survives crashes on either side.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+use orca_log::Log;
+use orca_proto::{Message, v1};
+use tokio::sync::watch;
+
+use crate::Error;
+use crate::codec::{CONTENT_TYPE, PROTOBUF};
+
+const CHECKPOINT: &[u8] = b"published";
+
+/// Tuning of the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    /// Subject prefix (default `orca`).
+    pub prefix: String,
+    /// Events published before their acks are awaited together (default 1024).
+    pub chunk: usize,
+    /// Wait before trying again after NATS failed (default 500 ms).
+    pub retry: Duration,
+}
+
+impl Default for OutboxOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "orca".into(),
+            chunk: 1024,
+            retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Publishes the log to NATS; see the module docs.
+pub struct Outbox {
+    log: Log,
+    js: jetstream::Context,
+    tree: sled::Tree,
+    options: OutboxOptions,
+    published: watch::Sender<u64>,
+}
+
+impl Outbox {
+    /// An outbox over `log` (its checkpoint lives in the log's database, tree `outbox`).
+    pub fn new(log: Log, js: jetstream::Context, options: OutboxOptions) -> Result<Self, Error> {
+        let tree = log
+            .db()
+            .open_tree("outbox")
+            .map_err(orca_log::Error::from)?;
+        let at = tree
+            .get(CHECKPOINT)
+            .map_err(orca_log::Error::from)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let (published, _) = watch::channel(at);
+        Ok(Self {
+            log,
+            js,
+            tree,
+            options,
+            published,
+        })
+    }
+
+    /// Follows the position up to which everything is published.
+    pub fn published(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Publishes until `shutdown` turns true and everything durable is out (or NATS is gone).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+        let mut head = self.log.subscribe();
+        loop {
+            let from = *self.published.borrow() + 1;
+            let records = self.log.read_from(from, self.options.chunk)?;
+            if records.is_empty() {
+                if *shutdown.borrow() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() { return Ok(()) },
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let last = records.last().map_or(from, |r| r.position);
+            match self.publish(&records).await {
+                Ok(()) => {
+                    self.tree
+                        .insert(CHECKPOINT, &last.to_be_bytes())
+                        .map_err(orca_log::Error::from)?;
+                    self.published.send_replace(last);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, from, "publishing events failed; retrying");
+                    if *shutdown.borrow() {
+                        // NATS is gone and we are stopping: the checkpoint says where to resume.
+                        return Ok(());
+                    }
+                    tokio::time::sleep(self.options.retry).await;
+                }
+            }
+        }
+    }
+
+    async fn publish(&self, records: &[orca_log::Recorded]) -> Result<(), Error> {
+        let prefix = &self.options.prefix;
+        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(records.len());
+        for r in records {
+            let event =
+                orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                    .map_err(|_| Error::Corrupt(r.position))?;
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.as_str());
+            headers.insert(CONTENT_TYPE, PROTOBUF);
+            let subject = orca_domain::event_subject(prefix, &event);
+            acks.push(
+                self.js
+                    .publish_with_headers(subject, headers, Bytes::from(event.encode_to_vec()))
+                    .await
+                    .map_err(Error::nats)?,
+            );
+            if let Some(v1::event::Body::TaskScheduled(t)) = &event.body {
+                let task = v1::Task {
+                    task_id: t.task_id.clone(),
+                    process_id: orca_domain::ids::split_stream(&event.stream)
+                        .map(|(_, id)| id.to_owned())
+                        .unwrap_or_default(),
+                    step_index: t.index,
+                    step: t.name.clone(),
+                    attempt: t.attempt,
+                    workflow: t.workflow.clone(),
+                    state: t.state.clone(),
+                    subscription: t.subscription.clone(),
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());
+                headers.insert(CONTENT_TYPE, PROTOBUF);
+                acks.push(
+                    self.js
+                        .publish_with_headers(
+                            format!("{prefix}.task.{}", t.name),
+                            headers,
+                            Bytes::from(task.encode_to_vec()),
+                        )
+                        .await
+                        .map_err(Error::nats)?,
+                );
+            }
+        }
+        let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
+        for ack in futures::future::join_all(acks).await {
+            ack.map_err(Error::nats)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,61 @@
+//! The JetStream streams orca publishes to.
+//!
+//! Only options nats-server 2.9 knows are set (it ignores newer ones silently, which would make
+//! behaviour differ between servers).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::Error;
+
+/// Name of the event stream for a subject prefix: `orca` → `ORCA_EVENTS`.
+pub fn events_stream(prefix: &str) -> String {
+    format!("{}_EVENTS", stream_token(prefix))
+}
+
+/// Name of the task work-queue stream: `orca` → `ORCA_TASKS`.
+pub fn tasks_stream(prefix: &str) -> String {
+    format!("{}_TASKS", stream_token(prefix))
+}
+
+fn stream_token(prefix: &str) -> String {
+    prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publication.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Creates (or finds) the event stream `<prefix>.evt.>` and the task work queue `<prefix>.task.>`.
+pub async fn ensure(js: &jetstream::Context, prefix: &str) -> Result<(), Error> {
+    js.get_or_create_stream(stream::Config {
+        name: events_stream(prefix),
+        subjects: vec![format!("{prefix}.evt.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(Error::nats)?;
+    js.get_or_create_stream(stream::Config {
+        name: tasks_stream(prefix),
+        subjects: vec![format!("{prefix}.task.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(Error::nats)?;
+    Ok(())
+}

@@ -1,0 +1,297 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, pull};
+use async_nats::jetstream::{self, AckKind};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::StreamExt;
+use orca_proto::v1::{self, command_reply::Outcome};
+use orca_proto::{Message, json};
+use serde_json::{Map, Value as Json};
+use tokio::sync::{Semaphore, watch};
+
+/// Failure of the worker itself (not of a task).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// NATS failed.
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+fn nats(e: impl std::fmt::Display) -> Error {
+    Error::Nats(e.to_string())
+}
+
+/// What a handler reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutcome {
+    /// Success; merged into the process state. A `subscription` key holding
+    /// `{block: {resource: value}}` sets resources.
+    Ok(Map<String, Json>),
+    /// Failure with a reason; the step and its process fail.
+    Failed(String),
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = TaskOutcome> + Send>>;
+
+/// Runs one step.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one task.
+    fn run(&self, task: v1::Task) -> BoxFuture;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(v1::Task) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = TaskOutcome> + Send + 'static,
+{
+    fn run(&self, task: v1::Task) -> BoxFuture {
+        Box::pin(self(task))
+    }
+}
+
+/// The task's process state as JSON.
+pub fn state(task: &v1::Task) -> Map<String, Json> {
+    json::opt_struct_to_json(task.state.as_ref())
+}
+
+/// How the worker takes and reports tasks.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Subject prefix of the orca service (default `orca`).
+    pub prefix: String,
+    /// Tasks run at once per step (default 256).
+    pub concurrency: usize,
+    /// How long a task may run before JetStream hands it to another worker (default 60 s).
+    pub ack_wait: Duration,
+    /// How long to wait for orca's answer to a report (default 10 s).
+    pub request_timeout: Duration,
+    /// Recorded as the actor of every report (default `worker`).
+    pub actor: String,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "orca".into(),
+            concurrency: 256,
+            ack_wait: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            actor: "worker".into(),
+        }
+    }
+}
+
+/// A step worker; see the crate docs.
+pub struct Worker {
+    client: Client,
+    options: WorkerOptions,
+    handlers: Vec<(String, Arc<dyn Handler>)>,
+}
+
+impl Worker {
+    /// A worker on `client` handling no steps yet.
+    pub fn new(client: Client, options: WorkerOptions) -> Self {
+        Self {
+            client,
+            options,
+            handlers: Vec::new(),
+        }
+    }
+
+    /// Handles tasks of `step` with `handler`.
+    pub fn handle(mut self, step: &str, handler: impl Handler) -> Self {
+        self.handlers.push((step.to_owned(), Arc::new(handler)));
+        self
+    }
+
+    /// Takes and runs tasks until `shutdown` turns true; running tasks finish and report first.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+        let js = jetstream::new(self.client.clone());
+        let stream_name = format!("{}_TASKS", stream_token(&self.options.prefix));
+        let stream = loop {
+            match js.get_stream(&stream_name).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::info!(error = %e, stream = %stream_name, "waiting for the orca service to create the task stream");
+                    let mut s = shutdown.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = s.wait_for(|v| *v) => return Ok(()),
+                    }
+                }
+            }
+        };
+        let options = Arc::new(self.options);
+        let mut loops = tokio::task::JoinSet::new();
+        for (step, handler) in self.handlers {
+            let durable = format!("worker-{step}");
+            let consumer = stream
+                .get_or_create_consumer(
+                    &durable,
+                    pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: format!("{}.task.{step}", options.prefix),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: options.ack_wait,
+                        max_ack_pending: i64::try_from(options.concurrency * 4).unwrap_or(1024),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(nats)?;
+            let client = self.client.clone();
+            let options = options.clone();
+            let mut shutdown = shutdown.clone();
+            loops.spawn(async move {
+                let mut messages = match consumer.messages().await {
+                    Ok(m) => m,
+                    Err(e) => return Err(nats(e)),
+                };
+                let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+                loop {
+                    let msg = tokio::select! {
+                        m = messages.next() => m,
+                        _ = shutdown.wait_for(|v| *v) => None,
+                    };
+                    let Some(msg) = msg else { break };
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "task stream error");
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let (client, options, handler) =
+                        (client.clone(), options.clone(), handler.clone());
+                    tokio::spawn(async move {
+                        run_one(&client, &options, handler.as_ref(), msg).await;
+                        drop(permit);
+                    });
+                }
+                // Let running tasks report before returning.
+                let _ = permits
+                    .acquire_many(u32::try_from(options.concurrency.max(1)).unwrap_or(1))
+                    .await;
+                Ok(())
+            });
+        }
+        while let Some(r) = loops.join_next().await {
+            r.map_err(nats)??;
+        }
+        Ok(())
+    }
+}
+
+fn stream_token(prefix: &str) -> String {
+    prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// What to do with the message after reporting.
+enum Disposition {
+    Ack,
+    Retry,
+}
+
+async fn run_one(
+    client: &Client,
+    options: &WorkerOptions,
+    handler: &dyn Handler,
+    msg: jetstream::Message,
+) {
+    let task = match v1::Task::decode(msg.payload.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, subject = %msg.subject, "undecodable task; dropping it");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    let outcome = handler.run(task.clone()).await;
+    let disposition = report(client, options, &task, outcome).await;
+    let _ = match disposition {
+        Disposition::Ack => msg.ack().await,
+        Disposition::Retry => {
+            msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
+                .await
+        }
+    };
+}
+
+async fn report(
+    client: &Client,
+    options: &WorkerOptions,
+    task: &v1::Task,
+    outcome: TaskOutcome,
+) -> Disposition {
+    let (subject, payload, verb) = match outcome {
+        TaskOutcome::Ok(result) => (
+            format!("{}.cmd.task.complete", options.prefix),
+            v1::CompleteTask {
+                process_id: task.process_id.clone(),
+                step_index: task.step_index,
+                attempt: task.attempt,
+                result: Some(json::json_to_struct(&result)),
+                command_id: format!("task:{}:report", task.task_id),
+                actor: options.actor.clone(),
+            }
+            .encode_to_vec(),
+            "complete",
+        ),
+        TaskOutcome::Failed(error) => (
+            format!("{}.cmd.task.fail", options.prefix),
+            v1::FailTask {
+                process_id: task.process_id.clone(),
+                step_index: task.step_index,
+                attempt: task.attempt,
+                error,
+                command_id: format!("task:{}:report", task.task_id),
+                actor: options.actor.clone(),
+            }
+            .encode_to_vec(),
+            "fail",
+        ),
+    };
+    let request = async_nats::Request::new()
+        .payload(Bytes::from(payload))
+        .headers(HeaderMap::new())
+        .timeout(Some(options.request_timeout));
+    let reply = match client.send_request(subject, request).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, task = %task.task_id, "report not answered; the task will be retried");
+            return Disposition::Retry;
+        }
+    };
+    match v1::CommandReply::decode(reply.payload.as_ref()).map(|r| r.outcome) {
+        Ok(Some(Outcome::Accepted(_))) => Disposition::Ack,
+        Ok(Some(Outcome::Rejected(r))) if r.code == "UNAVAILABLE" => {
+            tracing::warn!(task = %task.task_id, message = %r.message, "orca unavailable; retrying");
+            Disposition::Retry
+        }
+        Ok(Some(Outcome::Rejected(r))) => {
+            // TASK_NOT_CURRENT and the like: the result can never apply; retrying cannot help.
+            tracing::info!(task = %task.task_id, code = %r.code, message = %r.message, verb, "report refused");
+            Disposition::Ack
+        }
+        Ok(None) | Err(_) => {
+            tracing::warn!(task = %task.task_id, "unreadable reply; retrying");
+            Disposition::Retry
+        }
+    }
+}
