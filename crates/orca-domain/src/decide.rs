@@ -140,15 +140,6 @@ pub fn start_process(
                 ),
             ));
         }
-        if !sub.locked_by_process_id.is_empty() {
-            return Err(Rejection::new(
-                Code::SubscriptionLocked,
-                format!(
-                    "subscription {id} is held by unfinished process {}",
-                    sub.locked_by_process_id
-                ),
-            ));
-        }
         let state =
             subscription::lifecycle(sub).map_err(|e| Rejection::new(Code::LifecycleInvalid, e))?;
         if !wf.usable_when.contains(&state) {
@@ -167,6 +158,15 @@ pub fn start_process(
                 Code::SubscriptionOutOfSync,
                 format!(
                     "subscription {id} is out of sync; only validate and system workflows may run"
+                ),
+            ));
+        }
+        if !sub.locked_by_process_id.is_empty() {
+            return Err(Rejection::new(
+                Code::SubscriptionLocked,
+                format!(
+                    "subscription {id} is held by unfinished process {}",
+                    sub.locked_by_process_id
                 ),
             ));
         }

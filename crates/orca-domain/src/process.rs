@@ -101,6 +101,7 @@ pub fn evolve(p: &mut v1::Process, event: &v1::Event) {
         | None => {}
     }
     p.version = event.version;
+    p.position = event.position;
     p.last_modified_at = at;
 }
 

@@ -72,6 +72,7 @@ pub fn evolve(sub: &mut v1::Subscription, event: &v1::Event) {
         | None => {}
     }
     sub.version = event.version;
+    sub.position = event.position;
     sub.updated_at = at;
 }
 

@@ -262,7 +262,11 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
     assert!(!s.subscription.as_ref().unwrap().in_sync);
     // A second terminate decided after the first is refused.
     let again = s.terminate().unwrap_err();
-    assert_eq!(again.code, Code::SubscriptionLocked);
+    assert_eq!(again.code, Code::SubscriptionOutOfSync);
+    // In sync but held by an unfinished process: still refused.
+    s.subscription.as_mut().unwrap().in_sync = true;
+    assert_eq!(s.terminate().unwrap_err().code, Code::SubscriptionLocked);
+    s.subscription.as_mut().unwrap().in_sync = false;
 
     s.report(3, 1, Ok(json!({}))).unwrap();
     let sub = s.subscription.clone().unwrap();

@@ -51,6 +51,7 @@ pub(crate) enum Kind {
     ListProcesses,
     WorkflowForm,
     ListWorkflows,
+    ServiceInfo,
 }
 
 /// Endpoint name, subject below the prefix, and kind.
@@ -76,22 +77,37 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
         "query.catalog.workflows",
         Kind::ListWorkflows,
     ),
+    ("service-info", "query.service.info", Kind::ServiceInfo),
 ];
 
 pub(crate) struct Ctx {
     pub engine: EngineHandle,
     pub views: Views,
+    pub log: orca_log::Log,
+    pub published: watch::Receiver<u64>,
     pub catalog: Arc<Catalog>,
     pub options: BusOptions,
+}
+
+/// What the endpoints serve from.
+pub struct Backend {
+    /// Decides commands.
+    pub engine: EngineHandle,
+    /// Answers queries.
+    pub views: Views,
+    /// For the service info (log head).
+    pub log: orca_log::Log,
+    /// Position published so far (service info).
+    pub published: watch::Receiver<u64>,
+    /// The catalog (workflow list and forms).
+    pub catalog: Arc<Catalog>,
 }
 
 /// Registers the micro service and serves until `shutdown` turns true; in-flight requests are
 /// answered before it returns.
 pub async fn serve(
     client: Client,
-    engine: EngineHandle,
-    views: Views,
-    catalog: Arc<Catalog>,
+    backend: Backend,
     options: BusOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
@@ -102,9 +118,11 @@ pub async fn serve(
         .await
         .map_err(Error::nats)?;
     let ctx = Arc::new(Ctx {
-        engine,
-        views,
-        catalog,
+        engine: backend.engine,
+        views: backend.views,
+        log: backend.log,
+        published: backend.published,
+        catalog: backend.catalog,
         options,
     });
     let mut endpoints = Vec::new();

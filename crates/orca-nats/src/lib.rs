@@ -16,7 +16,7 @@ mod outbox;
 mod query;
 pub mod streams;
 
-pub use endpoints::{BusOptions, serve};
+pub use endpoints::{Backend, BusOptions, serve};
 pub use outbox::{Outbox, OutboxOptions};
 
 /// Failure talking to NATS.

@@ -199,6 +199,15 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             };
             codec::encode(&reply, enc)
         }
+        Kind::ServiceInfo => {
+            let reply = v1::ServiceInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                log_head: ctx.log.head(),
+                views_position: ctx.views.checkpoint(),
+                published_position: *ctx.published.borrow(),
+            };
+            codec::encode(&reply, enc)
+        }
         Kind::Start | Kind::Complete | Kind::Fail => Bytes::new(),
     }
 }

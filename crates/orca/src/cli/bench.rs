@@ -1,0 +1,382 @@
+//! `orca bench`: create workflows through NATS with the example worker, against raw baselines
+//! measured in the same run. Prints numbers; asserts nothing.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use orca::client::OrcaClient;
+use orca::natsd::NatsServer;
+use orca::service::{Service, ServiceOptions};
+use orca_log::{Append, Log, LogOptions, NewEvent};
+use orca_proto::{Message, v1};
+use orca_worker::{Worker, WorkerOptions};
+use serde_json::json;
+use tokio::sync::{Semaphore, watch};
+
+use crate::Global;
+
+/// Runs N create_user_group workflows with C in flight and prints workflows/s, command-ack and
+/// completion latency percentiles, events/s and peak RSS, next to raw baselines (sled batched
+/// append with fsync, NATS request/reply round trip) measured in the same run.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Workflows to run.
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    pub workflows: usize,
+    /// Workflows in flight at once.
+    #[arg(long, short = 'c', default_value_t = 256)]
+    pub concurrency: usize,
+    /// Keep the log here (a temporary directory when not given).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Events written by the raw sled baseline.
+    #[arg(long, default_value_t = 200_000)]
+    pub baseline_events: usize,
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn hist() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    if a.workflows == 0 || a.concurrency == 0 {
+        bail!("--workflows and --concurrency must be at least 1");
+    }
+    let nats = match &g.nats_url {
+        Some(_) => None,
+        None => Some(tokio::task::spawn_blocking(|| NatsServer::start(None)).await??),
+    };
+    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
+    let tmp = tempfile::Builder::new().prefix("orca-bench-").tempdir()?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("data"));
+
+    // Raw baselines first, on an idle machine.
+    let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
+    let rtt = nats_baseline(&url).await?;
+
+    let catalog = Arc::new(orca::load_catalog(None)?);
+    let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
+    options.bus.prefix = g.prefix.clone();
+    let service = Service::start(options).await?;
+    let (stop_worker, shutdown) = watch::channel(false);
+    let worker = orca_worker::example::register(Worker::new(
+        async_nats::connect(&url).await?,
+        WorkerOptions {
+            prefix: g.prefix.clone(),
+            concurrency: a.concurrency.max(16),
+            ..WorkerOptions::default()
+        },
+    ));
+    let worker = tokio::spawn(worker.run(shutdown));
+    let client = OrcaClient::connect(&url, &g.prefix).await?;
+
+    // Completion = the process_completed event on NATS.
+    let done_sub = client
+        .nats()
+        .subscribe(format!("{}.evt.process.*.process_completed", g.prefix))
+        .await?;
+    client.nats().flush().await?;
+
+    eprintln!("warming up…");
+    run_creates(&client, done_sub, 200.min(a.workflows), a.concurrency, None)
+        .await
+        .map(|_| ())?;
+    let done_sub = client
+        .nats()
+        .subscribe(format!("{}.evt.process.*.process_completed", g.prefix))
+        .await?;
+    client.nats().flush().await?;
+
+    let head0 = service.log.head();
+    let rss0 = rss_kib("VmRSS:");
+    eprintln!(
+        "running {} create workflows, {} in flight…",
+        a.workflows, a.concurrency
+    );
+    let started = Instant::now();
+    let (acks, completions, rss_samples) =
+        run_creates(&client, done_sub, a.workflows, a.concurrency, Some(4)).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let events = service.log.head() - head0;
+
+    let _ = stop_worker.send(true);
+    let _ = worker.await;
+    service.stop(Duration::from_secs(10)).await?;
+    drop(nats);
+
+    let wps = a.workflows as f64 / elapsed;
+    let eps = events as f64 / elapsed;
+    let report = json!({
+        "workflows": a.workflows,
+        "concurrency": a.concurrency,
+        "seconds": elapsed,
+        "workflows_per_sec": wps,
+        "events_per_sec": eps,
+        "events_per_workflow": events as f64 / a.workflows as f64,
+        "ack_ms": {"p50": ms(&acks, 0.5), "p99": ms(&acks, 0.99), "max": acks.max() as f64 / 1000.0},
+        "completion_ms": {"p50": ms(&completions, 0.5), "p99": ms(&completions, 0.99), "max": completions.max() as f64 / 1000.0},
+        "rss_kib": {"before": rss0, "samples": rss_samples, "peak": rss_kib("VmHWM:")},
+        "baseline": {
+            "sled_batched_append_events_per_sec": sled_eps,
+            "nats_request_reply_ms": {"p50": ms(&rtt, 0.5), "p99": ms(&rtt, 0.99)},
+        },
+        "ratios": {
+            "events_per_sec_vs_raw_sled": eps / sled_eps,
+            "ack_p50_vs_nats_rtt_p50": ms(&acks, 0.5) / ms(&rtt, 0.5).max(0.001),
+        },
+    });
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "orca bench — {} create_user_group workflows, {} in flight, example worker, one process",
+            a.workflows, a.concurrency
+        );
+        println!("  workflows/s            {wps:>10.0}   ({elapsed:.2} s)");
+        println!(
+            "  events/s               {eps:>10.0}   ({:.1} per workflow)",
+            events as f64 / a.workflows as f64
+        );
+        println!(
+            "  command ack   p50/p99  {:>7.2} / {:.2} ms",
+            ms(&acks, 0.5),
+            ms(&acks, 0.99)
+        );
+        println!(
+            "  completion    p50/p99  {:>7.2} / {:.2} ms",
+            ms(&completions, 0.5),
+            ms(&completions, 0.99)
+        );
+        println!(
+            "  RSS before / quarters  {} MiB / {:?} MiB, peak {} MiB",
+            rss0 / 1024,
+            rss_samples.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+            rss_kib("VmHWM:") / 1024
+        );
+        println!("baselines, same run:");
+        println!(
+            "  sled batched append (100/batch, fsync)  {sled_eps:>10.0} events/s   → orca events/s is {:.2}× of it",
+            eps / sled_eps
+        );
+        println!(
+            "  NATS request/reply p50/p99     {:>7.3} / {:.3} ms   → orca ack p50 is {:.1}× of it",
+            ms(&rtt, 0.5),
+            ms(&rtt, 0.99),
+            ms(&acks, 0.5) / ms(&rtt, 0.5).max(0.001)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+type Runs = (Histogram<u64>, Histogram<u64>, Vec<u64>);
+
+async fn run_creates(
+    client: &OrcaClient,
+    mut done_sub: async_nats::Subscriber,
+    n: usize,
+    concurrency: usize,
+    samples: Option<usize>,
+) -> anyhow::Result<Runs> {
+    #[derive(Default)]
+    struct Track {
+        started: HashMap<String, Instant>,
+        finished: HashMap<String, Instant>,
+    }
+    let track = Arc::new(Mutex::new(Track::default()));
+    let completions = Arc::new(Mutex::new(hist()?));
+    let acks = Arc::new(Mutex::new(hist()?));
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let remaining = Arc::new(std::sync::atomic::AtomicUsize::new(n));
+    let (all_done_tx, mut all_done) = watch::channel(false);
+
+    let record = {
+        let (completions, permits, remaining) =
+            (completions.clone(), permits.clone(), remaining.clone());
+        move |started: Instant, finished: Instant| {
+            if let Ok(mut h) = completions.lock() {
+                let _ = h.record(
+                    u64::try_from(finished.duration_since(started).as_micros()).unwrap_or(u64::MAX),
+                );
+            }
+            permits.add_permits(1);
+            if remaining.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                let _ = all_done_tx.send(true);
+            }
+        }
+    };
+    let record = Arc::new(record);
+
+    let watcher = {
+        let (track, record) = (track.clone(), record.clone());
+        tokio::spawn(async move {
+            while let Some(msg) = done_sub.next().await {
+                let now = Instant::now();
+                let Ok(e) = v1::Event::decode(msg.payload.as_ref()) else {
+                    continue;
+                };
+                let pid = e.stream.trim_start_matches("process-").to_owned();
+                let started = {
+                    let Ok(mut t) = track.lock() else { continue };
+                    match t.started.remove(&pid) {
+                        Some(s) => Some(s),
+                        None => {
+                            t.finished.insert(pid.clone(), now);
+                            None
+                        }
+                    }
+                };
+                if let Some(s) = started {
+                    record(s, now);
+                }
+            }
+        })
+    };
+
+    let sample_every = samples.map(|s| (n / s).max(1));
+    let mut rss = Vec::new();
+    for i in 0..n {
+        let permit = permits.clone().acquire_owned().await?;
+        permit.forget();
+        if sample_every.is_some_and(|e| i > 0 && i % e == 0) {
+            rss.push(rss_kib("VmRSS:"));
+        }
+        let (client, track, acks, record) =
+            (client.clone(), track.clone(), acks.clone(), record.clone());
+        tokio::spawn(async move {
+            let cmd = v1::StartProcess {
+                workflow: "create_user_group".into(),
+                customer_id: uuid::Uuid::new_v4().to_string(),
+                input: Some(orca_proto::json::json_to_struct(
+                    &serde_json::Map::from_iter([(
+                        "group_name".to_owned(),
+                        json!(format!("bench-{i}")),
+                    )]),
+                )),
+                actor: "bench".into(),
+                ..Default::default()
+            };
+            let t0 = Instant::now();
+            let reply = client
+                .raw("cmd.process.start", Bytes::from(cmd.encode_to_vec()), false)
+                .await;
+            let t1 = Instant::now();
+            let pid = match reply
+                .ok()
+                .and_then(|b| v1::CommandReply::decode(b.as_ref()).ok())
+                .and_then(|r| r.outcome)
+            {
+                Some(v1::command_reply::Outcome::Accepted(a)) => a.process_id,
+                other => {
+                    eprintln!("start failed: {other:?}");
+                    record(t0, t1);
+                    return;
+                }
+            };
+            if let Ok(mut h) = acks.lock() {
+                let _ = h.record(u64::try_from((t1 - t0).as_micros()).unwrap_or(u64::MAX));
+            }
+            let finished = {
+                let Ok(mut t) = track.lock() else { return };
+                match t.finished.remove(&pid) {
+                    Some(f) => Some(f),
+                    None => {
+                        t.started.insert(pid.clone(), t0);
+                        None
+                    }
+                }
+            };
+            if let Some(f) = finished {
+                record(t0, f);
+            }
+        });
+    }
+    tokio::time::timeout(Duration::from_secs(600), all_done.wait_for(|d| *d))
+        .await
+        .context("workflows did not all complete within 10 minutes")??;
+    watcher.abort();
+    rss.push(rss_kib("VmRSS:"));
+    let acks = acks
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let completions = completions
+        .lock()
+        .map(|h| h.clone())
+        .map_err(|_| anyhow::anyhow!("poisoned"))?;
+    Ok((acks, completions, rss))
+}
+
+/// Raw sled: 300-byte events in batches of 100, fsync per batch, through orca-log.
+async fn sled_baseline(dir: &std::path::Path, events: usize) -> anyhow::Result<f64> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let log = Log::open(&LogOptions::new(&dir))?;
+        let payload = vec![7u8; 300];
+        let batches = (events / 100).max(1);
+        let t = Instant::now();
+        for b in 0..batches {
+            let appends: Vec<Append> = (0..100)
+                .map(|i| Append {
+                    events: vec![NewEvent {
+                        stream: format!("raw-{}", (b * 100 + i) % 1000),
+                        payload: payload.clone(),
+                    }],
+                    ..Append::default()
+                })
+                .collect();
+            log.append_batch(&appends)?;
+        }
+        Ok((batches * 100) as f64 / t.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+/// NATS request/reply round trip against an echo responder on the same server.
+async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
+    let server = async_nats::connect(url).await?;
+    let client = async_nats::connect(url).await?;
+    let mut sub = server.subscribe("orca-bench.echo").await?;
+    let responder = tokio::spawn(async move {
+        while let Some(m) = sub.next().await {
+            if let Some(reply) = m.reply {
+                let _ = server.publish(reply, m.payload).await;
+            }
+        }
+    });
+    client.flush().await?;
+    let mut h = hist()?;
+    for _ in 0..3000 {
+        let t = Instant::now();
+        client
+            .request("orca-bench.echo", Bytes::from_static(b"ping"))
+            .await?;
+        h.record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX))?;
+    }
+    responder.abort();
+    Ok(h)
+}

@@ -1,0 +1,54 @@
+//! One file per noun; each has `Command`/`Args` (clap) and `run`.
+
+pub mod bench;
+pub mod demo;
+pub mod events;
+pub mod process;
+pub mod serve;
+pub mod subscription;
+pub mod views;
+pub mod worker;
+pub mod workflow;
+
+use std::process::ExitCode;
+
+use orca_proto::v1;
+use serde::Serialize;
+
+/// Prints proto3 JSON.
+pub fn print_json<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Exit code for a reply's rejection: 2 when something was refused.
+pub fn rejected(r: &v1::Rejected) -> ExitCode {
+    eprintln!("rejected {}: {}", r.code, r.message);
+    for f in &r.field_errors {
+        eprintln!("  {}: {}", f.field, f.message);
+    }
+    ExitCode::from(2)
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! `orca serve`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use orca::load_catalog;
+use orca::service::{Service, ServiceOptions};
+
+use crate::Global;
+
+/// Run the service until SIGINT/SIGTERM (a second signal exits at once).
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the event log and views live.
+    #[arg(long, env = "ORCA_DATA_DIR", default_value = "./orca-data")]
+    pub data_dir: PathBuf,
+    /// Catalog file (TOML); the built-in UserGroup catalog when not given.
+    #[arg(long, env = "ORCA_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// Largest accepted request payload, in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub max_payload: usize,
+}
+
+pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let catalog = Arc::new(load_catalog(a.catalog.as_deref())?);
+    let mut options = ServiceOptions::new(g.url(), &a.data_dir, catalog);
+    options.bus.prefix = g.prefix.clone();
+    options.bus.max_payload = a.max_payload;
+    let mut service = Service::start(options).await?;
+    eprintln!(
+        "orca serving on {} (prefix {}, data {}, log head {}); Ctrl-C to stop",
+        g.url(),
+        g.prefix,
+        a.data_dir.display(),
+        service.log.head()
+    );
+    tokio::select! {
+        _ = super::signal() => {}
+        why = service.failed() => {
+            anyhow::bail!("{why}");
+        }
+    }
+    eprintln!("stopping: answering requests in flight, flushing (signal again to exit at once)");
+    tokio::select! {
+        r = service.stop(Duration::from_secs(10)) => r?,
+        _ = super::signal() => {
+            eprintln!("exiting at once");
+            return Ok(ExitCode::from(130));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

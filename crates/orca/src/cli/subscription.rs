@@ -1,0 +1,77 @@
+//! `orca subscription get|list`
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use orca::client::OrcaClient;
+use orca::render;
+use orca_proto::v1;
+
+use crate::Global;
+
+/// Subscriptions are customers' instances of products.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Show a subscription with its resources and processes.
+    Get {
+        /// Subscription UUID.
+        id: String,
+    },
+    /// List subscriptions, newest first.
+    List {
+        /// Only this lifecycle status (initial, provisioning, active, disabled, terminated).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this product.
+        #[arg(long)]
+        product: Option<String>,
+        /// Only this customer.
+        #[arg(long)]
+        customer: Option<String>,
+        /// Most to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
+    let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
+    match c {
+        Command::Get { id } => {
+            let reply = client.subscription(&id, 0).await?;
+            match (reply.subscription, reply.error) {
+                (Some(s), _) if g.json => super::print_json(&s)?,
+                (Some(s), _) => print!("{}", render::subscription(&s)),
+                (None, Some(e)) => return Ok(super::rejected(&e)),
+                (None, None) => bail!("empty reply"),
+            }
+        }
+        Command::List {
+            status,
+            product,
+            customer,
+            limit,
+        } => {
+            let reply = client
+                .subscriptions(&v1::ListSubscriptions {
+                    status: status.unwrap_or_default(),
+                    product: product.unwrap_or_default(),
+                    customer_id: customer.unwrap_or_default(),
+                    limit,
+                    ..Default::default()
+                })
+                .await?;
+            if let Some(e) = &reply.error {
+                return Ok(super::rejected(e));
+            }
+            if g.json {
+                super::print_json(&reply)?;
+            } else {
+                for s in &reply.subscriptions {
+                    println!("{}", render::subscription_line(s));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,50 @@
+//! `orca worker example`
+
+use std::process::ExitCode;
+
+use orca_worker::{Worker, WorkerOptions};
+use tokio::sync::watch;
+
+use crate::Global;
+
+/// Step workers shipped with orca.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// The example worker for the UserGroup workflows: provision_user_group (fake group id)
+    /// and deprovision_user_group.
+    Example {
+        /// Tasks run at once per step.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+    },
+}
+
+pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
+    let Command::Example { concurrency } = c;
+    let client = async_nats::ConnectOptions::new()
+        .name("orca-worker-example")
+        .connect(g.url())
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to NATS at {}: {e}", g.url()))?;
+    let options = WorkerOptions {
+        prefix: g.prefix.clone(),
+        concurrency,
+        actor: "worker:example".into(),
+        ..WorkerOptions::default()
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let worker = orca_worker::example::register(Worker::new(client, options));
+    eprintln!(
+        "example worker taking {}.task.provision_user_group and .deprovision_user_group; Ctrl-C to stop",
+        g.prefix
+    );
+    let mut run = tokio::spawn(worker.run(shutdown));
+    tokio::select! {
+        r = &mut run => { r??; }
+        _ = super::signal() => {
+            let _ = stop.send(true);
+            run.await??;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,200 @@
+//! A typed client for orca's NATS endpoints: what the CLI, the demo, the bench and the tests use.
+//! Any NATS client can do the same with the subjects in the README.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use orca_proto::{Message, v1};
+
+/// Talks to an orca service over NATS.
+#[derive(Clone)]
+pub struct OrcaClient {
+    nats: async_nats::Client,
+    prefix: String,
+    timeout: Duration,
+}
+
+impl OrcaClient {
+    /// Connects to NATS at `url`.
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("orca-client")
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        Ok(Self::new(nats, prefix))
+    }
+
+    /// A client over an existing connection.
+    pub fn new(nats: async_nats::Client, prefix: &str) -> Self {
+        Self {
+            nats,
+            prefix: prefix.to_owned(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// The subject prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Sends raw bytes to `<prefix>.<suffix>` and returns the reply's bytes.
+    pub async fn raw(&self, suffix: &str, payload: Bytes, json: bool) -> anyhow::Result<Bytes> {
+        let mut headers = async_nats::HeaderMap::new();
+        if json {
+            headers.insert("Content-Type", "application/json");
+        }
+        let subject = format!("{}.{suffix}", self.prefix);
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .headers(headers)
+            .timeout(Some(self.timeout));
+        let reply = self
+            .nats
+            .send_request(subject.clone(), request)
+            .await
+            .with_context(|| format!("request to {subject} (is `orca serve` running?)"))?;
+        Ok(reply.payload)
+    }
+
+    async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        suffix: &str,
+        req: &Req,
+    ) -> anyhow::Result<Resp> {
+        let bytes = self
+            .raw(suffix, Bytes::from(req.encode_to_vec()), false)
+            .await?;
+        Resp::decode(bytes.as_ref()).with_context(|| format!("decoding the reply of {suffix}"))
+    }
+
+    /// `cmd.process.start`
+    pub async fn start(&self, cmd: &v1::StartProcess) -> anyhow::Result<v1::CommandReply> {
+        self.call("cmd.process.start", cmd).await
+    }
+
+    /// `query.process.get`
+    pub async fn process(&self, id: &str, min_position: u64) -> anyhow::Result<v1::ProcessReply> {
+        self.call(
+            "query.process.get",
+            &v1::GetProcess {
+                process_id: id.to_owned(),
+                min_position,
+            },
+        )
+        .await
+    }
+
+    /// `query.subscription.get`
+    pub async fn subscription(
+        &self,
+        id: &str,
+        min_position: u64,
+    ) -> anyhow::Result<v1::SubscriptionReply> {
+        self.call(
+            "query.subscription.get",
+            &v1::GetSubscription {
+                subscription_id: id.to_owned(),
+                min_position,
+            },
+        )
+        .await
+    }
+
+    /// `query.subscription.list`
+    pub async fn subscriptions(
+        &self,
+        q: &v1::ListSubscriptions,
+    ) -> anyhow::Result<v1::SubscriptionList> {
+        self.call("query.subscription.list", q).await
+    }
+
+    /// `query.process.list`
+    pub async fn processes(&self, q: &v1::ListProcesses) -> anyhow::Result<v1::ProcessList> {
+        self.call("query.process.list", q).await
+    }
+
+    /// `query.workflow.form`
+    pub async fn form(
+        &self,
+        workflow: &str,
+        subscription_id: &str,
+    ) -> anyhow::Result<v1::WorkflowForm> {
+        self.call(
+            "query.workflow.form",
+            &v1::GetWorkflowForm {
+                workflow: workflow.to_owned(),
+                subscription_id: subscription_id.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// `query.catalog.workflows`
+    pub async fn workflows(&self) -> anyhow::Result<v1::WorkflowList> {
+        self.call("query.catalog.workflows", &v1::ListWorkflows {})
+            .await
+    }
+
+    /// `query.service.info`
+    pub async fn info(&self) -> anyhow::Result<v1::ServiceInfo> {
+        self.call("query.service.info", &v1::GetServiceInfo {})
+            .await
+    }
+
+    /// Polls until the process is no longer created/running (or `timeout` passes).
+    pub async fn wait_process(
+        &self,
+        id: &str,
+        min_position: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<v1::Process> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let reply = self.process(id, min_position).await?;
+            if let Some(p) = reply.process {
+                if p.status != "created" && p.status != "running" {
+                    return Ok(p);
+                }
+                if Instant::now() > deadline {
+                    bail!("process {id} is still {} after {timeout:?}", p.status);
+                }
+            } else if let Some(e) = reply.error.filter(|_| Instant::now() > deadline) {
+                bail!("{}: {}", e.code, e.message);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The accepted part of a reply, or an error carrying the rejection.
+pub fn accepted(reply: &v1::CommandReply) -> anyhow::Result<&v1::Accepted> {
+    match &reply.outcome {
+        Some(v1::command_reply::Outcome::Accepted(a)) => Ok(a),
+        Some(v1::command_reply::Outcome::Rejected(r)) => Err(Rejected(r.clone()).into()),
+        None => bail!("empty reply"),
+    }
+}
+
+/// A rejection as an error, with its field errors in the message.
+#[derive(Debug, thiserror::Error)]
+pub struct Rejected(pub v1::Rejected);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rejected {}: {}", self.0.code, self.0.message)?;
+        for fe in &self.0.field_errors {
+            write!(f, "\n  {}: {}", fe.field, fe.message)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! `orca`: run the service, a step worker, the demo or the bench, and drive a running service.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// orca — an event-sourced orchestrator for product subscriptions and their workflows.
+///
+/// Start here: `orca demo` runs the whole story (it starts a local nats-server, the service and
+/// the example step worker, creates a UserGroup subscription and terminates it). `orca serve` and
+/// `orca worker example` run the pieces apart; the other verbs talk to a running service.
+#[derive(Parser)]
+#[command(name = "orca", version, propagate_version = true)]
+struct Cli {
+    /// NATS server to use [env: ORCA_NATS_URL] [default: nats://127.0.0.1:4222; the demo and
+    /// bench start their own server when this is not given].
+    #[arg(long, global = true, env = "ORCA_NATS_URL")]
+    nats_url: Option<String>,
+    /// Subject prefix of the service.
+    #[arg(long, global = true, default_value = "orca", env = "ORCA_PREFIX")]
+    prefix: String,
+    /// Print machine-readable JSON (proto3 JSON mapping) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the orca service: NATS endpoints, engine, event log, views and event publisher.
+    Serve(cli::serve::Args),
+    /// Run a step worker.
+    #[command(subcommand)]
+    Worker(cli::worker::Command),
+    /// Run the whole story locally: create a UserGroup, terminate it, print everything.
+    Demo(cli::demo::Args),
+    /// Start, inspect and list processes (workflow runs).
+    #[command(subcommand)]
+    Process(cli::process::Command),
+    /// Inspect and list subscriptions.
+    #[command(subcommand)]
+    Subscription(cli::subscription::Command),
+    /// List workflows and show their input forms.
+    #[command(subcommand)]
+    Workflow(cli::workflow::Command),
+    /// Follow the published events.
+    #[command(subcommand)]
+    Events(cli::events::Command),
+    /// Rebuild or verify the views from the event log (the service must be stopped).
+    #[command(subcommand)]
+    Views(cli::views::Command),
+    /// Measure throughput and latency of create workflows through NATS.
+    Bench(cli::bench::Args),
+}
+
+/// Options every verb sees.
+pub struct Global {
+    /// Given NATS URL, if any.
+    pub nats_url: Option<String>,
+    /// Subject prefix.
+    pub prefix: String,
+    /// JSON output.
+    pub json: bool,
+}
+
+impl Global {
+    /// The NATS URL to use for client verbs.
+    pub fn url(&self) -> String {
+        self.nats_url
+            .clone()
+            .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ORCA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,orca=info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let global = Global {
+        nats_url: cli.nats_url,
+        prefix: cli.prefix,
+        json: cli.json,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(a) => cli::serve::run(&global, a).await,
+            Command::Worker(c) => cli::worker::run(&global, c).await,
+            Command::Demo(a) => cli::demo::run(&global, a).await,
+            Command::Process(c) => cli::process::run(&global, c).await,
+            Command::Subscription(c) => cli::subscription::run(&global, c).await,
+            Command::Workflow(c) => cli::workflow::run(&global, c).await,
+            Command::Events(c) => cli::events::run(&global, c).await,
+            Command::Views(c) => cli::views::run(&global, c).await,
+            Command::Bench(a) => cli::bench::run(&global, a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! A local `nats-server` with JetStream: what `orca demo`, `orca bench` and the tests start when
+//! no NATS is given. Killed when dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A nats-server child process on a free loopback port.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Where nats-server is, if installed.
+pub fn find_binary() -> Option<PathBuf> {
+    let candidates = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(["/usr/sbin", "/usr/local/bin", "/usr/bin"].map(PathBuf::from));
+    candidates
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// Finds nats-server, installing the Debian package when it is missing and we may.
+pub fn ensure_installed() -> anyhow::Result<PathBuf> {
+    if let Some(p) = find_binary() {
+        return Ok(p);
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if is_root && Path::new("/usr/bin/apt-get").exists() {
+        eprintln!(
+            "nats-server not found; installing the Debian package (apt-get install nats-server)…"
+        );
+        let ok = Command::new("apt-get")
+            .args(["install", "-y", "-qq", "nats-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            let _ = Command::new("apt-get").args(["update", "-qq"]).status();
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq", "nats-server"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("running apt-get")?;
+        }
+        if let Some(p) = find_binary() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "nats-server is not installed. Install it (Debian/Ubuntu: `apt-get install nats-server`, \
+         or see https://docs.nats.io) or point orca at a running server with --nats-url"
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl NatsServer {
+    /// Starts nats-server with JetStream on a free port, storing in `store` (a temporary
+    /// directory when `None`).
+    pub fn start(store: Option<PathBuf>) -> anyhow::Result<Self> {
+        let (store, tmp) = match store {
+            Some(p) => (p, None),
+            None => {
+                let t = tempfile::Builder::new().prefix("orca-nats-").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let mut s = Self {
+            child: None,
+            port: free_port()?,
+            store,
+            _tmp: tmp,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let bin = ensure_installed()?;
+        let child = Command::new(bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nats-server")?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                bail!(
+                    "nats-server did not listen on port {} within 10 s",
+                    self.port
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// `nats://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (kill -9), keeping its store.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

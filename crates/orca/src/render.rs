@@ -1,0 +1,109 @@
+//! Human-readable output.
+
+use std::fmt::Write;
+
+use orca_proto::{Timestamp, v1};
+
+fn time(t: Option<&Timestamp>) -> String {
+    t.and_then(|t| {
+        let nanos = u32::try_from(t.nanos).ok()?;
+        let secs = t.seconds.rem_euclid(86_400);
+        Some(format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60,
+            nanos / 1_000_000
+        ))
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+/// A process with its step log.
+pub fn process(p: &v1::Process) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "process {}  {} v{} ({})  status {}  actor {}",
+        p.process_id, p.workflow, p.workflow_version, p.target, p.status, p.actor
+    );
+    if !p.subscription_id.is_empty() {
+        let _ = writeln!(s, "  subscription {}", p.subscription_id);
+    }
+    if !p.failed_reason.is_empty() {
+        let _ = writeln!(s, "  failed: {}", p.failed_reason);
+    }
+    let _ = writeln!(
+        s,
+        "  {:>2}  {:<40} {:<8} {:<18} {:>3}  {:<12} error",
+        "#", "step", "kind", "status", "try", "completed"
+    );
+    for st in &p.steps {
+        let name = if st.argument.is_empty()
+            || st.kind != "builtin"
+            || st.name == "initialize_subscription"
+        {
+            st.name.clone()
+        } else {
+            format!("{}({})", st.name, st.argument)
+        };
+        let _ = writeln!(
+            s,
+            "  {:>2}  {:<40} {:<8} {:<18} {:>3}  {:<12} {}",
+            st.index,
+            name,
+            st.kind,
+            st.status,
+            st.attempts.max(u32::from(st.completed_at.is_some())),
+            time(st.completed_at.as_ref()),
+            st.error
+        );
+    }
+    s
+}
+
+/// A subscription with its resources.
+pub fn subscription(sub: &v1::Subscription) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "subscription {}  {}", sub.subscription_id, sub.product);
+    let _ = writeln!(s, "  description  {}", sub.description);
+    let _ = writeln!(s, "  status       {}", sub.status);
+    let _ = writeln!(s, "  in sync      {}", sub.in_sync);
+    let _ = writeln!(s, "  customer     {}", sub.customer_id);
+    for b in &sub.blocks {
+        let values =
+            serde_json::Value::Object(orca_proto::json::opt_struct_to_json(b.resources.as_ref()));
+        let _ = writeln!(s, "  {:<12} {}", b.name, values);
+    }
+    if !sub.locked_by_process_id.is_empty() {
+        let _ = writeln!(s, "  held by      {}", sub.locked_by_process_id);
+    }
+    for l in &sub.processes {
+        let _ = writeln!(
+            s,
+            "  process      {} {} ({})",
+            l.process_id, l.workflow, l.target
+        );
+    }
+    s
+}
+
+/// One line per subscription.
+pub fn subscription_line(sub: &v1::Subscription) -> String {
+    format!(
+        "{}  {:<12} {:<13} {:<5} {}",
+        sub.subscription_id,
+        sub.product,
+        sub.status,
+        if sub.in_sync { "sync" } else { "unsync" },
+        sub.description
+    )
+}
+
+/// One line per process.
+pub fn process_line(p: &v1::Process) -> String {
+    format!(
+        "{}  {:<24} {:<10} {}",
+        p.process_id, p.workflow, p.status, p.subscription_id
+    )
+}

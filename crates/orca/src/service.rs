@@ -1,0 +1,168 @@
+//! The orca service in one process: log, engine, projector, outbox and NATS endpoints, started
+//! in order and stopped in reverse so that nothing acknowledged is lost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use orca_domain::Catalog;
+use orca_engine::{Engine, EngineOptions};
+use orca_log::{Log, LogOptions};
+use orca_nats::{BusOptions, Outbox, OutboxOptions};
+use orca_views::{Projector, Views};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Everything `orca serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// Directory for the event log (`<dir>/log`) and the views (`<dir>/views`).
+    pub data_dir: PathBuf,
+    /// Products, tasks and workflows.
+    pub catalog: Arc<Catalog>,
+    /// Subject prefix and request limits.
+    pub bus: BusOptions,
+    /// Batching and memory bounds of the engine.
+    pub engine: EngineOptions,
+    /// sled page cache for the log and for the views, each (default 64 MiB).
+    pub cache_bytes: u64,
+}
+
+impl ServiceOptions {
+    /// Defaults for a service on `nats_url` storing in `data_dir`.
+    pub fn new(
+        nats_url: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        catalog: Arc<Catalog>,
+    ) -> Self {
+        Self {
+            nats_url: nats_url.into(),
+            data_dir: data_dir.into(),
+            catalog,
+            bus: BusOptions::default(),
+            engine: EngineOptions::default(),
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A running service.
+pub struct Service {
+    shutdown: watch::Sender<bool>,
+    endpoints: JoinHandle<()>,
+    engine: JoinHandle<Result<(), orca_engine::Error>>,
+    projector: JoinHandle<Result<(), orca_views::Error>>,
+    outbox: JoinHandle<Result<(), orca_nats::Error>>,
+    client: async_nats::Client,
+    /// The log (read access for tools and tests).
+    pub log: Log,
+    /// The views.
+    pub views: Views,
+    /// Position up to which events are published.
+    pub published: watch::Receiver<u64>,
+}
+
+/// Opens the log, refusing clearly when another process holds it.
+pub fn open_log(data_dir: &std::path::Path, cache_bytes: u64) -> anyhow::Result<Log> {
+    let mut options = LogOptions::new(data_dir.join("log"));
+    options.cache_capacity = cache_bytes;
+    Log::open(&options).with_context(|| {
+        format!(
+            "opening the event log in {} (is another orca service using this data dir?)",
+            data_dir.display()
+        )
+    })
+}
+
+impl Service {
+    /// Starts every component; returns once the endpoints are registered.
+    pub async fn start(options: ServiceOptions) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&options.data_dir)
+            .with_context(|| format!("creating {}", options.data_dir.display()))?;
+        let log = open_log(&options.data_dir, options.cache_bytes)?;
+        let views = Views::open(&options.data_dir.join("views"), options.cache_bytes)
+            .context("opening the views")?;
+        let client = async_nats::ConnectOptions::new()
+            .name("orca-service")
+            .connect(&options.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
+        let js = async_nats::jetstream::new(client.clone());
+        orca_nats::streams::ensure(&js, &options.bus.prefix)
+            .await
+            .context("creating the JetStream streams (is JetStream enabled on the server? `nats-server -js`)")?;
+
+        let (shutdown, rx) = watch::channel(false);
+        let (engine_handle, engine) =
+            Engine::spawn(log.clone(), options.catalog.clone(), options.engine.clone())?;
+        let projector = tokio::spawn(Projector::new(log.clone(), views.clone()).run(rx.clone()));
+        let outbox = Outbox::new(
+            log.clone(),
+            js,
+            OutboxOptions {
+                prefix: options.bus.prefix.clone(),
+                ..OutboxOptions::default()
+            },
+        )?;
+        let published = outbox.published();
+        let outbox = tokio::spawn(outbox.run(rx.clone()));
+        let backend = orca_nats::Backend {
+            engine: engine_handle,
+            views: views.clone(),
+            log: log.clone(),
+            published: published.clone(),
+            catalog: options.catalog.clone(),
+        };
+        let endpoints = orca_nats::serve(client.clone(), backend, options.bus.clone(), rx).await?;
+        client.flush().await.context("flushing NATS")?;
+        tracing::info!(nats = %options.nats_url, data = %options.data_dir.display(), head = log.head(), "orca service started");
+        Ok(Self {
+            shutdown,
+            endpoints,
+            engine,
+            projector,
+            outbox,
+            client,
+            log,
+            views,
+            published,
+        })
+    }
+
+    /// Stops taking requests, answers those in flight, lets the views and the outbox catch up,
+    /// and flushes. Waits at most `grace` for the outbox (NATS may be gone).
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let _ = self.endpoints.await;
+        // The endpoints held the last engine handles: the engine ends after its replies.
+        match self.engine.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "engine stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "engine task failed"),
+        }
+        if let Ok(Err(e)) = self.projector.await {
+            tracing::error!(error = %e, "projector stopped with an error");
+        }
+        if tokio::time::timeout(grace, self.outbox).await.is_err() {
+            tracing::warn!(
+                "outbox did not finish within the grace period; it resumes from its checkpoint"
+            );
+        }
+        self.views.flush()?;
+        self.log.db().flush()?;
+        let _ = self.client.drain().await;
+        Ok(())
+    }
+
+    /// Resolves when a component stops on its own (which only happens on failure).
+    pub async fn failed(&mut self) -> String {
+        tokio::select! {
+            r = &mut self.engine => format!("engine stopped: {r:?}"),
+            r = &mut self.projector => format!("projector stopped: {r:?}"),
+            r = &mut self.outbox => format!("outbox stopped: {r:?}"),
+        }
+    }
+}

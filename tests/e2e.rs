@@ -1,0 +1,500 @@
+//! End to end over a real nats-server and the real `orca` binary: the seed workflows and the
+//! invariants of DESIGN.md that need the whole system.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use orca_proto::{Message, v1};
+use serde_json::json;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+async fn events_in_jetstream(env: &Env) -> u64 {
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let mut stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_then_terminate_user_group_over_nats() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    let _worker = env.worker();
+
+    // Create, as a raw proto3 JSON request like any NATS client would send.
+    let customer = uuid::Uuid::new_v4().to_string();
+    let body = json!({"workflow": "create_user_group", "customer_id": customer, "input": {"group_name": "Ops"}, "actor": "alice"});
+    let reply = env
+        .client
+        .raw("cmd.process.start", Bytes::from(body.to_string()), true)
+        .await
+        .unwrap();
+    let reply: serde_json::Value =
+        serde_json::from_slice(&reply).expect("a JSON reply to a JSON request");
+    let process_id = reply["accepted"]["processId"].as_str().unwrap().to_owned();
+    let subscription_id = reply["accepted"]["subscriptionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let position: u64 = reply["accepted"]["position"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let p = env
+        .client
+        .wait_process(&process_id, position, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "completed");
+    assert_eq!(p.actor, "alice");
+    assert_eq!(
+        steps(&p),
+        pairs(&[
+            ("init", "success"),
+            ("create_subscription", "success"),
+            ("store_process_subscription", "success"),
+            ("initialize_subscription", "success"),
+            ("provision_user_group", "success"),
+            ("set_status", "success"),
+            ("resync", "success"),
+            ("done", "complete"),
+        ])
+    );
+    let state = orca_proto::json::opt_struct_to_json(p.state.as_ref());
+    assert_eq!(state["group_name"], "Ops");
+    assert_eq!(state["subscription_id"], subscription_id.as_str());
+    let group_id = state["group_id"]
+        .as_i64()
+        .expect("the worker's result is merged into the state");
+
+    let sub = env
+        .client
+        .subscription(&subscription_id, p.position)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
+    assert_eq!((sub.status.as_str(), sub.in_sync), ("active", true));
+    assert_eq!(sub.description, "User group Ops");
+    assert_eq!(sub.customer_id, customer);
+    let resources = orca_proto::json::opt_struct_to_json(sub.blocks[0].resources.as_ref());
+    assert_eq!(resources["group_name"], "Ops");
+    assert_eq!(resources["group_id"], group_id);
+
+    // The terminate form is the confirmation label.
+    let form = env
+        .client
+        .form("terminate_user_group", &subscription_id)
+        .await
+        .unwrap();
+    let schema = orca_proto::json::opt_struct_to_json(form.schema.as_ref());
+    assert_eq!(
+        schema["properties"]["are_you_sure"]["default"],
+        "Are you sure you want to remove User group Ops?"
+    );
+
+    // Terminate, as protobuf.
+    let t = accepted(
+        &env.client
+            .start(&terminate_cmd(&subscription_id))
+            .await
+            .unwrap(),
+    );
+    let p = env
+        .client
+        .wait_process(&t.process_id, t.position, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "completed");
+    assert_eq!(
+        steps(&p),
+        pairs(&[
+            ("init", "success"),
+            ("store_process_subscription", "success"),
+            ("unsync", "success"),
+            ("deprovision_user_group", "success"),
+            ("set_status", "success"),
+            ("resync", "success"),
+            ("done", "complete"),
+        ])
+    );
+    let sub = env
+        .client
+        .subscription(&subscription_id, p.position)
+        .await
+        .unwrap()
+        .subscription
+        .unwrap();
+    assert_eq!((sub.status.as_str(), sub.in_sync), ("terminated", true));
+    assert!(sub.end_date.is_some() && sub.start_date.is_some());
+    assert!(sub.locked_by_process_id.is_empty());
+    assert_eq!(sub.processes.len(), 2);
+    let resources = orca_proto::json::opt_struct_to_json(sub.blocks[0].resources.as_ref());
+    assert_eq!(
+        (
+            resources["group_name"].clone(),
+            resources["group_id"].clone()
+        ),
+        (json!("Ops"), json!(group_id))
+    );
+
+    // Lists see both.
+    let list = env
+        .client
+        .processes(&v1::ListProcesses {
+            subscription_id: subscription_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.processes.len(), 2);
+    assert_eq!(
+        list.processes[0].workflow, "terminate_user_group",
+        "newest first"
+    );
+
+    // Invariant 8: every log entry is published, each once, in order.
+    let head = env.head().await;
+    wait_until(LONG, || async { events_in_jetstream(&env).await == head }).await;
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    for seq in [1, head] {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        let e = v1::Event::decode(msg.payload.as_ref()).unwrap();
+        assert_eq!(e.position, seq);
+        assert!(msg.subject.starts_with("orca.evt."));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_command_id_twice_starts_one_process_with_the_same_reply() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    let mut cmd = create_cmd("Ops");
+    cmd.command_id = "create-ops-1".into();
+    let (a, b) = tokio::join!(env.client.start(&cmd), env.client.start(&cmd));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a, b);
+    let head = env.head().await;
+    let c = env.client.start(&cmd).await.unwrap();
+    assert_eq!(a.encode_to_vec(), c.encode_to_vec(), "byte-identical reply");
+    assert_eq!(env.head().await, head);
+    let list = env
+        .client
+        .processes(&v1::ListProcesses {
+            min_position: head,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.processes.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rejection_has_its_code_and_appends_nothing() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    // One subscription mid-create (no worker yet: provisioning, out of sync).
+    let busy = accepted(&env.client.start(&create_cmd("Busy")).await.unwrap());
+    let head = env.head().await;
+
+    let mut cases: Vec<(&str, v1::StartProcess)> = Vec::new();
+    let mut c = create_cmd("x");
+    c.workflow = "no_such_workflow".into();
+    cases.push(("UNKNOWN_WORKFLOW", c));
+    let mut c = create_cmd("x");
+    c.product = "NoSuchProduct".into();
+    cases.push(("UNKNOWN_PRODUCT", c));
+    let mut c = create_cmd("x");
+    c.input = input(&[]);
+    cases.push(("FORM_INVALID", c));
+    let mut c = create_cmd("x");
+    c.input = input(&[("group_name", json!(42))]);
+    cases.push(("FORM_INVALID", c));
+    let mut c = create_cmd("x");
+    c.input = input(&[("group_name", json!("Ops")), ("colour", json!("red"))]);
+    cases.push(("FORM_INVALID", c));
+    let mut c = create_cmd("x");
+    c.customer_id = "not-a-uuid".into();
+    cases.push(("INVALID_ARGUMENT", c));
+    cases.push((
+        "SUBSCRIPTION_NOT_FOUND",
+        terminate_cmd(&uuid::Uuid::new_v4().to_string()),
+    ));
+    cases.push((
+        "SUBSCRIPTION_OUT_OF_SYNC",
+        terminate_cmd(&busy.subscription_id),
+    ));
+    for (code, cmd) in &cases {
+        let r = rejected(&env.client.start(cmd).await.unwrap());
+        assert_eq!(r.code, *code, "{cmd:?}: {}", r.message);
+        if *code == "FORM_INVALID" {
+            assert!(
+                r.field_errors.iter().all(|f| f.field.starts_with("input.")),
+                "{r:?}"
+            );
+            assert!(!r.field_errors.is_empty());
+        }
+    }
+    // Malformed and oversize payloads, in both encodings.
+    for (payload, json, code) in [
+        (
+            Bytes::from_static(b"\xff\xff\xff\xff"),
+            false,
+            "MALFORMED_REQUEST",
+        ),
+        (
+            Bytes::from_static(b"{\"workflow\": "),
+            true,
+            "MALFORMED_REQUEST",
+        ),
+        (
+            Bytes::from_static(b"{\"workflow\": 5}"),
+            true,
+            "MALFORMED_REQUEST",
+        ),
+        (Bytes::from(vec![b' '; 70_000]), true, "PAYLOAD_TOO_LARGE"),
+    ] {
+        let bytes = env
+            .client
+            .raw("cmd.process.start", payload, json)
+            .await
+            .unwrap();
+        let reply: v1::CommandReply = if json {
+            serde_json::from_slice(&bytes).unwrap()
+        } else {
+            v1::CommandReply::decode(bytes.as_ref()).unwrap()
+        };
+        assert_eq!(rejected(&reply).code, code);
+    }
+    // A report for a task that is not current.
+    let bytes = env
+        .client
+        .raw(
+            "cmd.task.complete",
+            Bytes::from(
+                v1::CompleteTask {
+                    process_id: busy.process_id.clone(),
+                    step_index: 4,
+                    attempt: 9,
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+            ),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rejected(&v1::CommandReply::decode(bytes.as_ref()).unwrap()).code,
+        "TASK_NOT_CURRENT"
+    );
+    assert_eq!(env.head().await, head, "rejections append nothing");
+
+    // A terminated subscription cannot be terminated again.
+    let _worker = env.worker();
+    let p = env
+        .client
+        .wait_process(&busy.process_id, 0, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "completed");
+    let t = accepted(
+        &env.client
+            .start(&terminate_cmd(&busy.subscription_id))
+            .await
+            .unwrap(),
+    );
+    env.client
+        .wait_process(&t.process_id, t.position, LONG)
+        .await
+        .unwrap();
+    let head = env.head().await;
+    let r = rejected(
+        &env.client
+            .start(&terminate_cmd(&busy.subscription_id))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(r.code, "LIFECYCLE_INVALID");
+    assert_eq!(env.head().await, head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_terminates_start_exactly_one_process() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    let _worker = env.worker();
+    let a = accepted(&env.client.start(&create_cmd("Race")).await.unwrap());
+    env.client
+        .wait_process(&a.process_id, a.position, LONG)
+        .await
+        .unwrap();
+    let cmd = terminate_cmd(&a.subscription_id);
+    let replies = futures::future::join_all((0..16).map(|_| env.client.start(&cmd))).await;
+    let mut won = Vec::new();
+    for r in replies {
+        match r.unwrap().outcome.unwrap() {
+            v1::command_reply::Outcome::Accepted(a) => won.push(a),
+            v1::command_reply::Outcome::Rejected(r) => {
+                assert!(
+                    ["SUBSCRIPTION_OUT_OF_SYNC", "SUBSCRIPTION_LOCKED"].contains(&r.code.as_str()),
+                    "{r:?}"
+                )
+            }
+        }
+    }
+    assert_eq!(won.len(), 1);
+    let p = env
+        .client
+        .wait_process(&won[0].process_id, won[0].position, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "completed");
+    let list = env
+        .client
+        .processes(&v1::ListProcesses {
+            subscription_id: a.subscription_id.clone(),
+            min_position: p.position,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.processes.len(), 2, "one create, one terminate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_acks_loses_nothing_and_in_flight_processes_finish() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    // No worker: every process stops at its task step.
+    let replies = futures::future::join_all((0..40).map(|i| {
+        let client = env.client.clone();
+        async move { client.start(&create_cmd(&format!("g{i}"))).await }
+    }))
+    .await;
+    let acked: Vec<v1::Accepted> = replies
+        .iter()
+        .map(|r| accepted(r.as_ref().unwrap()))
+        .collect();
+    orca.kill9();
+    let last = acked.iter().map(|a| a.position).max().unwrap();
+
+    let _orca = env.serve().await;
+    assert!(
+        env.head().await >= last,
+        "every acknowledged event survived kill -9"
+    );
+    let _worker = env.worker();
+    for a in &acked {
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "completed", "{}", a.process_id);
+        let sub = env
+            .client
+            .subscription(&a.subscription_id, p.position)
+            .await
+            .unwrap()
+            .subscription
+            .unwrap();
+        assert_eq!(sub.status, "active");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_the_log_rebuilds_views_identical_to_the_live_ones() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let _worker = env.worker();
+    let mut last = 0;
+    for i in 0..5 {
+        let a = accepted(
+            &env.client
+                .start(&create_cmd(&format!("r{i}")))
+                .await
+                .unwrap(),
+        );
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            let t = accepted(
+                &env.client
+                    .start(&terminate_cmd(&a.subscription_id))
+                    .await
+                    .unwrap(),
+            );
+            last = env
+                .client
+                .wait_process(&t.process_id, t.position, LONG)
+                .await
+                .unwrap()
+                .position;
+        } else {
+            last = last.max(p.position);
+        }
+    }
+    assert!(last > 0);
+    assert!(orca.terminate(), "graceful stop");
+
+    // Through the CLI.
+    let out = std::process::Command::new(orca_bin())
+        .args(["views", "verify", "--json", "--data-dir"])
+        .arg(env.data())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["equal"], true, "{report}");
+    assert!(out.status.success());
+
+    // And by hand: a fresh directory, byte for byte.
+    let log = orca::service::open_log(&env.data(), 8 << 20).unwrap();
+    let live = orca_views::Views::open(&env.data().join("views"), 8 << 20).unwrap();
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh = orca_views::Views::open(fresh_dir.path(), 8 << 20).unwrap();
+    assert_eq!(orca_views::rebuild(&log, &fresh).unwrap(), log.head());
+    let (a, b) = (live.dump().unwrap(), fresh.dump().unwrap());
+    assert!(a.len() > 20);
+    assert!(a == b, "live and replayed views differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_all_published_across_a_nats_restart() {
+    let mut env = Env::new().await;
+    let _orca = env.serve().await;
+    for i in 0..5 {
+        accepted(
+            &env.client
+                .start(&create_cmd(&format!("n{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    env.nats.restart().unwrap();
+    // The service reconnects and goes on; so does this client.
+    wait_until(LONG, || async { env.client.info().await.is_ok() }).await;
+    let _worker = env.worker();
+    let a = accepted(&env.client.start(&create_cmd("after")).await.unwrap());
+    env.client
+        .wait_process(&a.process_id, a.position, LONG)
+        .await
+        .unwrap();
+    let head = env.head().await;
+    wait_until(LONG, || async { events_in_jetstream(&env).await >= head }).await;
+    assert_eq!(
+        events_in_jetstream(&env).await,
+        head,
+        "each log entry exactly once"
+    );
+}

@@ -1,0 +1,206 @@
+//! Test harness: a real nats-server on a free port with its own JetStream directory, and the real
+//! `orca` binary as child processes (so they can be killed with -9). Everything is cleaned up on
+//! drop; waits poll against a deadline, never a fixed sleep.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use orca::client::OrcaClient;
+pub use orca::natsd::NatsServer;
+use orca_proto::v1;
+
+/// The orca binary under test.
+pub fn orca_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_orca"))
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Self {
+        let child = Command::new(orca_bin())
+            .args(args)
+            .env("ORCA_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn orca");
+        Self { child: Some(child) }
+    }
+
+    /// kill -9
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `orca serve` on `nats` with `data_dir`; returns once it answers queries.
+pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
+    let dir = data_dir.to_string_lossy().into_owned();
+    let proc = Proc::spawn(&[
+        "serve",
+        "--nats-url",
+        nats,
+        "--data-dir",
+        &dir,
+        "--max-payload",
+        "65536",
+    ]);
+    let client = OrcaClient::connect(nats, "orca").await.expect("connect");
+    wait_until(Duration::from_secs(20), || {
+        let c = client.clone();
+        async move { c.info().await.is_ok() }
+    })
+    .await;
+    proc
+}
+
+/// `orca worker example` on `nats`.
+pub fn worker(nats: &str) -> Proc {
+    Proc::spawn(&["worker", "example", "--nats-url", nats])
+}
+
+/// Polls `check` until it holds; panics after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(5);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// A started NATS plus a client and a data dir.
+pub struct Env {
+    pub nats: NatsServer,
+    pub dir: tempfile::TempDir,
+    pub client: OrcaClient,
+}
+
+impl Env {
+    pub async fn new() -> Self {
+        let nats = NatsServer::start(None).expect("nats-server");
+        let client = OrcaClient::connect(&nats.url(), "orca")
+            .await
+            .expect("connect");
+        Self {
+            nats,
+            dir: tempfile::tempdir().expect("tempdir"),
+            client,
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub async fn serve(&self) -> Proc {
+        serve(&self.nats.url(), &self.data()).await
+    }
+
+    pub fn worker(&self) -> Proc {
+        worker(&self.nats.url())
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.client.info().await.expect("info").log_head
+    }
+}
+
+pub fn input(pairs: &[(&str, serde_json::Value)]) -> Option<orca_proto::Struct> {
+    let map = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    Some(orca_proto::json::json_to_struct(&map))
+}
+
+pub fn create_cmd(name: &str) -> v1::StartProcess {
+    v1::StartProcess {
+        workflow: "create_user_group".into(),
+        customer_id: uuid::Uuid::new_v4().to_string(),
+        input: input(&[("group_name", serde_json::json!(name))]),
+        actor: "test".into(),
+        ..Default::default()
+    }
+}
+
+pub fn terminate_cmd(sub: &str) -> v1::StartProcess {
+    v1::StartProcess {
+        workflow: "terminate_user_group".into(),
+        subscription_id: sub.to_owned(),
+        actor: "test".into(),
+        ..Default::default()
+    }
+}
+
+pub fn accepted(r: &v1::CommandReply) -> v1::Accepted {
+    match &r.outcome {
+        Some(v1::command_reply::Outcome::Accepted(a)) => a.clone(),
+        other => panic!("expected accepted, got {other:?}"),
+    }
+}
+
+pub fn rejected(r: &v1::CommandReply) -> v1::Rejected {
+    match &r.outcome {
+        Some(v1::command_reply::Outcome::Rejected(a)) => a.clone(),
+        other => panic!("expected rejected, got {other:?}"),
+    }
+}
+
+pub fn steps(p: &v1::Process) -> Vec<(String, String)> {
+    p.steps
+        .iter()
+        .map(|s| (s.name.clone(), s.status.clone()))
+        .collect()
+}
+
+pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
