@@ -151,11 +151,11 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             wait,
         } => {
             let input = parse_inputs(&inputs, input_json.as_deref())?;
-            if let Some(sub) = &subscription {
-                if !confirm(&client, &workflow, sub, yes).await? {
-                    eprintln!("cancelled; nothing started");
-                    return Ok(ExitCode::SUCCESS);
-                }
+            if let Some(sub) = &subscription
+                && !confirm(&client, &workflow, sub, yes).await?
+            {
+                eprintln!("cancelled; nothing started");
+                return Ok(ExitCode::SUCCESS);
             }
             let cmd = v1::StartProcess {
                 workflow,
