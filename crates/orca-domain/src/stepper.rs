@@ -210,7 +210,11 @@ impl<'a, 'e> Run<'a, 'e> {
             task_id,
             workflow: self.process.workflow.clone(),
             state: self.process.state.clone(),
-            subscription: self.subscription.clone(),
+            // The process trail grows with every workflow run; workers do not need it.
+            subscription: self.subscription.clone().map(|s| v1::Subscription {
+                processes: Vec::new(),
+                ..s
+            }),
         }));
     }
 

@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orca_domain::command::{Checked, Meta, StartProcess, TaskReport};
@@ -7,7 +6,7 @@ use orca_domain::ids::{ProcessId, SubscriptionId};
 use orca_domain::{Catalog, Code, Decision, Env, NewIds, ProcessStatus, Rejection};
 use orca_log::{Append, AppendOutcome, Expected, GroupCommit, GroupCommitOptions, Log, NewEvent};
 use orca_proto::{Message, Timestamp, v1};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -23,6 +22,8 @@ pub struct EngineOptions {
     pub cache_capacity: usize,
     /// Commands waiting for the engine before senders are slowed down (default 8192).
     pub queue: usize,
+    /// Appends decided but not yet durable before the engine waits for the disk (default 8192).
+    pub max_in_flight: usize,
 }
 
 impl Default for EngineOptions {
@@ -31,6 +32,7 @@ impl Default for EngineOptions {
             max_batch: 1024,
             cache_capacity: 100_000,
             queue: 8192,
+            max_in_flight: 8192,
         }
     }
 }
@@ -89,6 +91,7 @@ enum Pending {
         reply: v1::CommandReply,
         last: u64,
         to: oneshot::Sender<v1::CommandReply>,
+        _permit: OwnedSemaphorePermit,
     },
 }
 
@@ -102,7 +105,9 @@ pub struct Engine {
     processes: Cache<String, v1::Process>,
     recent: Cache<String, v1::CommandReply>,
     next_position: u64,
-    failed: Arc<AtomicBool>,
+    /// Set when an append did not land as decided: memory and disk may differ, so stop.
+    failed: watch::Sender<bool>,
+    in_flight: Arc<Semaphore>,
     replies: mpsc::UnboundedSender<Pending>,
 }
 
@@ -136,8 +141,10 @@ impl Engine {
         )?;
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (replies, pending) = mpsc::unbounded_channel();
-        let failed = Arc::new(AtomicBool::new(false));
+        let (failed, _) = watch::channel(false);
+        let replier = tokio::spawn(replier(pending, failed.clone()));
         let engine = Engine {
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             next_position: log.head() + 1,
             log,
             writer,
@@ -146,10 +153,9 @@ impl Engine {
             processes: Cache::new(options.cache_capacity),
             recent: Cache::new(options.cache_capacity),
             options,
-            failed: failed.clone(),
+            failed,
             replies,
         };
-        let replier = tokio::spawn(replier(pending, failed));
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
             // Every queued reply is sent before the task reports.
@@ -165,7 +171,7 @@ impl Engine {
             for request in batch.drain(..) {
                 self.handle(request).await;
             }
-            if self.failed.load(Ordering::SeqCst) {
+            if *self.failed.borrow() {
                 rx.close();
                 while let Some(r) = rx.recv().await {
                     let (Request::Start(_, to) | Request::Report(_, to)) = r;
@@ -186,11 +192,11 @@ impl Engine {
         match request {
             Request::Start(cmd, to) => {
                 let outcome = self.decide_start(&cmd).await;
-                self.settle(outcome, &cmd.meta, to);
+                self.settle(outcome, &cmd.meta, to).await;
             }
             Request::Report(cmd, to) => {
                 let outcome = self.decide_report(&cmd).await;
-                self.settle(outcome, &cmd.meta, to);
+                self.settle(outcome, &cmd.meta, to).await;
             }
         }
     }
@@ -211,13 +217,13 @@ impl Engine {
         }
     }
 
-    fn settle(
+    async fn settle(
         &mut self,
         outcome: Result<Outcome, Error>,
         meta: &Meta,
         to: oneshot::Sender<v1::CommandReply>,
     ) {
-        if self.failed.load(Ordering::SeqCst) {
+        if *self.failed.borrow() {
             return self.queue(Pending::Ready(unavailable("the event log failed"), to));
         }
         let decision = match outcome {
@@ -257,6 +263,10 @@ impl Engine {
             command_id: meta.command_id.clone(),
             reply: reply.encode_to_vec(),
         };
+        // Backpressure: at most `max_in_flight` appends between decision and disk.
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return self.queue(Pending::Ready(unavailable("the engine is stopping"), to));
+        };
         let durable = self.writer.submit(append);
         let Decision {
             process,
@@ -279,6 +289,7 @@ impl Engine {
             reply,
             last,
             to,
+            _permit: permit,
         });
     }
 
@@ -340,19 +351,22 @@ impl Engine {
     }
 
     /// Reads from the log only what is durable: wait for in-flight appends first.
-    async fn settle_log(&self) {
+    /// Fails when the log failed: the head will then never get there.
+    async fn settle_log(&self) -> Result<(), Error> {
         let target = self.next_position - 1;
         let mut head = self.log.subscribe();
-        let _ = head
-            .wait_for(|h| *h >= target || self.failed.load(Ordering::SeqCst))
-            .await;
+        let mut failed = self.failed.subscribe();
+        tokio::select! {
+            r = head.wait_for(|h| *h >= target) => r.map(|_| ()).map_err(|_| Error::Closed),
+            _ = failed.wait_for(|f| *f) => Err(Error::Corrupt("the event log failed".into())),
+        }
     }
 
     async fn subscription(&mut self, id: &str) -> Result<Option<v1::Subscription>, Error> {
         if let Some(s) = self.subscriptions.get(&id.to_owned()) {
             return Ok(Some(s.clone()));
         }
-        self.settle_log().await;
+        self.settle_log().await?;
         let mut sub = v1::Subscription::default();
         for e in self.read_stream(&format!("subscription-{id}"))? {
             orca_domain::subscription::evolve(&mut sub, &e);
@@ -368,7 +382,7 @@ impl Engine {
         if let Some(p) = self.processes.get(&id.to_owned()) {
             return Ok(Some(p.clone()));
         }
-        self.settle_log().await;
+        self.settle_log().await?;
         let mut p = v1::Process::default();
         for e in self.read_stream(&format!("process-{id}"))? {
             orca_domain::process::evolve(&mut p, &e);
@@ -417,9 +431,14 @@ impl From<Result<Decision, Rejection>> for Outcome {
     }
 }
 
-async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: Arc<AtomicBool>) {
+async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: watch::Sender<bool>) {
     while let Some(p) = pending.recv().await {
         match p {
+            // Everything queued before this is settled; if an append failed, this reply may
+            // rest on state that never became durable (e.g. the replay of a failed command).
+            Pending::Ready(_, to) if *failed.borrow() => {
+                let _ = to.send(unavailable("the event log failed; the service is stopping"));
+            }
             Pending::Ready(reply, to) => {
                 let _ = to.send(reply);
             }
@@ -428,6 +447,7 @@ async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: Arc<Atom
                 reply,
                 last,
                 to,
+                _permit,
             } => {
                 let reply = match durable.await {
                     Ok(Ok(Ok(c))) if c.last_position == last => reply,
@@ -437,7 +457,7 @@ async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: Arc<Atom
                             expected_last = last,
                             "append did not land as decided; stopping"
                         );
-                        failed.store(true, Ordering::SeqCst);
+                        failed.send_replace(true);
                         unavailable("the event log failed; the service is stopping")
                     }
                 };

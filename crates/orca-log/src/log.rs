@@ -102,6 +102,8 @@ struct Inner {
     /// Next position; guarded so that batches are assigned positions one at a time.
     next: Mutex<u64>,
     committed: watch::Sender<u64>,
+    /// Set when a batch was applied but not made durable: positions are no longer trustworthy.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Log {
@@ -135,6 +137,7 @@ impl Log {
                 db_file,
                 next: Mutex::new(head + 1),
                 committed,
+                poisoned: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -241,6 +244,11 @@ impl Log {
         let inner = &self.inner;
         // One batch at a time: positions must be assigned and written in order.
         let mut next = inner.next.lock().map_err(|_| Error::Closed)?;
+        if inner.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::BatchFailed(
+                "an earlier batch failed after it was applied; restart to recover".into(),
+            ));
+        }
         let mut batch = sled::Batch::default();
         let mut heads: HashMap<String, u64> = HashMap::new();
         let mut commands: HashMap<&str, (u64, &[u8])> = HashMap::new();
@@ -328,9 +336,20 @@ impl Log {
         }
         if position != *next || !commands.is_empty() {
             inner.tree.apply_batch(batch)?;
-            inner.db.flush()?;
-            if let Some(file) = &inner.db_file {
-                file.sync_data()?;
+            let durable =
+                inner
+                    .db
+                    .flush()
+                    .map_err(Error::from)
+                    .and_then(|_| match &inner.db_file {
+                        Some(file) => file.sync_data().map_err(Error::from),
+                        None => Ok(()),
+                    });
+            if let Err(e) = durable {
+                inner
+                    .poisoned
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e);
             }
             *next = position;
             inner.committed.send_replace(position - 1);

@@ -28,6 +28,8 @@ pub struct BusOptions {
     pub max_payload: usize,
     /// Longest a query waits for `min_position` (default 5 s).
     pub query_wait: Duration,
+    /// Requests handled at once per endpoint; more wait in NATS (default 4096).
+    pub max_in_flight: usize,
 }
 
 impl Default for BusOptions {
@@ -36,6 +38,7 @@ impl Default for BusOptions {
             prefix: "orca".into(),
             max_payload: 256 * 1024,
             query_wait: Duration::from_secs(5),
+            max_in_flight: 4096,
         }
     }
 }
@@ -142,17 +145,24 @@ pub async fn serve(
             let mut shutdown = shutdown.clone();
             loops.spawn(async move {
                 let mut inflight = JoinSet::new();
+                let permits = Arc::new(tokio::sync::Semaphore::new(
+                    ctx.options.max_in_flight.max(1),
+                ));
                 loop {
-                    tokio::select! {
-                        request = endpoint.next() => match request {
-                            Some(request) => {
-                                inflight.spawn(handle(kind, request, ctx.clone()));
-                            }
-                            None => break,
-                        },
-                        _ = shutdown.wait_for(|s| *s) => break,
-                        Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-                    }
+                    let request = tokio::select! {
+                        request = endpoint.next() => request,
+                        _ = shutdown.wait_for(|s| *s) => None,
+                        Some(_) = inflight.join_next(), if !inflight.is_empty() => continue,
+                    };
+                    let Some(request) = request else { break };
+                    let Ok(permit) = permits.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let ctx = ctx.clone();
+                    inflight.spawn(async move {
+                        handle(kind, request, ctx).await;
+                        drop(permit);
+                    });
                 }
                 let _ = endpoint.stop().await;
                 while inflight.join_next().await.is_some() {}

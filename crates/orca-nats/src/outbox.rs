@@ -89,30 +89,65 @@ impl Outbox {
                 }
                 continue;
             }
-            let last = records.last().map_or(from, |r| r.position);
-            match self.publish(&records).await {
-                Ok(()) => {
-                    self.tree
-                        .insert(CHECKPOINT, &last.to_be_bytes())
-                        .map_err(orca_log::Error::from)?;
-                    self.published.send_replace(last);
+            let (acked, error) = self.publish(&records).await;
+            if acked >= from {
+                self.tree
+                    .insert(CHECKPOINT, &acked.to_be_bytes())
+                    .map_err(orca_log::Error::from)?;
+                self.published.send_replace(acked);
+            }
+            if let Some(e) = error {
+                tracing::warn!(error = %e, from = acked + 1, "publishing events failed; retrying from there");
+                if *shutdown.borrow() {
+                    // NATS is gone and we are stopping: the checkpoint says where to resume.
+                    return Ok(());
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, from, "publishing events failed; retrying");
-                    if *shutdown.borrow() {
-                        // NATS is gone and we are stopping: the checkpoint says where to resume.
-                        return Ok(());
-                    }
-                    tokio::time::sleep(self.options.retry).await;
+                tokio::time::sleep(self.options.retry).await;
+                // A server that lost its state (or a new one) needs the streams again.
+                if let Err(e) = crate::streams::ensure(&self.js, &self.options.prefix).await {
+                    tracing::warn!(error = %e, "cannot create the JetStream streams yet");
                 }
             }
         }
     }
 
-    async fn publish(&self, records: &[orca_log::Recorded]) -> Result<(), Error> {
-        let prefix = &self.options.prefix;
-        let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(records.len());
+    /// Publishes `records` pipelined and returns the last position whose event (and task) and
+    /// every one before it were acknowledged, with the first error if any. Only that prefix
+    /// counts as published; the rest is published again, deduplicated by `Nats-Msg-Id`.
+    async fn publish(&self, records: &[orca_log::Recorded]) -> (u64, Option<Error>) {
+        let before = records.first().map_or(0, |r| r.position.saturating_sub(1));
+        let mut acks: Vec<(u64, PublishAckFuture)> = Vec::with_capacity(records.len());
+        let mut error = None;
         for r in records {
+            if let Err(e) = self.send(r, &mut acks).await {
+                error = Some(e);
+                break;
+            }
+        }
+        let mut acked = before;
+        let mut broken = false;
+        for (position, ack) in acks {
+            match ack.await {
+                Ok(_) if !broken => acked = position,
+                Ok(_) => {}
+                Err(e) => {
+                    broken = true;
+                    // Everything from `position` on is published again.
+                    acked = acked.min(position.saturating_sub(1));
+                    error.get_or_insert(Error::nats(e));
+                }
+            }
+        }
+        (acked, error)
+    }
+
+    async fn send(
+        &self,
+        r: &orca_log::Recorded,
+        acks: &mut Vec<(u64, PublishAckFuture)>,
+    ) -> Result<(), Error> {
+        let prefix = &self.options.prefix;
+        {
             let event =
                 orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
                     .map_err(|_| Error::Corrupt(r.position))?;
@@ -120,12 +155,13 @@ impl Outbox {
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.as_str());
             headers.insert(CONTENT_TYPE, PROTOBUF);
             let subject = orca_domain::event_subject(prefix, &event);
-            acks.push(
+            acks.push((
+                r.position,
                 self.js
                     .publish_with_headers(subject, headers, Bytes::from(event.encode_to_vec()))
                     .await
                     .map_err(Error::nats)?,
-            );
+            ));
             if let Some(v1::event::Body::TaskScheduled(t)) = &event.body {
                 let task = v1::Task {
                     task_id: t.task_id.clone(),
@@ -142,7 +178,12 @@ impl Outbox {
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());
                 headers.insert(CONTENT_TYPE, PROTOBUF);
-                acks.push(
+                // The task is published after its event: both must be acked for the position.
+                if let Some(last) = acks.last_mut() {
+                    last.0 = r.position.saturating_sub(1);
+                }
+                acks.push((
+                    r.position,
                     self.js
                         .publish_with_headers(
                             format!("{prefix}.task.{}", t.name),
@@ -151,12 +192,8 @@ impl Outbox {
                         )
                         .await
                         .map_err(Error::nats)?,
-                );
+                ));
             }
-        }
-        let acks = acks.into_iter().map(std::future::IntoFuture::into_future);
-        for ack in futures::future::join_all(acks).await {
-            ack.map_err(Error::nats)?;
         }
         Ok(())
     }

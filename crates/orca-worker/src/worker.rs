@@ -128,64 +128,90 @@ impl Worker {
         let options = Arc::new(self.options);
         let mut loops = tokio::task::JoinSet::new();
         for (step, handler) in self.handlers {
-            let durable = format!("worker-{step}");
-            let consumer = stream
-                .get_or_create_consumer(
-                    &durable,
-                    pull::Config {
-                        durable_name: Some(durable.clone()),
-                        filter_subject: format!("{}.task.{step}", options.prefix),
-                        ack_policy: AckPolicy::Explicit,
-                        ack_wait: options.ack_wait,
-                        max_ack_pending: i64::try_from(options.concurrency * 4).unwrap_or(1024),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(nats)?;
             let client = self.client.clone();
             let options = options.clone();
-            let mut shutdown = shutdown.clone();
+            let stream = stream.clone();
+            let shutdown = shutdown.clone();
             loops.spawn(async move {
-                let mut messages = match consumer.messages().await {
-                    Ok(m) => m,
-                    Err(e) => return Err(nats(e)),
-                };
                 let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-                loop {
-                    let msg = tokio::select! {
-                        m = messages.next() => m,
-                        _ = shutdown.wait_for(|v| *v) => None,
-                    };
-                    let Some(msg) = msg else { break };
-                    let msg = match msg {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "task stream error");
-                            continue;
+                // Re-subscribes when the consumer or the server goes away (e.g. a restart).
+                while !*shutdown.borrow() {
+                    if let Err(e) = consume(&client, &stream, &options, &step, &handler, &permits, shutdown.clone()).await {
+                        tracing::warn!(error = %e, step = %step, "task consumer failed; re-creating it");
+                        let mut s = shutdown.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                            _ = s.wait_for(|v| *v) => {}
                         }
-                    };
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let (client, options, handler) =
-                        (client.clone(), options.clone(), handler.clone());
-                    tokio::spawn(async move {
-                        run_one(&client, &options, handler.as_ref(), msg).await;
-                        drop(permit);
-                    });
+                    }
                 }
                 // Let running tasks report before returning.
-                let _ = permits
-                    .acquire_many(u32::try_from(options.concurrency.max(1)).unwrap_or(1))
-                    .await;
-                Ok(())
+                let _ = permits.acquire_many(u32::try_from(options.concurrency.max(1)).unwrap_or(1)).await;
+                Ok::<(), Error>(())
             });
         }
         while let Some(r) = loops.join_next().await {
             r.map_err(nats)??;
         }
         Ok(())
+    }
+}
+
+/// Takes tasks of one step until shutdown (Ok) or a stream error (Err).
+async fn consume(
+    client: &Client,
+    stream: &jetstream::stream::Stream,
+    options: &Arc<WorkerOptions>,
+    step: &str,
+    handler: &Arc<dyn Handler>,
+    permits: &Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let durable = format!("worker-{step}");
+    let consumer = stream
+        .get_or_create_consumer(
+            &durable,
+            pull::Config {
+                durable_name: Some(durable.clone()),
+                filter_subject: format!("{}.task.{step}", options.prefix),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_ack_pending: i64::try_from(options.concurrency * 4).unwrap_or(1024),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(nats)?;
+    let mut messages = consumer.messages().await.map_err(nats)?;
+    let mut errors = 0u32;
+    loop {
+        let msg = tokio::select! {
+            m = messages.next() => m,
+            _ = shutdown.wait_for(|v| *v) => return Ok(()),
+        };
+        let msg = match msg {
+            Some(Ok(m)) => {
+                errors = 0;
+                m
+            }
+            Some(Err(e)) => {
+                errors += 1;
+                tracing::debug!(error = %e, "task stream error");
+                if errors >= 3 {
+                    return Err(nats(e));
+                }
+                continue;
+            }
+            None => return Err(Error::Nats("task stream ended".into())),
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let (client, options, handler) = (client.clone(), options.clone(), handler.clone());
+        tokio::spawn(async move {
+            run_one(&client, &options, handler.as_ref(), msg).await;
+            drop(permit);
+        });
     }
 }
 

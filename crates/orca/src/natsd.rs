@@ -134,9 +134,24 @@ impl NatsServer {
         }
     }
 
-    /// Starts it again on the same port and store.
+    /// Stops the server gracefully (SIGTERM: JetStream flushes its store), keeping its store.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops it gracefully and starts it again on the same port and store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill();
+        self.stop();
         self.spawn()
     }
 }

@@ -51,7 +51,10 @@ impl ServiceOptions {
 
 /// A running service.
 pub struct Service {
+    /// Stops the endpoints (first).
     shutdown: watch::Sender<bool>,
+    /// Stops the projector and the outbox once the engine is done (last).
+    drain: watch::Sender<bool>,
     endpoints: JoinHandle<()>,
     engine: JoinHandle<Result<(), orca_engine::Error>>,
     projector: JoinHandle<Result<(), orca_views::Error>>,
@@ -96,9 +99,11 @@ impl Service {
             .context("creating the JetStream streams (is JetStream enabled on the server? `nats-server -js`)")?;
 
         let (shutdown, rx) = watch::channel(false);
+        let (drain, drained) = watch::channel(false);
         let (engine_handle, engine) =
             Engine::spawn(log.clone(), options.catalog.clone(), options.engine.clone())?;
-        let projector = tokio::spawn(Projector::new(log.clone(), views.clone()).run(rx.clone()));
+        let projector =
+            tokio::spawn(Projector::new(log.clone(), views.clone()).run(drained.clone()));
         let outbox = Outbox::new(
             log.clone(),
             js,
@@ -108,7 +113,7 @@ impl Service {
             },
         )?;
         let published = outbox.published();
-        let outbox = tokio::spawn(outbox.run(rx.clone()));
+        let outbox = tokio::spawn(outbox.run(drained));
         let backend = orca_nats::Backend {
             engine: engine_handle,
             views: views.clone(),
@@ -121,6 +126,7 @@ impl Service {
         tracing::info!(nats = %options.nats_url, data = %options.data_dir.display(), head = log.head(), "orca service started");
         Ok(Self {
             shutdown,
+            drain,
             endpoints,
             engine,
             projector,
@@ -143,6 +149,8 @@ impl Service {
             Ok(Err(e)) => tracing::error!(error = %e, "engine stopped with an error"),
             Err(e) => tracing::error!(error = %e, "engine task failed"),
         }
+        // Only now is every event that will be appended in the log: project and publish it all.
+        let _ = self.drain.send(true);
         if let Ok(Err(e)) = self.projector.await {
             tracing::error!(error = %e, "projector stopped with an error");
         }
