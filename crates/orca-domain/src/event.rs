@@ -34,25 +34,80 @@ impl Env<'_> {
 
 /// The snake_case name of an event, used in subjects `orca.evt.<aggregate>.<id>.<name>`.
 pub fn event_name(body: &Body) -> &'static str {
+    orca_proto::event_type_name(body_field(body))
+}
+
+/// The protobuf field number of an event body (its type on the wire).
+pub fn body_field(body: &Body) -> u32 {
     match body {
-        Body::ProcessStarted(_) => "process_started",
-        Body::StepCompleted(_) => "step_completed",
-        Body::TaskScheduled(_) => "task_scheduled",
-        Body::ProcessCompleted(_) => "process_completed",
-        Body::ProcessFailed(_) => "process_failed",
-        Body::SubscriptionCreated(_) => "subscription_created",
-        Body::SubscriptionProcessLinked(_) => "subscription_process_linked",
-        Body::SubscriptionDescriptionChanged(_) => "subscription_description_changed",
-        Body::SubscriptionResourcesChanged(_) => "subscription_resources_changed",
-        Body::SubscriptionStatusChanged(_) => "subscription_status_changed",
-        Body::SubscriptionSyncChanged(_) => "subscription_sync_changed",
-        Body::SubscriptionProcessReleased(_) => "subscription_process_released",
+        Body::ProcessStarted(_) => 10,
+        Body::StepCompleted(_) => 11,
+        Body::TaskScheduled(_) => 12,
+        Body::ProcessCompleted(_) => 13,
+        Body::ProcessFailed(_) => 14,
+        Body::SubscriptionCreated(_) => 20,
+        Body::SubscriptionProcessLinked(_) => 21,
+        Body::SubscriptionDescriptionChanged(_) => 22,
+        Body::SubscriptionResourcesChanged(_) => 23,
+        Body::SubscriptionStatusChanged(_) => 24,
+        Body::SubscriptionSyncChanged(_) => 25,
+        Body::SubscriptionProcessReleased(_) => 26,
     }
 }
 
-/// Subject an event is published on, below the prefix: `evt.process.<id>.step_completed`.
+/// Subject an event is published on: `<prefix>.evt.process.<id>.step_completed`.
 pub fn event_subject(prefix: &str, event: &v1::Event) -> String {
-    let (aggregate, id) = crate::ids::split_stream(&event.stream).unwrap_or(("unknown", "unknown"));
     let name = event.body.as_ref().map_or("unknown", event_name);
+    subject_for(prefix, &event.stream, name)
+}
+
+/// Subject for an event of type `name` on `stream`.
+pub fn subject_for(prefix: &str, stream: &str, name: &str) -> String {
+    let (aggregate, id) = crate::ids::split_stream(stream).unwrap_or(("unknown", "unknown"));
     format!("{prefix}.evt.{aggregate}.{id}.{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orca_proto::Message;
+
+    #[test]
+    fn peeking_a_stored_event_gives_its_id_and_type() {
+        let bodies = [
+            Body::ProcessStarted(Default::default()),
+            Body::StepCompleted(Default::default()),
+            Body::TaskScheduled(Default::default()),
+            Body::ProcessCompleted(Default::default()),
+            Body::ProcessFailed(Default::default()),
+            Body::SubscriptionCreated(Default::default()),
+            Body::SubscriptionProcessLinked(Default::default()),
+            Body::SubscriptionDescriptionChanged(Default::default()),
+            Body::SubscriptionResourcesChanged(Default::default()),
+            Body::SubscriptionStatusChanged(Default::default()),
+            Body::SubscriptionSyncChanged(Default::default()),
+            Body::SubscriptionProcessReleased(Default::default()),
+        ];
+        for body in bodies {
+            let name = event_name(&body);
+            assert_ne!(name, "unknown");
+            let e = v1::Event {
+                event_id: "e-1".into(),
+                stream: "process-x".into(),
+                version: 3,
+                position: 9,
+                actor: "a".into(),
+                body: Some(body),
+                ..Default::default()
+            };
+            let stored = orca_proto::encode_stored_event(&e);
+            let (id, field) = orca_proto::peek_event(&stored).unwrap();
+            assert_eq!(
+                (id.as_str(), orca_proto::event_type_name(field)),
+                ("e-1", name)
+            );
+            let published = orca_proto::published_event_bytes(&stored, 9, "process-x", 3);
+            assert_eq!(v1::Event::decode(published.as_slice()).unwrap(), e);
+        }
+    }
 }

@@ -28,7 +28,7 @@ pub mod subscription;
 
 pub use catalog::{Catalog, CatalogError};
 pub use decide::{Decision, NewIds, report_task, start_process};
-pub use event::{Env, event_name, event_subject};
+pub use event::{Env, body_field, event_name, event_subject, subject_for};
 pub use lifecycle::Lifecycle;
 pub use rejection::{Code, FieldError, Rejection};
 pub use status::{ProcessStatus, StepStatus, Target};

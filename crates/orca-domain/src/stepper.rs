@@ -154,11 +154,12 @@ impl<'a, 'e> Run<'a, 'e> {
                 }
                 StepKind::Builtin(b) => b,
             };
-            // A failed step leaves no trace but its failure: roll back what it emitted.
+            // A failed step leaves no trace but its failure: roll back what it emitted. Builtins
+            // emit only subscription events, so the subscription is all there is to restore.
             let saved = (
-                self.process.clone(),
                 self.subscription.clone(),
                 self.events.len(),
+                self.process.version,
             );
             match self.builtin(builtin, &step.argument) {
                 Ok(result) => {
@@ -174,8 +175,12 @@ impl<'a, 'e> Run<'a, 'e> {
                     }
                 }
                 Err(error) => {
-                    (self.process, self.subscription) = (saved.0, saved.1);
-                    self.events.truncate(saved.2);
+                    debug_assert_eq!(
+                        self.process.version, saved.2,
+                        "builtins never emit process events"
+                    );
+                    self.subscription = saved.0;
+                    self.events.truncate(saved.1);
                     self.fail_step(step.index, &step.name, 1, error);
                     return;
                 }
@@ -227,11 +232,8 @@ impl<'a, 'e> Run<'a, 'e> {
         attempt: u32,
         result: &Map<String, Json>,
     ) -> bool {
-        let saved = (
-            self.process.clone(),
-            self.subscription.clone(),
-            self.events.len(),
-        );
+        // Resource updates emit only subscription events.
+        let saved = (self.subscription.clone(), self.events.len());
         match self.apply_resources(result) {
             Ok(()) => {
                 self.step_completed(
@@ -245,8 +247,8 @@ impl<'a, 'e> Run<'a, 'e> {
                 true
             }
             Err(error) => {
-                (self.process, self.subscription) = (saved.0, saved.1);
-                self.events.truncate(saved.2);
+                self.subscription = saved.0;
+                self.events.truncate(saved.1);
                 self.fail_step(index, name, attempt, error);
                 false
             }

@@ -1,5 +1,7 @@
 //! Group commit: one writer thread gathers the appends that arrive while the previous batch is
-//! being fsynced and writes them as the next batch.
+//! being written and writes them as the next batch; a sync thread fsyncs behind it, one fsync for
+//! every batch written meanwhile. An append's outcome is sent only after the fsync that covers
+//! it, so the writer's CPU work and the disk's wait overlap without weakening durability.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -40,9 +42,14 @@ impl GroupCommit {
     /// Starts the writer thread over `log`.
     pub fn start(log: Log, options: GroupCommitOptions) -> Result<(Self, JoinHandle<()>), Error> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let (sync_tx, sync_rx) = mpsc::channel::<Written>();
+        let sync_log = log.clone();
+        std::thread::Builder::new()
+            .name("orca-log-sync".into())
+            .spawn(move || syncer(sync_log, sync_rx))?;
         let handle = std::thread::Builder::new()
             .name("orca-log-writer".into())
-            .spawn(move || writer(log, rx, options.max_batch.max(1)))?;
+            .spawn(move || writer(log, rx, sync_tx, options.max_batch.max(1)))?;
         Ok((Self { tx }, handle))
     }
 
@@ -61,7 +68,16 @@ impl GroupCommit {
     }
 }
 
-fn writer(log: Log, rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// A written batch waiting for its fsync.
+struct Written {
+    upto: u64,
+    outcomes: Vec<(
+        oneshot::Sender<AppendOutcome>,
+        Result<Committed, AppendError>,
+    )>,
+}
+
+fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Written>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -72,16 +88,44 @@ fn writer(log: Log, rx: mpsc::Receiver<Job>, max_batch: usize) {
         }
         let (appends, senders): (Vec<Append>, Vec<_>) =
             jobs.into_iter().map(|j| (j.append, j.done)).unzip();
-        match log.append_batch(&appends) {
-            Ok(results) => {
-                for (done, result) in senders.into_iter().zip(results) {
-                    let _ = done.send(Ok(result));
+        match log.write_batch(&appends) {
+            Ok((results, upto)) => {
+                let written = Written {
+                    upto,
+                    outcomes: senders.into_iter().zip(results).collect(),
+                };
+                if sync.send(written).is_err() {
+                    return;
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "event log batch failed");
                 let msg = e.to_string();
                 for done in senders {
+                    let _ = done.send(Err(Error::BatchFailed(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn syncer(log: Log, rx: mpsc::Receiver<Written>) {
+    while let Ok(first) = rx.recv() {
+        let mut batches = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batches.push(more);
+        }
+        let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
+        match log.sync(upto) {
+            Ok(()) => {
+                for (done, outcome) in batches.into_iter().flat_map(|b| b.outcomes) {
+                    let _ = done.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "event log fsync failed");
+                let msg = e.to_string();
+                for (done, _) in batches.into_iter().flat_map(|b| b.outcomes) {
                     let _ = done.send(Err(Error::BatchFailed(msg.clone())));
                 }
             }

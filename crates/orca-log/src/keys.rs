@@ -52,35 +52,62 @@ pub fn u64_at(bytes: &[u8], at: usize, what: &str) -> Result<u64, Error> {
         })
 }
 
-/// `[stream len u16][stream][version u64][payload]`
-pub fn encode_record(stream: &str, version: u64, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(2 + stream.len() + 8 + payload.len());
-    // Stream names are validated to fit in u16 before they get here.
-    v.extend_from_slice(
-        &u16::try_from(stream.len())
-            .unwrap_or(u16::MAX)
-            .to_be_bytes(),
-    );
-    v.extend_from_slice(stream.as_bytes());
-    v.extend_from_slice(&version.to_be_bytes());
-    v.extend_from_slice(payload);
+/// One append's events under one key: `[count u32]` then per event
+/// `[stream len u16][stream][version u64][payload len u32][payload]`. Positions are the key's
+/// position plus the event's index.
+pub fn encode_record<'a>(
+    events: impl Iterator<Item = (&'a str, u64, &'a [u8])>,
+    size: usize,
+) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + size);
+    v.extend_from_slice(&[0u8; 4]);
+    let mut count: u32 = 0;
+    for (stream, version, payload) in events {
+        // Stream names are validated to fit in u16 and payloads in u32 before they get here.
+        v.extend_from_slice(
+            &u16::try_from(stream.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
+        v.extend_from_slice(stream.as_bytes());
+        v.extend_from_slice(&version.to_be_bytes());
+        v.extend_from_slice(
+            &u32::try_from(payload.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        v.extend_from_slice(payload);
+        count += 1;
+    }
+    v[0..4].copy_from_slice(&count.to_be_bytes());
     v
 }
 
-pub fn decode_record(position: u64, bytes: &[u8]) -> Result<(String, u64, Vec<u8>), Error> {
+/// position, stream, version, payload
+pub type Entry = (u64, String, u64, Vec<u8>);
+
+/// Decodes the events of the record stored at `first`.
+pub fn decode_record(first: u64, bytes: &[u8]) -> Result<Vec<Entry>, Error> {
     let corrupt = || Error::Corrupt {
-        what: format!("event {position}"),
+        what: format!("record at {first}"),
     };
-    let len = bytes
-        .get(0..2)
-        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        .ok_or_else(corrupt)?;
-    let stream = bytes
-        .get(2..2 + len)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .ok_or_else(corrupt)?
-        .to_owned();
-    let version = u64_at(bytes, 2 + len, &format!("event {position}"))?;
-    let payload = bytes.get(2 + len + 8..).ok_or_else(corrupt)?.to_vec();
-    Ok((stream, version, payload))
+    let take = |at: &mut usize, n: usize| -> Result<&[u8], Error> {
+        let s = bytes.get(*at..*at + n).ok_or_else(corrupt)?;
+        *at += n;
+        Ok(s)
+    };
+    let mut at = 0usize;
+    let count = u32::from_be_bytes(take(&mut at, 4)?.try_into().map_err(|_| corrupt())?);
+    let mut out = Vec::with_capacity(count as usize);
+    for i in 0..u64::from(count) {
+        let len = u16::from_be_bytes(take(&mut at, 2)?.try_into().map_err(|_| corrupt())?);
+        let stream = std::str::from_utf8(take(&mut at, usize::from(len))?)
+            .map_err(|_| corrupt())?
+            .to_owned();
+        let version = u64::from_be_bytes(take(&mut at, 8)?.try_into().map_err(|_| corrupt())?);
+        let plen = u32::from_be_bytes(take(&mut at, 4)?.try_into().map_err(|_| corrupt())?);
+        let payload = take(&mut at, plen as usize)?.to_vec();
+        out.push((first + i, stream, version, payload));
+    }
+    Ok(out)
 }

@@ -7,12 +7,13 @@
 //! sent as soon as its batch returns. [`GroupCommit`] runs that in a writer thread and gathers
 //! concurrent appends into shared batches.
 //!
-//! Layout, all in one tree so a batch is atomic:
+//! Layout, all in one tree so a batch is atomic. One record per append keeps the number of
+//! sled writes per command small (a command's ten events cost one record, not ten keys):
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `e` position | stream, version, payload ([`Recorded`]) |
-//! | `s` stream `\0` version | position |
+//! | `e` first position | the append's events: stream, version, payload each ([`Recorded`]) |
+//! | `s` stream `\0` first version | first position of the record holding that version |
 //! | `h` stream | current version |
 //! | `c` command id | position, stored reply |
 //!

@@ -118,10 +118,16 @@ impl Log {
         let db = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_capacity)
+            // Every batch is flushed explicitly; sled's timer would only add work.
+            .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("log")?;
         let head = match tree.scan_prefix([keys::EVENT]).next_back() {
-            Some(entry) => keys::u64_at(&entry?.0, 1, "last event key")?,
+            Some(entry) => {
+                let (k, v) = entry?;
+                let first = keys::u64_at(&k, 1, "last event key")?;
+                first + keys::decode_record(first, &v)?.len() as u64 - 1
+            }
             None => 0,
         };
         let db_file = if options.fsync {
@@ -179,55 +185,93 @@ impl Log {
     /// Events of one stream from `from_version` (inclusive), in order.
     pub fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<Recorded>, Error> {
         let prefix = keys::stream_prefix(stream);
-        let start = keys::stream_key(stream, from_version.max(1));
+        let from_version = from_version.max(1);
+        // The record holding `from_version` starts at or before it.
+        let start = match self
+            .inner
+            .tree
+            .range(prefix.clone()..=keys::stream_key(stream, from_version))
+            .next_back()
+        {
+            Some(entry) => entry?.0.to_vec(),
+            None => prefix.clone(),
+        };
         let mut out = Vec::new();
         for entry in self.inner.tree.range(start..) {
             let (k, v) = entry?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            let position = keys::u64_at(&v, 0, "stream index")?;
-            out.push(self.get(position)?.ok_or_else(|| Error::Corrupt {
-                what: format!("stream {stream} points at missing event {position}"),
-            })?);
+            let first = keys::u64_at(&v, 0, "stream index")?;
+            let record = self
+                .inner
+                .tree
+                .get(keys::event_key(first))?
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("stream {stream} points at missing record {first}"),
+                })?;
+            for (position, s, version, payload) in keys::decode_record(first, &record)? {
+                if s == stream && version >= from_version {
+                    out.push(Recorded {
+                        position,
+                        stream: s,
+                        version,
+                        payload,
+                    });
+                }
+            }
         }
         Ok(out)
     }
 
     /// One event by position.
     pub fn get(&self, position: u64) -> Result<Option<Recorded>, Error> {
-        match self.inner.tree.get(keys::event_key(position))? {
-            Some(v) => {
-                let (stream, version, payload) = keys::decode_record(position, &v)?;
-                Ok(Some(Recorded {
-                    position,
-                    stream,
-                    version,
-                    payload,
-                }))
-            }
-            None => Ok(None),
-        }
+        Ok(self
+            .read_from(position, 1)?
+            .into_iter()
+            .next()
+            .filter(|r| r.position == position))
     }
 
     /// Up to `limit` durable events from `position` (inclusive), in log order.
     pub fn read_from(&self, position: u64, limit: usize) -> Result<Vec<Recorded>, Error> {
         let head = self.head();
         let mut out = Vec::new();
-        if position > head {
+        let position = position.max(1);
+        if position > head || limit == 0 {
             return Ok(out);
         }
-        let range = keys::event_key(position.max(1))..=keys::event_key(head);
-        for entry in self.inner.tree.range(range).take(limit) {
+        // Start at the record holding `position`: the last one that starts at or before it.
+        let start = match self
+            .inner
+            .tree
+            .range(keys::event_key(0)..=keys::event_key(position))
+            .next_back()
+        {
+            Some(entry) => keys::u64_at(&entry?.0, 1, "event key")?,
+            None => position,
+        };
+        for entry in self
+            .inner
+            .tree
+            .range(keys::event_key(start)..=keys::event_key(head))
+        {
             let (k, v) = entry?;
-            let pos = keys::u64_at(&k, 1, "event key")?;
-            let (stream, version, payload) = keys::decode_record(pos, &v)?;
-            out.push(Recorded {
-                position: pos,
-                stream,
-                version,
-                payload,
-            });
+            let first = keys::u64_at(&k, 1, "event key")?;
+            for (pos, stream, version, payload) in keys::decode_record(first, &v)? {
+                if pos < position || pos > head {
+                    continue;
+                }
+                out.push(Recorded {
+                    position: pos,
+                    stream,
+                    version,
+                    payload,
+                });
+                if out.len() == limit {
+                    return Ok(out);
+                }
+            }
         }
         Ok(out)
     }
@@ -241,6 +285,18 @@ impl Log {
         &self,
         appends: &[Append],
     ) -> Result<Vec<Result<Committed, AppendError>>, Error> {
+        let (results, upto) = self.write_batch(appends)?;
+        self.sync(upto)?;
+        Ok(results)
+    }
+
+    /// Applies and flushes one atomic batch without the fsync: readers do not see it (the
+    /// durable head does not move) until [`Log::sync`]. Returns the results and the last position
+    /// written so far.
+    pub(crate) fn write_batch(
+        &self,
+        appends: &[Append],
+    ) -> Result<(Vec<Result<Committed, AppendError>>, u64), Error> {
         let inner = &self.inner;
         // One batch at a time: positions must be assigned and written in order.
         let mut next = inner.next.lock().map_err(|_| Error::Closed)?;
@@ -302,21 +358,38 @@ impl Log {
                 continue;
             }
             let first = position;
+            let mut versions = Vec::with_capacity(append.events.len());
+            let mut size = 0;
             for event in &append.events {
                 let version = match heads.get(&event.stream) {
                     Some(v) => *v,
                     None => self.stream_version(&event.stream)?,
                 } + 1;
+                // The first event of each stream in this record is what the index points at.
+                if !versions
+                    .iter()
+                    .any(|(s, _): &(&str, u64)| *s == event.stream.as_str())
+                {
+                    batch.insert(
+                        keys::stream_key(&event.stream, version),
+                        &first.to_be_bytes(),
+                    );
+                }
                 heads.insert(event.stream.clone(), version);
-                batch.insert(
-                    &keys::event_key(position),
-                    keys::encode_record(&event.stream, version, &event.payload),
-                );
-                batch.insert(
-                    keys::stream_key(&event.stream, version),
-                    &position.to_be_bytes(),
-                );
+                versions.push((event.stream.as_str(), version));
+                size += event.stream.len() + event.payload.len() + 14;
                 position += 1;
+            }
+            if !append.events.is_empty() {
+                let record = keys::encode_record(
+                    append
+                        .events
+                        .iter()
+                        .zip(&versions)
+                        .map(|(e, (s, v))| (*s, *v, e.payload.as_slice())),
+                    size,
+                );
+                batch.insert(&keys::event_key(first), record);
             }
             let last = position - 1;
             if let Some(id) = append.command_id.as_deref() {
@@ -336,25 +409,35 @@ impl Log {
         }
         if position != *next || !commands.is_empty() {
             inner.tree.apply_batch(batch)?;
-            let durable =
-                inner
-                    .db
-                    .flush()
-                    .map_err(Error::from)
-                    .and_then(|_| match &inner.db_file {
-                        Some(file) => file.sync_data().map_err(Error::from),
-                        None => Ok(()),
-                    });
-            if let Err(e) = durable {
+            if let Err(e) = inner.db.flush() {
                 inner
                     .poisoned
                     .store(true, std::sync::atomic::Ordering::SeqCst);
-                return Err(e);
+                return Err(e.into());
             }
             *next = position;
-            inner.committed.send_replace(position - 1);
         }
-        Ok(results)
+        Ok((results, *next - 1))
+    }
+
+    /// Makes everything written so far durable (one fsync of the database file) and moves the
+    /// durable head to `upto`.
+    pub(crate) fn sync(&self, upto: u64) -> Result<(), Error> {
+        let inner = &self.inner;
+        if let Some(file) = &inner.db_file {
+            if let Err(e) = file.sync_data() {
+                inner
+                    .poisoned
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(e.into());
+            }
+        }
+        inner.committed.send_if_modified(|head| {
+            let moved = upto > *head;
+            *head = (*head).max(upto);
+            moved
+        });
+        Ok(())
     }
 }
 
@@ -366,6 +449,16 @@ fn validate(append: &Append) -> Result<(), AppendError> {
                 e.stream
             )));
         }
+    }
+    if append
+        .events
+        .iter()
+        .any(|e| u32::try_from(e.payload.len()).is_err())
+        || append.events.len() > 1 << 20
+    {
+        return Err(AppendError::Invalid(
+            "an event or an append is too large".into(),
+        ));
     }
     if append.command_id.as_deref() == Some("") {
         return Err(AppendError::Invalid("empty command id".into()));

@@ -148,20 +148,28 @@ impl Outbox {
     ) -> Result<(), Error> {
         let prefix = &self.options.prefix;
         {
-            let event =
-                orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
-                    .map_err(|_| Error::Corrupt(r.position))?;
+            let (event_id, field) =
+                orca_proto::peek_event(&r.payload).ok_or(Error::Corrupt(r.position))?;
             let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
             headers.insert(CONTENT_TYPE, PROTOBUF);
-            let subject = orca_domain::event_subject(prefix, &event);
+            let name = orca_proto::event_type_name(field);
+            let subject = orca_domain::subject_for(prefix, &r.stream, name);
+            let bytes =
+                orca_proto::published_event_bytes(&r.payload, r.position, &r.stream, r.version);
             acks.push((
                 r.position,
                 self.js
-                    .publish_with_headers(subject, headers, Bytes::from(event.encode_to_vec()))
+                    .publish_with_headers(subject, headers, Bytes::from(bytes))
                     .await
                     .map_err(Error::nats)?,
             ));
+            if name != "task_scheduled" {
+                return Ok(());
+            }
+            let event =
+                orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                    .map_err(|_| Error::Corrupt(r.position))?;
             if let Some(v1::event::Body::TaskScheduled(t)) = &event.body {
                 let task = v1::Task {
                     task_id: t.task_id.clone(),

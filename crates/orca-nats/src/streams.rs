@@ -32,8 +32,10 @@ fn stream_token(prefix: &str) -> String {
         .collect()
 }
 
-/// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publication.
-pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publication. The outbox republishes
+/// only what was not acknowledged, right after a reconnect or restart; every id in the window
+/// costs the server memory at thousands of events per second.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 
 /// Creates (or finds) the event stream `<prefix>.evt.>` and the task work queue `<prefix>.task.>`.
 pub async fn ensure(js: &jetstream::Context, prefix: &str) -> Result<(), Error> {

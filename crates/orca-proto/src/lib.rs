@@ -53,3 +53,64 @@ pub fn decode_stored_event(
     e.version = version;
     Ok(e)
 }
+
+/// Event id and body field number of a stored event, read without decoding the body: what the
+/// outbox needs for a subject and a `Nats-Msg-Id`.
+pub fn peek_event(payload: &[u8]) -> Option<(String, u32)> {
+    use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+    let mut buf = payload;
+    let mut id = None;
+    let mut body = None;
+    while !buf.is_empty() {
+        let (tag, wire) = decode_key(&mut buf).ok()?;
+        match (tag, wire) {
+            (1, WireType::LengthDelimited) => {
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                let bytes = buf.get(..len)?;
+                id = Some(std::str::from_utf8(bytes).ok()?.to_owned());
+                buf = &buf[len..];
+            }
+            _ => {
+                if (10..=99).contains(&tag) {
+                    body = Some(tag);
+                }
+                skip_field(wire, tag, &mut buf, DecodeContext::default()).ok()?;
+            }
+        }
+    }
+    Some((id?, body?))
+}
+
+/// The wire form of a stored event as published: the stored bytes with position, stream and
+/// version appended (protobuf merges later fields into earlier ones).
+pub fn published_event_bytes(payload: &[u8], position: u64, stream: &str, version: u64) -> Vec<u8> {
+    let tail = v1::Event {
+        position,
+        stream: stream.to_owned(),
+        version,
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(payload.len() + stream.len() + 24);
+    out.extend_from_slice(payload);
+    tail.encode(&mut out).ok();
+    out
+}
+
+/// The snake_case name of the event type stored in body field `field`.
+pub fn event_type_name(field: u32) -> &'static str {
+    match field {
+        10 => "process_started",
+        11 => "step_completed",
+        12 => "task_scheduled",
+        13 => "process_completed",
+        14 => "process_failed",
+        20 => "subscription_created",
+        21 => "subscription_process_linked",
+        22 => "subscription_description_changed",
+        23 => "subscription_resources_changed",
+        24 => "subscription_status_changed",
+        25 => "subscription_sync_changed",
+        26 => "subscription_process_released",
+        _ => "unknown",
+    }
+}

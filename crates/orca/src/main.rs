@@ -4,6 +4,11 @@ use clap::{Parser, Subcommand};
 
 mod cli;
 
+/// orca allocates many small, short-lived objects (decoded events, views); mimalloc handles that
+/// far better than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// orca — an event-sourced orchestrator for product subscriptions and their workflows.
 ///
 /// Start here: `orca demo` runs the whole story (it starts a local nats-server, the service and
