@@ -424,8 +424,8 @@ impl Log {
     /// durable head to `upto`.
     pub(crate) fn sync(&self, upto: u64) -> Result<(), Error> {
         let inner = &self.inner;
-        if let Some(file) = &inner.db_file {
-            if let Err(e) = file.sync_data() {
+        if let Some(Err(e)) = inner.db_file.as_ref().map(File::sync_data) {
+            {
                 inner
                     .poisoned
                     .store(true, std::sync::atomic::Ordering::SeqCst);
