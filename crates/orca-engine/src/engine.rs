@@ -17,8 +17,8 @@ use crate::cache::Cache;
 pub struct EngineOptions {
     /// Most commands decided per batch (default 1024).
     pub max_batch: usize,
-    /// Subscriptions and processes kept in memory, each (default 100,000). A miss reads the
-    /// stream from the log.
+    /// Subscriptions and processes kept in memory, each (default 10,000). A miss folds the
+    /// stream from the log, so this bounds memory, not correctness.
     pub cache_capacity: usize,
     /// Commands waiting for the engine before senders are slowed down (default 8192).
     pub queue: usize,
@@ -30,7 +30,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             max_batch: 1024,
-            cache_capacity: 100_000,
+            cache_capacity: 10_000,
             queue: 8192,
             max_in_flight: 8192,
         }
@@ -151,7 +151,9 @@ impl Engine {
             catalog,
             subscriptions: Cache::new(options.cache_capacity),
             processes: Cache::new(options.cache_capacity),
-            recent: Cache::new(options.cache_capacity),
+            // Command ids must outlive their appends in flight (see `settle`): keep four times
+            // as many as may be in flight.
+            recent: Cache::new(options.max_in_flight.max(1) * 4),
             options,
             failed,
             replies,

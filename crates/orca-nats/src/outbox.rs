@@ -78,7 +78,11 @@ impl Outbox {
         let mut head = self.log.subscribe();
         loop {
             let from = *self.published.borrow() + 1;
-            let records = self.log.read_from(from, self.options.chunk)?;
+            // sled reads are blocking work: keep them off the async workers.
+            let (log, chunk) = (self.log.clone(), self.options.chunk);
+            let records = tokio::task::spawn_blocking(move || log.read_from(from, chunk))
+                .await
+                .map_err(Error::nats)??;
             if records.is_empty() {
                 if *shutdown.borrow() {
                     return Ok(());

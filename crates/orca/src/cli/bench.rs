@@ -39,6 +39,10 @@ pub struct Args {
     /// Events written by the raw sled baseline.
     #[arg(long, default_value_t = 200_000)]
     pub baseline_events: usize,
+    /// Start workflows at this rate per second (open loop, still at most --concurrency in
+    /// flight) instead of as fast as completions allow: latency at a given load.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -103,9 +107,16 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     client.nats().flush().await?;
 
     eprintln!("warming up…");
-    run_creates(&client, done_sub, 200.min(a.workflows), a.concurrency, None)
-        .await
-        .map(|_| ())?;
+    run_creates(
+        &client,
+        done_sub,
+        200.min(a.workflows),
+        a.concurrency,
+        None,
+        None,
+    )
+    .await
+    .map(|_| ())?;
     let done_sub = client
         .nats()
         .subscribe(format!("{}.evt.process.*.process_completed", g.prefix))
@@ -119,8 +130,15 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         a.workflows, a.concurrency
     );
     let started = Instant::now();
-    let (acks, completions, rss_samples) =
-        run_creates(&client, done_sub, a.workflows, a.concurrency, Some(4)).await?;
+    let (acks, completions, rss_samples) = run_creates(
+        &client,
+        done_sub,
+        a.workflows,
+        a.concurrency,
+        Some(4),
+        a.rate,
+    )
+    .await?;
     let elapsed = started.elapsed().as_secs_f64();
     let events = service.log.head() - head0;
 
@@ -134,6 +152,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let report = json!({
         "workflows": a.workflows,
         "concurrency": a.concurrency,
+        "rate": a.rate,
         "seconds": elapsed,
         "workflows_per_sec": wps,
         "events_per_sec": eps,
@@ -154,8 +173,12 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "orca bench — {} create_user_group workflows, {} in flight, example worker, one process",
-            a.workflows, a.concurrency
+            "orca bench — {} create_user_group workflows, at most {} in flight{}, example worker, one process",
+            a.workflows,
+            a.concurrency,
+            a.rate
+                .map(|r| format!(", offered {r}/s"))
+                .unwrap_or_default()
         );
         println!("  workflows/s            {wps:>10.0}   ({elapsed:.2} s)");
         println!(
@@ -201,6 +224,7 @@ async fn run_creates(
     n: usize,
     concurrency: usize,
     samples: Option<usize>,
+    rate: Option<f64>,
 ) -> anyhow::Result<Runs> {
     #[derive(Default)]
     struct Track {
@@ -259,7 +283,15 @@ async fn run_creates(
 
     let sample_every = samples.map(|s| (n / s).max(1));
     let mut rss = Vec::new();
+    let mut pace = rate.filter(|r| *r > 0.0).map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
     for i in 0..n {
+        if let Some(p) = pace.as_mut() {
+            p.tick().await;
+        }
         let permit = permits.clone().acquire_owned().await?;
         permit.forget();
         if sample_every.is_some_and(|e| i > 0 && i % e == 0) {
