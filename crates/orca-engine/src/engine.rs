@@ -3,7 +3,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use orca_domain::command::{Checked, Meta, StartProcess, TaskReport};
 use orca_domain::ids::{ProcessId, SubscriptionId};
-use orca_domain::{Catalog, Code, Decision, Env, NewIds, ProcessStatus, Rejection};
+use orca_domain::{Catalog, Code, Decision, Env, NewIds, Rejection};
 use orca_log::{Append, AppendOutcome, Expected, GroupCommit, GroupCommitOptions, Log, NewEvent};
 use orca_proto::{Message, Timestamp, v1};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -368,34 +368,50 @@ impl Engine {
         if let Some(s) = self.subscriptions.get(&id.to_owned()) {
             return Ok(Some(s.clone()));
         }
-        self.settle_log().await?;
-        let mut sub = v1::Subscription::default();
-        for e in self.read_stream(&format!("subscription-{id}"))? {
-            orca_domain::subscription::evolve(&mut sub, &e);
+        let sub = self
+            .fold(
+                &format!("subscription-{id}"),
+                orca_domain::subscription::evolve,
+            )
+            .await?;
+        if let Some(s) = &sub {
+            self.subscriptions.insert(id.to_owned(), s.clone());
         }
-        if sub.version == 0 {
-            return Ok(None);
-        }
-        self.subscriptions.insert(id.to_owned(), sub.clone());
-        Ok(Some(sub))
+        Ok(sub)
     }
 
     async fn process(&mut self, id: &str) -> Result<Option<v1::Process>, Error> {
         if let Some(p) = self.processes.get(&id.to_owned()) {
             return Ok(Some(p.clone()));
         }
-        self.settle_log().await?;
-        let mut p = v1::Process::default();
-        for e in self.read_stream(&format!("process-{id}"))? {
-            orca_domain::process::evolve(&mut p, &e);
-        }
-        if p.version == 0 {
-            return Ok(None);
-        }
-        if orca_domain::process::status(&p) != ProcessStatus::Completed {
+        let p = self
+            .fold(&format!("process-{id}"), orca_domain::process::evolve)
+            .await?;
+        if let Some(p) = p
+            .as_ref()
+            .filter(|p| !orca_domain::process::status(p).is_finished())
+        {
             self.processes.insert(id.to_owned(), p.clone());
         }
-        Ok(Some(p))
+        Ok(p)
+    }
+
+    /// Rebuilds an aggregate from its durable stream; `None` if the stream is empty.
+    async fn fold<T: Default>(
+        &self,
+        stream: &str,
+        evolve: fn(&mut T, &v1::Event),
+    ) -> Result<Option<T>, Error> {
+        self.settle_log().await?;
+        let events = self.read_stream(stream)?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let mut state = T::default();
+        for e in &events {
+            evolve(&mut state, e);
+        }
+        Ok(Some(state))
     }
 
     fn read_stream(&self, stream: &str) -> Result<Vec<v1::Event>, Error> {

@@ -9,28 +9,7 @@ use async_nats::jetstream::{self, stream};
 
 use crate::Error;
 
-/// Name of the event stream for a subject prefix: `orca` → `ORCA_EVENTS`.
-pub fn events_stream(prefix: &str) -> String {
-    format!("{}_EVENTS", stream_token(prefix))
-}
-
-/// Name of the task work-queue stream: `orca` → `ORCA_TASKS`.
-pub fn tasks_stream(prefix: &str) -> String {
-    format!("{}_TASKS", stream_token(prefix))
-}
-
-fn stream_token(prefix: &str) -> String {
-    prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub use orca_proto::{events_stream, tasks_stream};
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publication. The outbox republishes
 /// only what was not acknowledged, right after a reconnect or restart; every id in the window

@@ -114,3 +114,27 @@ pub fn event_type_name(field: u32) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// Name of the JetStream stream holding the events published under `prefix`: `orca` →
+/// `ORCA_EVENTS`.
+pub fn events_stream(prefix: &str) -> String {
+    format!("{}_EVENTS", stream_token(prefix))
+}
+
+/// Name of the JetStream work queue holding the tasks of `prefix`: `orca` → `ORCA_TASKS`.
+pub fn tasks_stream(prefix: &str) -> String {
+    format!("{}_TASKS", stream_token(prefix))
+}
+
+fn stream_token(prefix: &str) -> String {
+    prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

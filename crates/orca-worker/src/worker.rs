@@ -111,7 +111,7 @@ impl Worker {
     /// Takes and runs tasks until `shutdown` turns true; running tasks finish and report first.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let js = jetstream::new(self.client.clone());
-        let stream_name = format!("{}_TASKS", stream_token(&self.options.prefix));
+        let stream_name = orca_proto::tasks_stream(&self.options.prefix);
         let stream = loop {
             match js.get_stream(&stream_name).await {
                 Ok(s) => break s,
@@ -213,19 +213,6 @@ async fn consume(
             drop(permit);
         });
     }
-}
-
-fn stream_token(prefix: &str) -> String {
-    prefix
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 /// What to do with the message after reporting.

@@ -1,0 +1,92 @@
+//! Invariant 10: whatever bytes arrive, decoding and deciding end in a structured outcome —
+//! a command, a rejection with a stable code — never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use orca_domain::command::{Checked, StartProcess, TaskReport};
+use orca_domain::ids::{ProcessId, SubscriptionId};
+use orca_domain::{Catalog, Env, NewIds};
+use orca_nats::codec::{Encoding, decode};
+use orca_proto::{Message, v1};
+use proptest::prelude::*;
+use serde_json::Value as Json;
+
+fn json_value() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        any::<i64>().prop_map(Json::from),
+        any::<f64>().prop_map(Json::from),
+        ".{0,40}".prop_map(Json::String),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Json::Array),
+            prop::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                .prop_map(|m| Json::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn decide(wire: &v1::StartProcess) {
+    let Ok(cmd) = Checked::<StartProcess>::try_from(wire) else {
+        return;
+    };
+    let catalog = Catalog::default_catalog().unwrap();
+    let mut n = 0u128;
+    let mut new_id = move || {
+        n += 1;
+        uuid::Uuid::from_u128(n)
+    };
+    let mut env = Env {
+        now: orca_proto::Timestamp::default(),
+        actor: "p",
+        command_id: "c",
+        new_id: &mut new_id,
+    };
+    let ids = NewIds {
+        process_id: ProcessId(uuid::Uuid::from_u128(u128::MAX)),
+        subscription_id: SubscriptionId(uuid::Uuid::from_u128(u128::MAX - 1)),
+    };
+    match orca_domain::start_process(&catalog, &cmd.command, None, ids, &mut env) {
+        Ok(d) => assert!(!d.events.is_empty()),
+        Err(r) => assert!(!r.code.as_str().is_empty()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        for enc in [Encoding::Proto, Encoding::Json] {
+            if let Ok(w) = decode::<v1::StartProcess>(&bytes, enc, 1024) {
+                decide(&w);
+            }
+            if let Ok(w) = decode::<v1::CompleteTask>(&bytes, enc, 1024) {
+                let _ = Checked::<TaskReport>::try_from(&w);
+            }
+            let _ = decode::<v1::FailTask>(&bytes, enc, 1024);
+            let _ = decode::<v1::ListSubscriptions>(&bytes, enc, 1024);
+        }
+        prop_assert!(decode::<v1::StartProcess>(&bytes, Encoding::Proto, 0).is_err() || bytes.is_empty());
+    }
+
+    #[test]
+    fn arbitrary_form_input_is_accepted_or_rejected_with_field_errors(
+        input in prop::collection::btree_map("[a-z_]{1,12}", json_value(), 0..5),
+        workflow in prop_oneof![Just("create_user_group".to_owned()), Just("terminate_user_group".to_owned()), "[a-z_]{0,20}"],
+        customer in prop_oneof![Just(uuid::Uuid::from_u128(7).to_string()), ".{0,40}"],
+    ) {
+        let map = input.into_iter().collect();
+        let wire = v1::StartProcess {
+            workflow,
+            customer_id: customer,
+            input: Some(orca_proto::json::json_to_struct(&map)),
+            ..Default::default()
+        };
+        // Through the wire too: what a client sends is what gets decided.
+        let bytes = wire.encode_to_vec();
+        let back = decode::<v1::StartProcess>(&bytes, Encoding::Proto, 1 << 20).unwrap();
+        decide(&back);
+    }
+}
