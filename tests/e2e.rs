@@ -473,28 +473,45 @@ async fn replaying_the_log_rebuilds_views_identical_to_the_live_ones() {
 async fn events_are_all_published_across_a_nats_restart() {
     let mut env = Env::new().await;
     let _orca = env.serve().await;
+    let mut started = Vec::new();
     for i in 0..5 {
-        accepted(
-            &env.client
-                .start(&create_cmd(&format!("n{i}")))
-                .await
-                .unwrap(),
-        );
+        let reply = env
+            .client
+            .start(&create_cmd(&format!("n{i}")))
+            .await
+            .unwrap();
+        started.push(accepted(&reply));
     }
     env.nats.restart().unwrap();
     // The service reconnects and goes on; so does this client.
     wait_until(LONG, || async { env.client.info().await.is_ok() }).await;
     let _worker = env.worker();
-    let a = accepted(&env.client.start(&create_cmd("after")).await.unwrap());
-    env.client
-        .wait_process(&a.process_id, a.position, LONG)
-        .await
-        .unwrap();
+    started.push(accepted(
+        &env.client.start(&create_cmd("after")).await.unwrap(),
+    ));
+    // Everything settles: no process appends anything more.
+    for a in &started {
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "completed");
+    }
     let head = env.head().await;
     wait_until(LONG, || async { events_in_jetstream(&env).await >= head }).await;
+    // Exactly once and in log order: stream sequence N is the event at log position N.
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    let stored = events_in_jetstream(&env).await;
+    let mut positions = Vec::new();
+    for seq in 1..=stored {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        positions.push(v1::Event::decode(msg.payload.as_ref()).unwrap().position);
+    }
     assert_eq!(
-        events_in_jetstream(&env).await,
-        head,
-        "each log entry exactly once"
+        positions,
+        (1..=head).collect::<Vec<_>>(),
+        "each log entry exactly once, in order"
     );
 }

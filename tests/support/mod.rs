@@ -15,22 +15,31 @@ pub fn orca_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_orca"))
 }
 
-/// A child process killed on drop.
+/// A child process killed on drop. Its log goes to a file that is printed if the test fails.
 pub struct Proc {
     child: Option<Child>,
+    log: PathBuf,
 }
 
 impl Proc {
-    fn spawn(args: &[&str]) -> Self {
+    fn spawn(args: &[&str], log: PathBuf) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let child = Command::new(orca_bin())
             .args(args)
-            .env("ORCA_LOG", "warn")
+            .env("ORCA_LOG", "info,orca_worker=debug,orca_nats=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::from(file))
             .spawn()
             .expect("spawn orca");
-        Self { child: Some(child) }
+        Self {
+            child: Some(child),
+            log,
+        }
     }
 
     /// kill -9
@@ -67,21 +76,32 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(60).collect();
+            eprintln!("---- last lines of {} ----", self.log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
 /// `orca serve` on `nats` with `data_dir`; returns once it answers queries.
 pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
     let dir = data_dir.to_string_lossy().into_owned();
-    let proc = Proc::spawn(&[
-        "serve",
-        "--nats-url",
-        nats,
-        "--data-dir",
-        &dir,
-        "--max-payload",
-        "65536",
-    ]);
+    let proc = Proc::spawn(
+        &[
+            "serve",
+            "--nats-url",
+            nats,
+            "--data-dir",
+            &dir,
+            "--max-payload",
+            "65536",
+        ],
+        data_dir.with_extension("serve.log"),
+    );
     let client = OrcaClient::connect(nats, "orca").await.expect("connect");
     wait_until(Duration::from_secs(20), || {
         let c = client.clone();
@@ -91,9 +111,12 @@ pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
     proc
 }
 
-/// `orca worker example` on `nats`.
-pub fn worker(nats: &str) -> Proc {
-    Proc::spawn(&["worker", "example", "--nats-url", nats])
+/// `orca worker example` on `nats`, logging into `dir`.
+pub fn worker(nats: &str, dir: &Path) -> Proc {
+    Proc::spawn(
+        &["worker", "example", "--nats-url", nats],
+        dir.join("worker.log"),
+    )
 }
 
 /// Polls `check` until it holds; panics after `limit`.
@@ -143,7 +166,7 @@ impl Env {
     }
 
     pub fn worker(&self) -> Proc {
-        worker(&self.nats.url())
+        worker(&self.nats.url(), self.dir.path())
     }
 
     pub async fn head(&self) -> u64 {

@@ -5,9 +5,10 @@
 //!   rejections.
 //! - [`serve`]: registers the `orca` NATS micro service with one endpoint per command and query
 //!   (`orca.cmd.process.start`, `orca.query.process.get`, …) and forwards to the engine and views.
-//! - [`Outbox`]: follows the log from a checkpoint and publishes every event to JetStream
-//!   (`orca.evt.<aggregate>.<id>.<event>`, `Nats-Msg-Id` = event id) and every scheduled task to
-//!   the work queue `orca.task.<step>`, with pipelined acks; it survives NATS restarts.
+//! - [`Outbox`]: follows the log and publishes every event to JetStream exactly once and in order
+//!   (`orca.evt.<aggregate>.<id>.<event>`, stream sequence = log position, `Nats-Msg-Id` = event
+//!   id) and every scheduled task to the work queue `orca.task.<step>`, with pipelined acks; it
+//!   survives NATS restarts and republishes what a crashed server lost.
 //! - [`streams`]: the JetStream streams, created compatibly with nats-server 2.9.
 
 pub mod codec;
@@ -28,6 +29,10 @@ pub enum Error {
     /// The log failed.
     #[error(transparent)]
     Log(#[from] orca_log::Error),
+    /// The event stream holds messages that are not this log's: publishing stops rather than
+    /// skip or duplicate events.
+    #[error("{0}")]
+    Foreign(String),
     /// A stored event does not decode.
     #[error("corrupt event at position {0}")]
     Corrupt(u64),

@@ -1,11 +1,22 @@
-//! The outbox: every log entry goes to JetStream, in log order, at least once; `Nats-Msg-Id`
-//! makes JetStream drop re-publications after a restart. Scheduled tasks also go to the work
-//! queue, so dispatch needs nothing but the log and survives crashes on either side.
+//! The outbox: every log entry goes to JetStream, in log order, exactly once.
+//!
+//! Only the outbox writes the event stream, so stream sequence N holds the event at log
+//! position N. Each event is published with `Nats-Expected-Last-Sequence: N-1`: JetStream stores
+//! it only right after its predecessor, which refuses duplicates and gaps alike, whatever
+//! happened to the connection or the server (nats-server 2.9 does not keep its `Nats-Msg-Id`
+//! window across its own restart). When JetStream refuses, or at start, the outbox reads the
+//! stream's last sequence and goes on from there — forward past what is already stored, or back
+//! to republish what a crashed server lost. The stream, not a local checkpoint, says what is
+//! published. Scheduled tasks also go to the work queue (deduplicated by `Nats-Msg-Id`), so
+//! dispatch needs nothing but the log; a local checkpoint records how far events *and* tasks are
+//! acknowledged, so a task whose event made it but which itself did not is sent again after a
+//! crash (workers report idempotently, so a task sent twice has one effect).
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, context::PublishAckFuture};
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::{self};
 use bytes::Bytes;
 use orca_log::Log;
 use orca_proto::{Message, v1};
@@ -13,8 +24,6 @@ use tokio::sync::watch;
 
 use crate::Error;
 use crate::codec::{CONTENT_TYPE, PROTOBUF};
-
-const CHECKPOINT: &[u8] = b"published";
 
 /// Tuning of the outbox.
 #[derive(Debug, Clone)]
@@ -25,6 +34,10 @@ pub struct OutboxOptions {
     pub chunk: usize,
     /// Wait before trying again after NATS failed (default 500 ms).
     pub retry: Duration,
+    /// Longest wait for a publish to be taken or acknowledged (default 5 s). A connection lost
+    /// mid-publish can leave an ack pending forever; past this the chunk is retried, which the
+    /// sequence check makes safe.
+    pub ack_timeout: Duration,
 }
 
 impl Default for OutboxOptions {
@@ -33,21 +46,33 @@ impl Default for OutboxOptions {
             prefix: "orca".into(),
             chunk: 1024,
             retry: Duration::from_millis(500),
+            ack_timeout: Duration::from_secs(5),
         }
     }
 }
+
+/// Why a chunk stopped short.
+enum Failure {
+    /// JetStream's last sequence is not what the outbox thought: resynchronize at once.
+    OutOfStep,
+    /// NATS failed; wait and retry.
+    Nats(Error),
+}
+
+const CHECKPOINT: &[u8] = b"published";
 
 /// Publishes the log to NATS; see the module docs.
 pub struct Outbox {
     log: Log,
     js: jetstream::Context,
-    tree: sled::Tree,
     options: OutboxOptions,
+    /// Events and tasks acknowledged up to here (kept in the log's database, tree `outbox`).
     published: watch::Sender<u64>,
+    tree: sled::Tree,
 }
 
 impl Outbox {
-    /// An outbox over `log` (its checkpoint lives in the log's database, tree `outbox`).
+    /// An outbox over `log`.
     pub fn new(log: Log, js: jetstream::Context, options: OutboxOptions) -> Result<Self, Error> {
         let tree = log
             .db()
@@ -62,9 +87,9 @@ impl Outbox {
         Ok(Self {
             log,
             js,
-            tree,
             options,
             published,
+            tree,
         })
     }
 
@@ -74,9 +99,35 @@ impl Outbox {
     }
 
     /// Publishes until `shutdown` turns true and everything durable is out (or NATS is gone).
+    /// Fails only when the event stream belongs to another log (see [`Outbox::resync`]).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let mut head = self.log.subscribe();
+        let mut in_step = false;
+        // Last position the event stream holds.
+        let mut events_at = 0;
         loop {
+            if !in_step {
+                match self.resync().await {
+                    Ok(at) => {
+                        tracing::debug!(at, "event stream resynchronized");
+                        events_at = at;
+                        // Behind the stream only if the server lost events: send them again.
+                        if *self.published.borrow() > at {
+                            self.published.send_replace(at);
+                        }
+                        in_step = true;
+                    }
+                    Err(Error::Nats(e)) => {
+                        tracing::warn!(error = %e, "cannot read the event stream yet; retrying");
+                        if *shutdown.borrow() {
+                            return Ok(());
+                        }
+                        tokio::time::sleep(self.options.retry).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             let from = *self.published.borrow() + 1;
             // sled reads are blocking work: keep them off the async workers.
             let (log, chunk) = (self.log.clone(), self.options.chunk);
@@ -93,120 +144,198 @@ impl Outbox {
                 }
                 continue;
             }
-            let (acked, error) = self.publish(&records).await;
+            tracing::debug!(from, count = records.len(), "publishing");
+            let (acked, failure) = self.publish(&records, events_at).await;
+            tracing::debug!(acked, failed = failure.is_some(), "published");
             if acked >= from {
+                events_at = events_at.max(acked);
                 self.tree
                     .insert(CHECKPOINT, &acked.to_be_bytes())
                     .map_err(orca_log::Error::from)?;
                 self.published.send_replace(acked);
             }
-            if let Some(e) = error {
-                tracing::warn!(error = %e, from = acked + 1, "publishing events failed; retrying from there");
-                if *shutdown.borrow() {
-                    // NATS is gone and we are stopping: the checkpoint says where to resume.
-                    return Ok(());
-                }
-                tokio::time::sleep(self.options.retry).await;
-                // A server that lost its state (or a new one) needs the streams again.
-                if let Err(e) = crate::streams::ensure(&self.js, &self.options.prefix).await {
-                    tracing::warn!(error = %e, "cannot create the JetStream streams yet");
+            match failure {
+                None => {}
+                Some(Failure::OutOfStep) => in_step = false,
+                Some(Failure::Nats(e)) => {
+                    tracing::warn!(error = %e, from = acked + 1, "publishing events failed; retrying from there");
+                    if *shutdown.borrow() {
+                        // NATS is gone and we are stopping: the stream says where to resume.
+                        return Ok(());
+                    }
+                    tokio::time::sleep(self.options.retry).await;
+                    // A server that lost its state (or a new one) needs the streams again.
+                    if let Err(e) = crate::streams::ensure(&self.js, &self.options.prefix).await {
+                        tracing::warn!(error = %e, "cannot create the JetStream streams yet");
+                    }
+                    in_step = false;
                 }
             }
         }
     }
 
-    /// Publishes `records` pipelined and returns the last position whose event (and task) and
-    /// every one before it were acknowledged, with the first error if any. Only that prefix
-    /// counts as published; the rest is published again, deduplicated by `Nats-Msg-Id`.
-    async fn publish(&self, records: &[orca_log::Recorded]) -> (u64, Option<Error>) {
+    /// The last log position the event stream holds. Refuses a stream that holds more than the
+    /// log, or whose last message is not the event at that position: it belongs to another log.
+    async fn resync(&self) -> Result<u64, Error> {
+        let name = crate::streams::events_stream(&self.options.prefix);
+        let mut stream = match self.js.get_stream(&name).await {
+            Ok(s) => s,
+            Err(_) => {
+                crate::streams::ensure(&self.js, &self.options.prefix).await?;
+                self.js.get_stream(&name).await.map_err(Error::nats)?
+            }
+        };
+        let last = stream
+            .info()
+            .await
+            .map_err(Error::nats)?
+            .state
+            .last_sequence;
+        let foreign = |why: String| {
+            Error::Foreign(format!(
+                "stream {name} does not belong to this event log: {why}; remove it \
+                 (`nats stream rm {name}`) or give this service its own --prefix"
+            ))
+        };
+        if last > self.log.head() {
+            return Err(foreign(format!(
+                "it holds {last} messages, the log only {}",
+                self.log.head()
+            )));
+        }
+        if last > 0 {
+            let msg = stream.get_raw_message(last).await.map_err(Error::nats)?;
+            let position = v1::Event::decode(msg.payload.as_ref())
+                .map(|e| e.position)
+                .unwrap_or(0);
+            if position != last {
+                return Err(foreign(format!(
+                    "its message {last} is not the event at log position {last}"
+                )));
+            }
+        }
+        Ok(last)
+    }
+
+    /// Publishes `records` pipelined (events the stream already holds, up to `events_at`, are
+    /// skipped; their tasks are not) and returns the last position whose messages, and every one
+    /// before it, were acknowledged, with why it stopped short, if it did.
+    async fn publish(
+        &self,
+        records: &[orca_log::Recorded],
+        events_at: u64,
+    ) -> (u64, Option<Failure>) {
         let before = records.first().map_or(0, |r| r.position.saturating_sub(1));
-        let mut acks: Vec<(u64, PublishAckFuture)> = Vec::with_capacity(records.len());
-        let mut error = None;
+        let mut sent: Vec<(u64, Vec<PublishAckFuture>)> = Vec::with_capacity(records.len());
+        let mut failure = None;
         for r in records {
-            if let Err(e) = self.send(r, &mut acks).await {
-                error = Some(e);
-                break;
-            }
-        }
-        let mut acked = before;
-        let mut broken = false;
-        for (position, ack) in acks {
-            match ack.await {
-                Ok(_) if !broken => acked = position,
-                Ok(_) => {}
+            match self.send(r, events_at).await {
+                Ok(acks) => sent.push((r.position, acks)),
                 Err(e) => {
-                    broken = true;
-                    // Everything from `position` on is published again.
-                    acked = acked.min(position.saturating_sub(1));
-                    error.get_or_insert(Error::nats(e));
+                    failure = Some(Failure::Nats(e));
+                    break;
                 }
             }
         }
-        (acked, error)
+        // One deadline for the whole chunk: acks lost with a connection must not be waited out
+        // one after another.
+        let deadline = tokio::time::Instant::now() + self.options.ack_timeout;
+        let mut acked = before;
+        'records: for (position, acks) in sent {
+            for ack in acks {
+                let outcome = match tokio::time::timeout_at(deadline, ack).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                        Err(Failure::OutOfStep)
+                    }
+                    Ok(Err(e)) => Err(Failure::Nats(Error::nats(e))),
+                    Err(_) => Err(Failure::Nats(Error::Nats(format!(
+                        "no acknowledgement for position {position} within {:?}",
+                        self.options.ack_timeout
+                    )))),
+                };
+                if let Err(f) = outcome {
+                    // The rest is published again after a resync; its acks do not matter.
+                    failure.get_or_insert(f);
+                    break 'records;
+                }
+            }
+            acked = position;
+        }
+        (acked, failure)
     }
 
+    /// Sends one record's messages; returns their pending acks.
     async fn send(
         &self,
         r: &orca_log::Recorded,
-        acks: &mut Vec<(u64, PublishAckFuture)>,
-    ) -> Result<(), Error> {
+        events_at: u64,
+    ) -> Result<Vec<PublishAckFuture>, Error> {
         let prefix = &self.options.prefix;
-        {
-            let (event_id, field) =
-                orca_proto::peek_event(&r.payload).ok_or(Error::Corrupt(r.position))?;
-            let mut headers = HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
-            headers.insert(CONTENT_TYPE, PROTOBUF);
-            let name = orca_proto::event_type_name(field);
-            let subject = orca_domain::subject_for(prefix, &r.stream, name);
-            let bytes =
-                orca_proto::published_event_bytes(&r.payload, r.position, &r.stream, r.version);
-            acks.push((
-                r.position,
-                self.js
-                    .publish_with_headers(subject, headers, Bytes::from(bytes))
-                    .await
-                    .map_err(Error::nats)?,
-            ));
-            if name != "task_scheduled" {
-                return Ok(());
-            }
-            let event =
-                orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
-                    .map_err(|_| Error::Corrupt(r.position))?;
-            if let Some(v1::event::Body::TaskScheduled(t)) = &event.body {
-                let task = v1::Task {
-                    task_id: t.task_id.clone(),
-                    process_id: orca_domain::ids::split_stream(&event.stream)
-                        .map(|(_, id)| id.to_owned())
-                        .unwrap_or_default(),
-                    step_index: t.index,
-                    step: t.name.clone(),
-                    attempt: t.attempt,
-                    workflow: t.workflow.clone(),
-                    state: t.state.clone(),
-                    subscription: t.subscription.clone(),
-                };
-                let mut headers = HeaderMap::new();
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());
-                headers.insert(CONTENT_TYPE, PROTOBUF);
-                // The task is published after its event: both must be acked for the position.
-                if let Some(last) = acks.last_mut() {
-                    last.0 = r.position.saturating_sub(1);
-                }
-                acks.push((
-                    r.position,
+        let mut acks = Vec::with_capacity(2);
+        let (event_id, field) =
+            orca_proto::peek_event(&r.payload).ok_or(Error::Corrupt(r.position))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+            r.position.saturating_sub(1).to_string().as_str(),
+        );
+        headers.insert(CONTENT_TYPE, PROTOBUF);
+        let name = orca_proto::event_type_name(field);
+        let subject = orca_domain::subject_for(prefix, &r.stream, name);
+        let bytes = orca_proto::published_event_bytes(&r.payload, r.position, &r.stream, r.version);
+        if r.position > events_at {
+            let ack = self
+                .timed(
                     self.js
-                        .publish_with_headers(
-                            format!("{prefix}.task.{}", t.name),
-                            headers,
-                            Bytes::from(task.encode_to_vec()),
-                        )
-                        .await
-                        .map_err(Error::nats)?,
-                ));
-            }
+                        .publish_with_headers(subject, headers, Bytes::from(bytes)),
+                )
+                .await?;
+            acks.push(ack);
         }
-        Ok(())
+        if name != "task_scheduled" {
+            return Ok(acks);
+        }
+        let event = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+            .map_err(|_| Error::Corrupt(r.position))?;
+        let Some(v1::event::Body::TaskScheduled(t)) = &event.body else {
+            return Ok(acks);
+        };
+        let task = v1::Task {
+            task_id: t.task_id.clone(),
+            process_id: orca_domain::ids::split_stream(&event.stream)
+                .map(|(_, id)| id.to_owned())
+                .unwrap_or_default(),
+            step_index: t.index,
+            step: t.name.clone(),
+            attempt: t.attempt,
+            workflow: t.workflow.clone(),
+            state: t.state.clone(),
+            subscription: t.subscription.clone(),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());
+        headers.insert(CONTENT_TYPE, PROTOBUF);
+        let ack = self
+            .timed(self.js.publish_with_headers(
+                format!("{prefix}.task.{}", t.name),
+                headers,
+                Bytes::from(task.encode_to_vec()),
+            ))
+            .await?;
+        acks.push(ack);
+        Ok(acks)
+    }
+
+    /// A publish that gives up after `ack_timeout` instead of waiting on a dead connection.
+    async fn timed<T, E: std::fmt::Display>(
+        &self,
+        publish: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.options.ack_timeout, publish).await {
+            Ok(r) => r.map_err(Error::nats),
+            Err(_) => Err(Error::Nats("publishing timed out".into())),
+        }
     }
 }

@@ -182,7 +182,18 @@ async fn consume(
         )
         .await
         .map_err(nats)?;
-    let mut messages = consumer.messages().await.map_err(nats)?;
+    // Short pulls with heartbeats: a pull lost while the server restarts is noticed in seconds,
+    // not after the default 30 s expiry.
+    let batch = options.concurrency.clamp(1, 1024);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .expires(Duration::from_secs(5))
+        .heartbeat(Duration::from_secs(2))
+        .messages()
+        .await
+        .map_err(nats)?;
+    tracing::debug!(step, "consuming tasks");
     let mut errors = 0u32;
     loop {
         let msg = tokio::select! {
@@ -192,6 +203,7 @@ async fn consume(
         let msg = match msg {
             Some(Ok(m)) => {
                 errors = 0;
+                tracing::debug!(subject = %m.subject, "task received");
                 m
             }
             Some(Err(e)) => {

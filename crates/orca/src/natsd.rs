@@ -92,13 +92,31 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        // A free port can be taken by someone else before the server binds it: retry on another.
+        let mut last = None;
+        for _ in 0..5 {
+            match self.try_spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    self.port = free_port()?;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
+    }
+
+    fn try_spawn(&mut self) -> anyhow::Result<()> {
         let bin = ensure_installed()?;
-        let child = Command::new(bin)
+        let name = format!("orca-local-{}-{}", std::process::id(), self.port);
+        let mut child = Command::new(bin)
             .args([
                 "-a",
                 "127.0.0.1",
                 "-p",
                 &self.port.to_string(),
+                "-n",
+                &name,
                 "-js",
                 "-sd",
             ])
@@ -107,18 +125,42 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .context("starting nats-server")?;
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
                 bail!(
-                    "nats-server did not listen on port {} within 10 s",
+                    "nats-server exited at start ({status}); port {} may be taken",
+                    self.port
+                );
+            }
+            // Ours, not another server that took the port: its INFO names it.
+            if Self::greets_as(self.port, &name) {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "nats-server did not answer on port {} within 10 s",
                     self.port
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        self.child = Some(child);
         Ok(())
+    }
+
+    fn greets_as(port: u16, name: &str) -> bool {
+        use std::io::{BufRead, BufReader};
+        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).is_ok()
+            && line.starts_with("INFO")
+            && line.contains(&format!("\"server_name\":\"{name}\""))
     }
 
     /// `nats://127.0.0.1:<port>`

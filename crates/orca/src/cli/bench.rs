@@ -81,6 +81,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 
     // Raw baselines first, on an idle machine.
     let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
+    let fsync = fsync_baseline(&tmp.path().join("fsync.bin")).await?;
     let rtt = nats_baseline(&url).await?;
 
     let catalog = Arc::new(orca::load_catalog(None)?);
@@ -162,11 +163,13 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         "rss_kib": {"before": rss0, "samples": rss_samples, "peak": rss_kib("VmHWM:")},
         "baseline": {
             "sled_batched_append_events_per_sec": sled_eps,
+            "fsync_4k_ms": {"p50": ms(&fsync, 0.5), "p99": ms(&fsync, 0.99)},
             "nats_request_reply_ms": {"p50": ms(&rtt, 0.5), "p99": ms(&rtt, 0.99)},
         },
         "ratios": {
             "events_per_sec_vs_raw_sled": eps / sled_eps,
             "ack_p50_vs_nats_rtt_p50": ms(&acks, 0.5) / ms(&rtt, 0.5).max(0.001),
+            "ack_p99_vs_fsync_p99": ms(&acks, 0.99) / ms(&fsync, 0.99).max(0.001),
         },
     });
     if g.json {
@@ -202,6 +205,12 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             rss_kib("VmHWM:") / 1024
         );
         println!("baselines, same run:");
+        println!(
+            "  fsync of a 4 KiB write p50/p99 {:>7.3} / {:.3} ms   → orca ack p99 is {:.1}× the disk's p99",
+            ms(&fsync, 0.5),
+            ms(&fsync, 0.99),
+            ms(&acks, 0.99) / ms(&fsync, 0.99).max(0.001)
+        );
         println!(
             "  sled batched append (100/batch, fsync)  {sled_eps:>10.0} events/s   → orca events/s is {:.2}× of it",
             eps / sled_eps
@@ -384,6 +393,29 @@ async fn sled_baseline(dir: &std::path::Path, events: usize) -> anyhow::Result<f
             log.append_batch(&appends)?;
         }
         Ok((batches * 100) as f64 / t.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+/// The disk's floor for an acknowledged write: write 4 KiB and fdatasync, 1,000 times.
+async fn fsync_baseline(path: &std::path::Path) -> anyhow::Result<Histogram<u64>> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Histogram<u64>> {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&path)?;
+        let block = [7u8; 4096];
+        let mut h = hist()?;
+        for _ in 0..1000 {
+            let t = Instant::now();
+            file.write_all(&block)?;
+            file.sync_data()?;
+            h.record(
+                u64::try_from(t.elapsed().as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )?;
+        }
+        Ok(h)
     })
     .await?
 }
