@@ -17,8 +17,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "orca", version, propagate_version = true)]
 struct Cli {
-    /// NATS server to use [env: ORCA_NATS_URL] [default: nats://127.0.0.1:4222; the demo and
-    /// bench start their own server when this is not given].
+    /// NATS server to use (default nats://127.0.0.1:4222; the demo and the bench start their
+    /// own server when this is not given).
     #[arg(long, global = true, env = "ORCA_NATS_URL")]
     nats_url: Option<String>,
     /// Subject prefix of the service.
