@@ -12,6 +12,10 @@ use uuid::Uuid;
 
 use crate::cache::Cache;
 
+/// Largest encoded event a command may record: published events must fit NATS's default 1 MiB
+/// message with room for headers.
+pub const MAX_EVENT_BYTES: usize = 512 * 1024;
+
 /// How the engine batches and how much it keeps in memory.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -240,6 +244,21 @@ impl Engine {
                 return self.queue(Pending::Ready(unavailable(&e.to_string()), to));
             }
         };
+        let payloads: Vec<Vec<u8>> = decision
+            .events
+            .iter()
+            .map(orca_proto::encode_stored_event)
+            .collect();
+        if let Some(big) = payloads.iter().map(Vec::len).find(|n| *n > MAX_EVENT_BYTES) {
+            // Every event must fit a NATS message when it is published.
+            let rejection = Rejection::new(
+                Code::PayloadTooLarge,
+                format!(
+                    "the command would record an event of {big} bytes; the limit is {MAX_EVENT_BYTES}"
+                ),
+            );
+            return self.queue(Pending::Ready(rejection.to_reply(), to));
+        }
         let count = decision.events.len() as u64;
         if count == 0 {
             let reply = decision.accepted(self.next_position - 1);
@@ -257,9 +276,10 @@ impl Engine {
             events: decision
                 .events
                 .iter()
-                .map(|e| NewEvent {
+                .zip(payloads)
+                .map(|(e, payload)| NewEvent {
                     stream: e.stream.clone(),
-                    payload: orca_proto::encode_stored_event(e),
+                    payload,
                 })
                 .collect(),
             command_id: meta.command_id.clone(),
@@ -468,7 +488,8 @@ async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: watch::S
                 _permit,
             } => {
                 let reply = match durable.await {
-                    Ok(Ok(Ok(c))) if c.last_position == last => reply,
+                    // Once anything failed, nothing after it is reported durable.
+                    Ok(Ok(Ok(c))) if c.last_position == last && !*failed.borrow() => reply,
                     other => {
                         tracing::error!(
                             ?other,

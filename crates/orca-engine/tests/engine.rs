@@ -232,3 +232,23 @@ async fn state_evicted_from_memory_is_read_back_from_the_log() {
     let r = f.engine.start(terminate(&first)).await.unwrap();
     accepted(&r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_too_large_to_publish_is_rejected_and_appends_nothing() {
+    let f = fixture();
+    let a = accepted(&f.engine.start(create("Ops", None)).await.unwrap()).clone();
+    let head = f.log.head();
+    let big = "x".repeat(orca_engine::MAX_EVENT_BYTES + 1);
+    let r = complete(&f.engine, &a.process_id, 4, json!({ "blob": big })).await;
+    assert_eq!(rejected(&r).code, "PAYLOAD_TOO_LARGE");
+    assert_eq!(f.log.head(), head);
+    // The task is still current: a sane result completes it.
+    let r = complete(
+        &f.engine,
+        &a.process_id,
+        4,
+        json!({"subscription": {"user_group": {"group_id": 1}}}),
+    )
+    .await;
+    accepted(&r);
+}

@@ -104,6 +104,10 @@ struct Inner {
     committed: watch::Sender<u64>,
     /// Set when a batch was applied but not made durable: positions are no longer trustworthy.
     poisoned: std::sync::atomic::AtomicBool,
+    /// sled's directory of large values, when fsyncing.
+    blobs: Option<PathBuf>,
+    /// Blob files already fsynced (they never change once written).
+    synced_blobs: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -144,6 +148,8 @@ impl Log {
                 next: Mutex::new(head + 1),
                 committed,
                 poisoned: std::sync::atomic::AtomicBool::new(false),
+                blobs: options.fsync.then(|| options.path.join("blobs")),
+                synced_blobs: Mutex::new(Default::default()),
             }),
         })
     }
@@ -420,10 +426,47 @@ impl Log {
         Ok((results, *next - 1))
     }
 
+    /// sled writes a value too large for its segments to a file of its own under `blobs/` and
+    /// does not fsync it: fsync every new one, and the directory.
+    fn sync_blobs(&self) -> Result<(), Error> {
+        let Some(dir) = &self.inner.blobs else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        let mut seen = self.inner.synced_blobs.lock().map_err(|_| Error::Closed)?;
+        let mut new = false;
+        for entry in entries {
+            let path = entry?.path();
+            if seen.insert(path.clone()) {
+                File::open(&path)?.sync_all()?;
+                new = true;
+            }
+        }
+        if new {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
     /// Makes everything written so far durable (one fsync of the database file) and moves the
     /// durable head to `upto`.
     pub(crate) fn sync(&self, upto: u64) -> Result<(), Error> {
         let inner = &self.inner;
+        // After a failed fsync a second one may "succeed" with the pages already dropped: never
+        // report anything durable again.
+        if inner.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::BatchFailed(
+                "an earlier fsync failed; restart to recover".into(),
+            ));
+        }
+        if let Err(e) = self.sync_blobs() {
+            inner
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
         if let Some(Err(e)) = inner.db_file.as_ref().map(File::sync_data) {
             {
                 inner

@@ -227,3 +227,27 @@ fn every_position_and_every_stream_version_reads_back_as_written() {
     drop(log);
     check(&Log::open(&LogOptions::new(dir.path())).unwrap());
 }
+
+#[test]
+fn records_larger_than_a_sled_segment_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![9u8; 700 * 1024];
+    {
+        let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+        let r = log
+            .append_batch(&[append(vec![
+                NewEvent {
+                    stream: "big".into(),
+                    payload: big.clone(),
+                },
+                ev("big", "small"),
+            ])])
+            .unwrap();
+        assert!(r[0].is_ok());
+    }
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let events = log.read_stream("big", 1).unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].payload, big);
+    assert_eq!(events[1].payload, b"small");
+}

@@ -57,6 +57,9 @@ enum Failure {
     OutOfStep,
     /// NATS failed; wait and retry.
     Nats(Error),
+    /// The record can never be published (undecodable, too large): stop and say so rather
+    /// than retry it forever or skip it.
+    Permanent(Error),
 }
 
 const CHECKPOINT: &[u8] = b"published";
@@ -157,6 +160,10 @@ impl Outbox {
             match failure {
                 None => {}
                 Some(Failure::OutOfStep) => in_step = false,
+                Some(Failure::Permanent(e)) => {
+                    tracing::error!(error = %e, position = acked + 1, "cannot publish; the outbox stops");
+                    return Err(e);
+                }
                 Some(Failure::Nats(e)) => {
                     tracing::warn!(error = %e, from = acked + 1, "publishing events failed; retrying from there");
                     if *shutdown.borrow() {
@@ -231,6 +238,17 @@ impl Outbox {
         for r in records {
             match self.send(r, events_at).await {
                 Ok(acks) => sent.push((r.position, acks)),
+                Err(e @ Error::Corrupt(_)) => {
+                    failure = Some(Failure::Permanent(e));
+                    break;
+                }
+                Err(e) if e.to_string().contains("max payload") => {
+                    failure = Some(Failure::Permanent(Error::Nats(format!(
+                        "the event at position {} is larger than the server's max_payload: {e}",
+                        r.position
+                    ))));
+                    break;
+                }
                 Err(e) => {
                     failure = Some(Failure::Nats(e));
                     break;
@@ -281,6 +299,11 @@ impl Outbox {
             async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
             r.position.saturating_sub(1).to_string().as_str(),
         );
+        if r.position == 1 {
+            // The server does not check an expected last sequence of 0; an expected subject
+            // sequence of 0 ("no message on this subject yet") it does.
+            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+        }
         headers.insert(CONTENT_TYPE, PROTOBUF);
         let name = orca_proto::event_type_name(field);
         let subject = orca_domain::subject_for(prefix, &r.stream, name);

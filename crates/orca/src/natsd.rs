@@ -106,6 +106,22 @@ impl NatsServer {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
     }
 
+    /// Starts again on the same port (clients reconnect to their URL): retry while the old
+    /// server's socket is released.
+    fn respawn(&mut self) -> anyhow::Result<()> {
+        let mut last = None;
+        for _ in 0..20 {
+            match self.try_spawn() {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = Some(e);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
+    }
+
     fn try_spawn(&mut self) -> anyhow::Result<()> {
         let bin = ensure_installed()?;
         let name = format!("orca-local-{}-{}", std::process::id(), self.port);
@@ -194,7 +210,7 @@ impl NatsServer {
     /// Stops it gracefully and starts it again on the same port and store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();
-        self.spawn()
+        self.respawn()
     }
 }
 
