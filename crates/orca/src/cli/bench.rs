@@ -43,6 +43,10 @@ pub struct Args {
     /// flight) instead of as fast as completions allow: latency at a given load.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Drive an already running service (`orca serve`, with `orca worker example` beside it)
+    /// at --nats-url instead of starting one in this process. RSS is then this client's only.
+    #[arg(long, requires = "nats_url")]
+    pub external: bool,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -84,21 +88,24 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let fsync = fsync_baseline(&tmp.path().join("fsync.bin")).await?;
     let rtt = nats_baseline(&url).await?;
 
-    let catalog = Arc::new(orca::load_catalog(None)?);
-    let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
-    options.bus.prefix = g.prefix.clone();
-    let service = Service::start(options).await?;
-    let (stop_worker, shutdown) = watch::channel(false);
-    let worker = orca_worker::example::register(Worker::new(
-        async_nats::connect(&url).await?,
-        WorkerOptions {
-            prefix: g.prefix.clone(),
-            concurrency: a.concurrency.max(16),
-            ..WorkerOptions::default()
-        },
-    ));
-    let worker = tokio::spawn(worker.run(shutdown));
     let client = OrcaClient::connect(&url, &g.prefix).await?;
+    let mut local = None;
+    if !a.external {
+        let catalog = Arc::new(orca::load_catalog(None)?);
+        let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
+        options.bus.prefix = g.prefix.clone();
+        let service = Service::start(options).await?;
+        let (stop_worker, shutdown) = watch::channel(false);
+        let worker = orca_worker::example::register(Worker::new(
+            async_nats::connect(&url).await?,
+            WorkerOptions {
+                prefix: g.prefix.clone(),
+                concurrency: a.concurrency.max(16),
+                ..WorkerOptions::default()
+            },
+        ));
+        local = Some((service, stop_worker, tokio::spawn(worker.run(shutdown))));
+    }
 
     // Completion = the process_completed event on NATS.
     let done_sub = client
@@ -124,7 +131,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         .await?;
     client.nats().flush().await?;
 
-    let head0 = service.log.head();
+    let head0 = client.info().await?.log_head;
     let rss0 = rss_kib("VmRSS:");
     eprintln!(
         "running {} create workflows, {} in flight…",
@@ -141,11 +148,13 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     )
     .await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let events = service.log.head() - head0;
+    let events = client.info().await?.log_head - head0;
 
-    let _ = stop_worker.send(true);
-    let _ = worker.await;
-    service.stop(Duration::from_secs(10)).await?;
+    if let Some((service, stop_worker, worker)) = local {
+        let _ = stop_worker.send(true);
+        let _ = worker.await;
+        service.stop(Duration::from_secs(10)).await?;
+    }
     drop(nats);
 
     let wps = a.workflows as f64 / elapsed;
@@ -154,6 +163,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         "workflows": a.workflows,
         "concurrency": a.concurrency,
         "rate": a.rate,
+        "external": a.external,
         "seconds": elapsed,
         "workflows_per_sec": wps,
         "events_per_sec": eps,
@@ -176,12 +186,17 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "orca bench — {} create_user_group workflows, at most {} in flight{}, example worker, one process",
+            "orca bench — {} create_user_group workflows, at most {} in flight{}, {}",
             a.workflows,
             a.concurrency,
             a.rate
                 .map(|r| format!(", offered {r}/s"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            if a.external {
+                "against a running service"
+            } else {
+                "service and example worker in this process"
+            }
         );
         println!("  workflows/s            {wps:>10.0}   ({elapsed:.2} s)");
         println!(
