@@ -327,21 +327,9 @@ impl Engine {
             process_id: ProcessId(Uuid::now_v7()),
             subscription_id: SubscriptionId(Uuid::now_v7()),
         };
-        let command_id = command_id(&cmd.meta);
-        let mut new_id = Uuid::now_v7;
-        let mut env = Env {
-            now: now(),
-            actor: &cmd.meta.actor,
-            command_id: &command_id,
-            new_id: &mut new_id,
-        };
-        Ok(orca_domain::start_process(
-            &self.catalog,
-            &cmd.command,
-            existing.as_ref(),
-            ids,
-            &mut env,
-        )
+        Ok(with_env(&cmd.meta, |env| {
+            orca_domain::start_process(&self.catalog, &cmd.command, existing.as_ref(), ids, env)
+        })
         .into())
     }
 
@@ -354,21 +342,15 @@ impl Engine {
             Some(id) if !id.is_empty() => self.subscription(&id).await?,
             _ => None,
         };
-        let command_id = command_id(&cmd.meta);
-        let mut new_id = Uuid::now_v7;
-        let mut env = Env {
-            now: now(),
-            actor: &cmd.meta.actor,
-            command_id: &command_id,
-            new_id: &mut new_id,
-        };
-        Ok(orca_domain::report_task(
-            &self.catalog,
-            &cmd.command,
-            process.as_ref(),
-            subscription.as_ref(),
-            &mut env,
-        )
+        Ok(with_env(&cmd.meta, |env| {
+            orca_domain::report_task(
+                &self.catalog,
+                &cmd.command,
+                process.as_ref(),
+                subscription.as_ref(),
+                env,
+            )
+        })
         .into())
     }
 
@@ -446,10 +428,21 @@ impl Engine {
     }
 }
 
-fn command_id(meta: &Meta) -> String {
-    meta.command_id
+/// Runs a decision with what the domain may not make up: the clock, the actor, the command id
+/// (generated when the client gave none) and fresh event ids.
+fn with_env<R>(meta: &Meta, decide: impl FnOnce(&mut Env<'_>) -> R) -> R {
+    let command_id = meta
+        .command_id
         .clone()
-        .unwrap_or_else(|| Uuid::now_v7().to_string())
+        .unwrap_or_else(|| Uuid::now_v7().to_string());
+    let mut new_id = Uuid::now_v7;
+    let mut env = Env {
+        now: now(),
+        actor: &meta.actor,
+        command_id: &command_id,
+        new_id: &mut new_id,
+    };
+    decide(&mut env)
 }
 
 /// What deciding a command came to.
