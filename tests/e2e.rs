@@ -297,6 +297,35 @@ async fn every_rejection_has_its_code_and_appends_nothing() {
     );
     assert_eq!(env.head().await, head, "rejections append nothing");
 
+    // Queries refuse with codes too.
+    let missing = uuid::Uuid::new_v4().to_string();
+    let r = env.client.subscription(&missing, 0).await.unwrap();
+    assert_eq!(
+        (r.subscription, r.error.unwrap().code.as_str()),
+        (None, "SUBSCRIPTION_NOT_FOUND")
+    );
+    let r = env.client.process(&missing, 0).await.unwrap();
+    assert_eq!(r.error.unwrap().code, "PROCESS_NOT_FOUND");
+    let r = env.client.form("no_such_workflow", "").await.unwrap();
+    assert_eq!(r.error.unwrap().code, "UNKNOWN_WORKFLOW");
+    let r = env
+        .client
+        .form("terminate_user_group", &missing)
+        .await
+        .unwrap();
+    assert_eq!(r.error.unwrap().code, "SUBSCRIPTION_NOT_FOUND");
+    let bytes = env
+        .client
+        .raw(
+            "query.process.list",
+            Bytes::from_static(b"{\"limit\": \"x\"}"),
+            true,
+        )
+        .await
+        .unwrap();
+    let list: v1::ProcessList = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(list.error.unwrap().code, "MALFORMED_REQUEST");
+
     // A terminated subscription cannot be terminated again.
     let _worker = env.worker();
     let p = env

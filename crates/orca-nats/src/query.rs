@@ -1,16 +1,51 @@
 //! Query endpoints: read the views, never the engine's state.
+//!
+//! Each query is one function from its request to `Result<Reply, Rejected>`; [`run`] decodes
+//! the request and puts a rejection into the reply's `error` field.
+
+use std::future::Future;
 
 use bytes::Bytes;
 use orca_domain::{Code, Rejection};
-use orca_proto::v1;
+use orca_proto::{Message, v1};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Encoding};
 use crate::endpoints::{Ctx, Kind};
+
+/// A query reply that can carry a rejection.
+trait Reply: Message + Serialize + Default {
+    fn rejected(error: v1::Rejected) -> Self;
+}
+
+macro_rules! reply_with_error {
+    ($($t:ty),+) => {$(
+        impl Reply for $t {
+            fn rejected(error: v1::Rejected) -> Self {
+                Self { error: Some(error), ..Default::default() }
+            }
+        }
+    )+};
+}
+
+reply_with_error!(
+    v1::SubscriptionReply,
+    v1::SubscriptionList,
+    v1::ProcessReply,
+    v1::ProcessList,
+    v1::WorkflowForm
+);
 
 fn store_error(e: orca_views::Error) -> v1::Rejected {
     Rejection::new(Code::Unavailable, e.to_string()).to_proto()
 }
 
+fn not_found(code: Code, what: &str, id: &str) -> v1::Rejected {
+    Rejection::new(code, format!("no {what} {id:?}")).to_proto()
+}
+
+/// Waits (briefly) until the views include `position`: read-your-writes after a command.
 async fn caught_up(ctx: &Ctx, position: u64) -> Result<(), v1::Rejected> {
     if position == 0 || ctx.views.wait_for(position, ctx.options.query_wait).await {
         Ok(())
@@ -26,160 +61,100 @@ async fn caught_up(ctx: &Ctx, position: u64) -> Result<(), v1::Rejected> {
     }
 }
 
+/// Decodes the request, answers it, encodes the reply in the request's encoding.
+async fn run<Q, R, Fut>(
+    payload: &[u8],
+    enc: Encoding,
+    ctx: &Ctx,
+    answer: impl FnOnce(Q) -> Fut,
+) -> Bytes
+where
+    Q: Message + Default + DeserializeOwned,
+    R: Reply,
+    Fut: Future<Output = Result<R, v1::Rejected>>,
+{
+    let reply = match codec::decode::<Q>(payload, enc, ctx.options.max_payload) {
+        Err(r) => R::rejected(r.to_proto()),
+        Ok(q) => answer(q).await.unwrap_or_else(R::rejected),
+    };
+    codec::encode(&reply, enc)
+}
+
 pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
-    let max = ctx.options.max_payload;
     match kind {
         Kind::GetSubscription => {
-            let reply = match codec::decode::<v1::GetSubscription>(payload, enc, max) {
-                Err(r) => v1::SubscriptionReply {
-                    error: Some(r.to_proto()),
-                    ..Default::default()
-                },
-                Ok(q) => match caught_up(ctx, q.min_position).await {
-                    Err(e) => v1::SubscriptionReply {
-                        error: Some(e),
-                        ..Default::default()
-                    },
-                    Ok(()) => match ctx.views.subscription(q.subscription_id.trim()) {
-                        Ok(Some(s)) => v1::SubscriptionReply {
-                            subscription: Some(s),
-                            error: None,
-                        },
-                        Ok(None) => v1::SubscriptionReply {
-                            subscription: None,
-                            error: Some(
-                                Rejection::new(
-                                    Code::SubscriptionNotFound,
-                                    format!("no subscription {:?}", q.subscription_id),
-                                )
-                                .to_proto(),
-                            ),
-                        },
-                        Err(e) => v1::SubscriptionReply {
-                            subscription: None,
-                            error: Some(store_error(e)),
-                        },
-                    },
-                },
-            };
-            codec::encode(&reply, enc)
+            run(payload, enc, ctx, |q: v1::GetSubscription| async move {
+                caught_up(ctx, q.min_position).await?;
+                let id = q.subscription_id.trim();
+                let s = ctx.views.subscription(id).map_err(store_error)?;
+                Ok(v1::SubscriptionReply {
+                    subscription: Some(s.ok_or_else(|| {
+                        not_found(Code::SubscriptionNotFound, "subscription", id)
+                    })?),
+                    error: None,
+                })
+            })
+            .await
         }
         Kind::GetProcess => {
-            let reply = match codec::decode::<v1::GetProcess>(payload, enc, max) {
-                Err(r) => v1::ProcessReply {
-                    error: Some(r.to_proto()),
-                    ..Default::default()
-                },
-                Ok(q) => match caught_up(ctx, q.min_position).await {
-                    Err(e) => v1::ProcessReply {
-                        error: Some(e),
-                        ..Default::default()
-                    },
-                    Ok(()) => match ctx.views.process(q.process_id.trim()) {
-                        Ok(Some(p)) => v1::ProcessReply {
-                            process: Some(p),
-                            error: None,
-                        },
-                        Ok(None) => v1::ProcessReply {
-                            process: None,
-                            error: Some(
-                                Rejection::new(
-                                    Code::ProcessNotFound,
-                                    format!("no process {:?}", q.process_id),
-                                )
-                                .to_proto(),
-                            ),
-                        },
-                        Err(e) => v1::ProcessReply {
-                            process: None,
-                            error: Some(store_error(e)),
-                        },
-                    },
-                },
-            };
-            codec::encode(&reply, enc)
+            run(payload, enc, ctx, |q: v1::GetProcess| async move {
+                caught_up(ctx, q.min_position).await?;
+                let id = q.process_id.trim();
+                let p = ctx.views.process(id).map_err(store_error)?;
+                Ok(v1::ProcessReply {
+                    process: Some(
+                        p.ok_or_else(|| not_found(Code::ProcessNotFound, "process", id))?,
+                    ),
+                    error: None,
+                })
+            })
+            .await
         }
         Kind::ListSubscriptions => {
-            let reply = match codec::decode::<v1::ListSubscriptions>(payload, enc, max) {
-                Err(r) => v1::SubscriptionList {
-                    error: Some(r.to_proto()),
-                    ..Default::default()
-                },
-                Ok(q) => match caught_up(ctx, q.min_position).await {
-                    Err(e) => v1::SubscriptionList {
-                        error: Some(e),
-                        ..Default::default()
-                    },
-                    Ok(()) => {
-                        let filter = orca_views::SubscriptionFilter {
-                            status: q.status,
-                            product: q.product,
-                            customer_id: q.customer_id,
-                        };
-                        match ctx
-                            .views
-                            .list_subscriptions(&filter, limit(q.limit), &q.page_token)
-                        {
-                            Ok(page) => v1::SubscriptionList {
-                                subscriptions: page.items,
-                                next_page_token: page.next_page_token,
-                                error: None,
-                            },
-                            Err(e) => v1::SubscriptionList {
-                                error: Some(store_error(e)),
-                                ..Default::default()
-                            },
-                        }
-                    }
-                },
-            };
-            codec::encode(&reply, enc)
+            run(payload, enc, ctx, |q: v1::ListSubscriptions| async move {
+                caught_up(ctx, q.min_position).await?;
+                let filter = orca_views::SubscriptionFilter {
+                    status: q.status,
+                    product: q.product,
+                    customer_id: q.customer_id,
+                };
+                let page = ctx
+                    .views
+                    .list_subscriptions(&filter, limit(q.limit), &q.page_token)
+                    .map_err(store_error)?;
+                Ok(v1::SubscriptionList {
+                    subscriptions: page.items,
+                    next_page_token: page.next_page_token,
+                    error: None,
+                })
+            })
+            .await
         }
         Kind::ListProcesses => {
-            let reply = match codec::decode::<v1::ListProcesses>(payload, enc, max) {
-                Err(r) => v1::ProcessList {
-                    error: Some(r.to_proto()),
-                    ..Default::default()
-                },
-                Ok(q) => match caught_up(ctx, q.min_position).await {
-                    Err(e) => v1::ProcessList {
-                        error: Some(e),
-                        ..Default::default()
-                    },
-                    Ok(()) => {
-                        let filter = orca_views::ProcessFilter {
-                            status: q.status,
-                            workflow: q.workflow,
-                            subscription_id: q.subscription_id,
-                        };
-                        match ctx
-                            .views
-                            .list_processes(&filter, limit(q.limit), &q.page_token)
-                        {
-                            Ok(page) => v1::ProcessList {
-                                processes: page.items,
-                                next_page_token: page.next_page_token,
-                                error: None,
-                            },
-                            Err(e) => v1::ProcessList {
-                                error: Some(store_error(e)),
-                                ..Default::default()
-                            },
-                        }
-                    }
-                },
-            };
-            codec::encode(&reply, enc)
+            run(payload, enc, ctx, |q: v1::ListProcesses| async move {
+                caught_up(ctx, q.min_position).await?;
+                let filter = orca_views::ProcessFilter {
+                    status: q.status,
+                    workflow: q.workflow,
+                    subscription_id: q.subscription_id,
+                };
+                let page = ctx
+                    .views
+                    .list_processes(&filter, limit(q.limit), &q.page_token)
+                    .map_err(store_error)?;
+                Ok(v1::ProcessList {
+                    processes: page.items,
+                    next_page_token: page.next_page_token,
+                    error: None,
+                })
+            })
+            .await
         }
         Kind::WorkflowForm => {
-            let reply = match codec::decode::<v1::GetWorkflowForm>(payload, enc, max) {
-                Err(r) => v1::WorkflowForm {
-                    error: Some(r.to_proto()),
-                    ..Default::default()
-                },
-                Ok(q) => form(ctx, &q),
-            };
-            codec::encode(&reply, enc)
+            run(payload, enc, ctx, |q: v1::GetWorkflowForm| async move {
+                form(ctx, &q)
+            })
+            .await
         }
         Kind::ListWorkflows => {
             let reply = v1::WorkflowList {
@@ -216,51 +191,27 @@ fn limit(l: u32) -> usize {
     if l == 0 { 50 } else { l as usize }
 }
 
-fn form(ctx: &Ctx, q: &v1::GetWorkflowForm) -> v1::WorkflowForm {
-    let Some(wf) = ctx.catalog.workflows.get(q.workflow.trim()) else {
-        return v1::WorkflowForm {
-            schema: None,
-            error: Some(
-                Rejection::new(
-                    Code::UnknownWorkflow,
-                    format!("no workflow named {:?}", q.workflow),
-                )
-                .to_proto(),
-            ),
-        };
-    };
-    let sub = if q.subscription_id.trim().is_empty() {
+/// The workflow's form as JSON Schema, its texts filled from the subscription when one is named.
+fn form(ctx: &Ctx, q: &v1::GetWorkflowForm) -> Result<v1::WorkflowForm, v1::Rejected> {
+    let wf = ctx
+        .catalog
+        .workflows
+        .get(q.workflow.trim())
+        .ok_or_else(|| not_found(Code::UnknownWorkflow, "workflow named", &q.workflow))?;
+    let id = q.subscription_id.trim();
+    let sub = if id.is_empty() {
         None
     } else {
-        match ctx.views.subscription(q.subscription_id.trim()) {
-            Ok(Some(s)) => Some(s),
-            Ok(None) => {
-                return v1::WorkflowForm {
-                    schema: None,
-                    error: Some(
-                        Rejection::new(
-                            Code::SubscriptionNotFound,
-                            format!("no subscription {:?}", q.subscription_id),
-                        )
-                        .to_proto(),
-                    ),
-                };
-            }
-            Err(e) => {
-                return v1::WorkflowForm {
-                    schema: None,
-                    error: Some(store_error(e)),
-                };
-            }
-        }
+        let s = ctx.views.subscription(id).map_err(store_error)?;
+        Some(s.ok_or_else(|| not_found(Code::SubscriptionNotFound, "subscription", id))?)
     };
     let lookup = |k: &str| {
         sub.as_ref()
             .and_then(|s| orca_domain::subscription::template_value(s, k))
     };
     let schema = wf.form.json_schema(&wf.description, &lookup);
-    v1::WorkflowForm {
+    Ok(v1::WorkflowForm {
         schema: schema.as_object().map(orca_proto::json::json_to_struct),
         error: None,
-    }
+    })
 }
