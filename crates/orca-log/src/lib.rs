@@ -4,8 +4,10 @@
 //! decision was made on ([`Expected`]), and the command id with the reply to give a re-sent
 //! command. [`Log::append_batch`] writes many appends in **one** sled batch followed by **one**
 //! flush and a real `fsync` (sled's own flush is only `sync_file_range` on Linux), so a reply can be
-//! sent as soon as its batch returns. [`GroupCommit`] runs that in a writer thread and gathers
-//! concurrent appends into shared batches.
+//! sent as soon as its batch returns. [`GroupCommit`] splits that over two threads: a writer gathers
+//! concurrent appends into shared batches and applies them, a sync thread fsyncs behind it (one
+//! fsync for every batch written meanwhile); an append's outcome, and the durable head that
+//! readers see, move only after the fsync that covers it.
 //!
 //! Layout, all in one tree so a batch is atomic. One record per append keeps the number of
 //! sled writes per command small (a command's ten events cost one record, not ten keys):
