@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::error::{AppendError, Error};
-use crate::log::{Append, Committed, Log};
+use crate::log::{Append, Committed, Log, Written};
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -42,7 +42,7 @@ impl GroupCommit {
     /// Starts the writer thread over `log`.
     pub fn start(log: Log, options: GroupCommitOptions) -> Result<(Self, JoinHandle<()>), Error> {
         let (tx, rx) = mpsc::channel::<Job>();
-        let (sync_tx, sync_rx) = mpsc::channel::<Written>();
+        let (sync_tx, sync_rx) = mpsc::channel::<Pending>();
         let sync_log = log.clone();
         std::thread::Builder::new()
             .name("orca-log-sync".into())
@@ -69,15 +69,15 @@ impl GroupCommit {
 }
 
 /// A written batch waiting for its fsync.
-struct Written {
-    upto: u64,
+struct Pending {
+    written: Written,
     outcomes: Vec<(
         oneshot::Sender<AppendOutcome>,
         Result<Committed, AppendError>,
     )>,
 }
 
-fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Written>, max_batch: usize) {
+fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Pending>, max_batch: usize) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < max_batch {
@@ -89,12 +89,12 @@ fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Written>, max_ba
         let (appends, senders): (Vec<Append>, Vec<_>) =
             jobs.into_iter().map(|j| (j.append, j.done)).unzip();
         match log.write_batch(&appends) {
-            Ok((results, upto)) => {
-                let written = Written {
-                    upto,
+            Ok((results, written)) => {
+                let pending = Pending {
+                    written,
                     outcomes: senders.into_iter().zip(results).collect(),
                 };
-                if sync.send(written).is_err() {
+                if sync.send(pending).is_err() {
                     return;
                 }
             }
@@ -109,23 +109,24 @@ fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Written>, max_ba
     }
 }
 
-fn syncer(log: Log, rx: mpsc::Receiver<Written>) {
+fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         while let Ok(more) = rx.try_recv() {
             batches.push(more);
         }
-        let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
-        match log.sync(upto) {
+        let (written, outcomes): (Vec<Written>, Vec<_>) =
+            batches.into_iter().map(|b| (b.written, b.outcomes)).unzip();
+        match log.sync(written) {
             Ok(()) => {
-                for (done, outcome) in batches.into_iter().flat_map(|b| b.outcomes) {
+                for (done, outcome) in outcomes.into_iter().flatten() {
                     let _ = done.send(Ok(outcome));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "event log fsync failed");
                 let msg = e.to_string();
-                for (done, _) in batches.into_iter().flat_map(|b| b.outcomes) {
+                for (done, _) in outcomes.into_iter().flatten() {
                     let _ = done.send(Err(Error::BatchFailed(msg.clone())));
                 }
             }

@@ -6,6 +6,7 @@ pub const EVENT: u8 = b'e';
 pub const STREAM: u8 = b's';
 pub const HEAD: u8 = b'h';
 pub const COMMAND: u8 = b'c';
+pub const INDEXED: u8 = b'i';
 
 pub fn event_key(position: u64) -> [u8; 9] {
     let mut k = [0u8; 9];
@@ -52,62 +53,19 @@ pub fn u64_at(bytes: &[u8], at: usize, what: &str) -> Result<u64, Error> {
         })
 }
 
-/// One append's events under one key: `[count u32]` then per event
-/// `[stream len u16][stream][version u64][payload len u32][payload]`. Positions are the key's
-/// position plus the event's index.
-pub fn encode_record<'a>(
-    events: impl Iterator<Item = (&'a str, u64, &'a [u8])>,
-    size: usize,
-) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + size);
-    v.extend_from_slice(&[0u8; 4]);
-    let mut count: u32 = 0;
-    for (stream, version, payload) in events {
-        // Stream names are validated to fit in u16 and payloads in u32 before they get here.
-        v.extend_from_slice(
-            &u16::try_from(stream.len())
-                .unwrap_or(u16::MAX)
-                .to_be_bytes(),
-        );
-        v.extend_from_slice(stream.as_bytes());
-        v.extend_from_slice(&version.to_be_bytes());
-        v.extend_from_slice(
-            &u32::try_from(payload.len())
-                .unwrap_or(u32::MAX)
-                .to_be_bytes(),
-        );
-        v.extend_from_slice(payload);
-        count += 1;
-    }
-    v[0..4].copy_from_slice(&count.to_be_bytes());
+/// Indexed-through marker: segment, end offset of the last indexed frame, head.
+pub fn encode_marker(segment: u64, end: u64, head: u64) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[0..8].copy_from_slice(&segment.to_be_bytes());
+    v[8..16].copy_from_slice(&end.to_be_bytes());
+    v[16..24].copy_from_slice(&head.to_be_bytes());
     v
 }
 
-/// position, stream, version, payload
-pub type Entry = (u64, String, u64, Vec<u8>);
-
-/// Decodes the events of the record stored at `first`.
-pub fn decode_record(first: u64, bytes: &[u8]) -> Result<Vec<Entry>, Error> {
-    let corrupt = || Error::Corrupt {
-        what: format!("record at {first}"),
-    };
-    let take = |at: &mut usize, n: usize| -> Result<&[u8], Error> {
-        let s = bytes.get(*at..*at + n).ok_or_else(corrupt)?;
-        *at += n;
-        Ok(s)
-    };
-    let mut at = 0usize;
-    let count = u32::from_be_bytes(take(&mut at, 4)?.try_into().map_err(|_| corrupt())?);
-    let mut out = Vec::with_capacity(count as usize);
-    for i in 0..u64::from(count) {
-        let len = u16::from_be_bytes(take(&mut at, 2)?.try_into().map_err(|_| corrupt())?);
-        let stream = std::str::from_utf8(take(&mut at, usize::from(len))?)
-            .map_err(|_| corrupt())?
-            .to_owned();
-        let version = u64::from_be_bytes(take(&mut at, 8)?.try_into().map_err(|_| corrupt())?);
-        let plen = u32::from_be_bytes(take(&mut at, 4)?.try_into().map_err(|_| corrupt())?);
-        let payload = take(&mut at, plen as usize)?.to_vec();
-        out.push((first + i, stream, version, payload));
-    }
-    Ok(out)
+pub fn decode_marker(v: &[u8]) -> Result<(u64, u64, u64), Error> {
+    Ok((
+        u64_at(v, 0, "index marker")?,
+        u64_at(v, 8, "index marker")?,
+        u64_at(v, 16, "index marker")?,
+    ))
 }

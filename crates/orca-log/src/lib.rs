@@ -1,23 +1,26 @@
-//! orca's system of record: an append-only event log on sled.
+//! orca's system of record: an append-only event log, written ahead to segment files and
+//! indexed in sled.
 //!
 //! Every accepted command becomes one [`Append`]: events for one or more streams, the versions the
 //! decision was made on ([`Expected`]), and the command id with the reply to give a re-sent
-//! command. [`Log::append_batch`] writes many appends in **one** sled batch followed by **one**
-//! flush and a real `fsync` (sled's own flush is only `sync_file_range` on Linux), so a reply can be
-//! sent as soon as its batch returns. [`GroupCommit`] splits that over two threads: a writer gathers
-//! concurrent appends into shared batches and applies them, a sync thread fsyncs behind it (one
-//! fsync for every batch written meanwhile); an append's outcome, and the durable head that
-//! readers see, move only after the fsync that covers it.
+//! command. An append is one checksummed frame in the current segment file under `wal/`.
+//! [`Log::append_batch`] writes many appends with **one** `write` and **one** `fdatasync`, then
+//! indexes them in sled (under `index/`), and only then moves the durable head that readers see.
+//! [`GroupCommit`] splits that over two threads: a writer gathers concurrent appends into shared
+//! batches and writes them, a sync thread fsyncs and indexes behind it (one fsync for every batch
+//! written meanwhile); an append's outcome is sent only after the fsync that covers it.
 //!
-//! Layout, all in one tree so a batch is atomic. One record per append keeps the number of
-//! sled writes per command small (a command's ten events cost one record, not ten keys):
+//! The segments are the truth and the index is derived: sled writes it lazily, never ahead of a
+//! durable frame, and on open whatever the index lacks is indexed again from the segments. A
+//! frame torn by a crash (never acknowledged) is cut off the end. The index, one sled tree:
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `e` first position | the append's events: stream, version, payload each ([`Recorded`]) |
-//! | `s` stream `\0` first version | first position of the record holding that version |
+//! | `e` first position | segment, offset, length and event count of the append's frame |
+//! | `s` stream `\0` first version | first position of the frame holding that version |
 //! | `h` stream | current version |
 //! | `c` command id | position, stored reply |
+//! | `i` | segment, end offset and last position of the last frame indexed |
 //!
 //! Readers follow the log with [`Log::subscribe`] (a watch of the last durable position) and
 //! [`Log::read_from`].
@@ -26,6 +29,7 @@ mod error;
 mod group;
 mod keys;
 mod log;
+mod wal;
 
 pub use error::{AppendError, Error};
 pub use group::{AppendOutcome, GroupCommit, GroupCommitOptions};

@@ -1,12 +1,14 @@
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use crate::error::{AppendError, Error};
 use crate::keys;
+use crate::wal::{Location, SEGMENT_BYTES, Segments, encode_frame, parse_frame};
 
 /// Longest stream name the record format holds.
 const MAX_STREAM_LEN: usize = 1024;
@@ -16,11 +18,14 @@ const MAX_STREAM_LEN: usize = 1024;
 pub struct LogOptions {
     /// Directory of the sled database (created if missing).
     pub path: PathBuf,
-    /// Fsync the database file after each batch (default true). Turning it off trades
+    /// Fsync the segment after each batch (default true). Turning it off trades
     /// invariant 1 (acknowledged means durable) for speed; only benchmarks of the raw store do.
     pub fsync: bool,
-    /// sled page cache in bytes (default 64 MiB): bounds memory however long the log grows.
+    /// sled page cache of the index in bytes (default 64 MiB): bounds memory however long the
+    /// log grows.
     pub cache_capacity: u64,
+    /// Size after which a new segment file starts (default 64 MiB).
+    pub segment_bytes: u64,
 }
 
 impl LogOptions {
@@ -30,6 +35,7 @@ impl LogOptions {
             path: path.into(),
             fsync: true,
             cache_capacity: 64 * 1024 * 1024,
+            segment_bytes: SEGMENT_BYTES,
         }
     }
 }
@@ -97,17 +103,42 @@ pub struct Log {
 
 struct Inner {
     db: sled::Db,
+    /// The index: where each record is, stream versions, command replies.
     tree: sled::Tree,
-    db_file: Option<File>,
-    /// Next position; guarded so that batches are assigned positions one at a time.
-    next: Mutex<u64>,
+    segments: Segments,
+    fsync: bool,
+    segment_bytes: u64,
+    /// The writer's place; guarded so that batches are assigned positions one at a time.
+    writer: Mutex<Tail>,
+    /// What written but not yet indexed batches changed: the writer checks it before the index.
+    staged: Mutex<Staged>,
     committed: watch::Sender<u64>,
-    /// Set when a batch was applied but not made durable: positions are no longer trustworthy.
-    poisoned: std::sync::atomic::AtomicBool,
-    /// sled's directory of large values, when fsyncing.
-    blobs: Option<PathBuf>,
-    /// Blob files already fsynced (they never change once written).
-    synced_blobs: Mutex<std::collections::HashSet<PathBuf>>,
+    /// Set when a batch was written but not made durable: positions are no longer trustworthy.
+    poisoned: AtomicBool,
+}
+
+/// Where the next frame goes.
+struct Tail {
+    next: u64,
+    segment: u64,
+    file: Arc<File>,
+    offset: u64,
+}
+
+#[derive(Default)]
+struct Staged {
+    heads: HashMap<String, u64>,
+    commands: HashMap<String, (u64, Vec<u8>)>,
+}
+
+/// One written batch on its way to the disk and the index.
+pub(crate) struct Written {
+    /// Last position written.
+    pub(crate) upto: u64,
+    file: Arc<File>,
+    index: sled::Batch,
+    heads: Vec<(String, u64)>,
+    commands: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for Log {
@@ -116,40 +147,79 @@ impl std::fmt::Debug for Log {
     }
 }
 
+/// Adds a frame's entries to the index: its location, the stream index, heads, command reply
+/// and the indexed-through marker.
+fn index_frame<'a>(
+    batch: &mut sled::Batch,
+    location: Location,
+    first: u64,
+    events: impl Iterator<Item = (&'a str, u64)>,
+    command: Option<(&str, &[u8])>,
+) -> u64 {
+    let mut last = first - 1;
+    let mut seen: Vec<&str> = Vec::new();
+    for (stream, version) in events {
+        if !seen.contains(&stream) {
+            // The first event of each stream in this frame is what the stream index points at.
+            batch.insert(keys::stream_key(stream, version), &first.to_be_bytes());
+            seen.push(stream);
+        }
+        batch.insert(keys::head_key(stream), &version.to_be_bytes());
+        last += 1;
+    }
+    if last >= first {
+        batch.insert(&keys::event_key(first), &location.encode());
+    }
+    if let Some((id, reply)) = command {
+        let mut v = Vec::with_capacity(8 + reply.len());
+        v.extend_from_slice(&last.to_be_bytes());
+        v.extend_from_slice(reply);
+        batch.insert(keys::command_key(id), v);
+    }
+    batch.insert(
+        &[keys::INDEXED],
+        keys::encode_marker(location.segment, location.end(), last).as_slice(),
+    );
+    last
+}
+
 impl Log {
-    /// Opens (or creates) the log. Fails with `WouldBlock` while another process holds it.
+    /// Opens (or creates) the log, indexing whatever the segments hold beyond the index and
+    /// cutting a torn last frame. Fails with `WouldBlock` while another process holds it.
     pub fn open(options: &LogOptions) -> Result<Self, Error> {
+        if options.path.join("db").exists() {
+            return Err(Error::Corrupt {
+                what: format!(
+                    "{}: a log in an older format (a sled database where the segments belong); \
+                     start from a fresh data directory",
+                    options.path.display()
+                ),
+            });
+        }
+        let wal = options.path.join("wal");
+        std::fs::create_dir_all(&wal)?;
         let db = sled::Config::new()
-            .path(&options.path)
+            .path(options.path.join("index"))
             .cache_capacity(options.cache_capacity)
-            // Every batch is flushed explicitly; sled's timer would only add work.
-            .flush_every_ms(None)
+            // The index is rebuilt from the segments after a crash; sled may write it lazily.
+            .flush_every_ms(Some(1000))
             .open()?;
         let tree = db.open_tree("log")?;
-        let head = match tree.scan_prefix([keys::EVENT]).next_back() {
-            Some(entry) => {
-                let (k, v) = entry?;
-                let first = keys::u64_at(&k, 1, "last event key")?;
-                first + keys::decode_record(first, &v)?.len() as u64 - 1
-            }
-            None => 0,
-        };
-        let db_file = if options.fsync {
-            Some(open_db_file(&options.path)?)
-        } else {
-            None
-        };
-        let (committed, _) = watch::channel(head);
+        let segments = Segments::new(wal);
+        let tail = recover(&tree, &segments)?;
+        db.flush()?;
+        let (committed, _) = watch::channel(tail.next - 1);
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 tree,
-                db_file,
-                next: Mutex::new(head + 1),
+                segments,
+                fsync: options.fsync,
+                segment_bytes: options.segment_bytes.max(1),
+                writer: Mutex::new(tail),
+                staged: Mutex::new(Staged::default()),
                 committed,
-                poisoned: std::sync::atomic::AtomicBool::new(false),
-                blobs: options.fsync.then(|| options.path.join("blobs")),
-                synced_blobs: Mutex::new(Default::default()),
+                poisoned: AtomicBool::new(false),
             }),
         })
     }
@@ -164,12 +234,13 @@ impl Log {
         self.inner.committed.subscribe()
     }
 
-    /// The sled database, for components that keep their own trees (checkpoints) beside the log.
+    /// The sled database of the index, for components that keep their own trees (checkpoints)
+    /// beside the log.
     pub fn db(&self) -> &sled::Db {
         &self.inner.db
     }
 
-    /// The stored reply of an applied command id.
+    /// The stored reply of a durably applied command id.
     pub fn command_reply(&self, command_id: &str) -> Result<Option<(u64, Vec<u8>)>, Error> {
         match self.inner.tree.get(keys::command_key(command_id))? {
             Some(v) => {
@@ -180,12 +251,23 @@ impl Log {
         }
     }
 
-    /// Current version of a stream (0 if it has no events).
+    /// Durable version of a stream (0 if it has no events).
     pub fn stream_version(&self, stream: &str) -> Result<u64, Error> {
         match self.inner.tree.get(keys::head_key(stream))? {
             Some(v) => keys::u64_at(&v, 0, "stream head"),
             None => Ok(0),
         }
+    }
+
+    fn location(&self, first: u64) -> Result<Location, Error> {
+        let v = self
+            .inner
+            .tree
+            .get(keys::event_key(first))?
+            .ok_or_else(|| Error::Corrupt {
+                what: format!("index points at missing record {first}"),
+            })?;
+        Location::decode(&v)
     }
 
     /// Events of one stream from `from_version` (inclusive), in order.
@@ -202,21 +284,17 @@ impl Log {
             Some(entry) => entry?.0.to_vec(),
             None => prefix.clone(),
         };
-        let mut out = Vec::new();
+        let mut locations = Vec::new();
         for entry in self.inner.tree.range(start..) {
             let (k, v) = entry?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            let first = keys::u64_at(&v, 0, "stream index")?;
-            let record = self
-                .inner
-                .tree
-                .get(keys::event_key(first))?
-                .ok_or_else(|| Error::Corrupt {
-                    what: format!("stream {stream} points at missing record {first}"),
-                })?;
-            for (position, s, version, payload) in keys::decode_record(first, &record)? {
+            locations.push(self.location(keys::u64_at(&v, 0, "stream index")?)?);
+        }
+        let mut out = Vec::new();
+        for frame in self.inner.segments.read(&locations)? {
+            for (position, s, version, payload) in frame.events {
                 if s == stream && version >= from_version {
                     out.push(Recorded {
                         position,
@@ -257,6 +335,8 @@ impl Log {
             Some(entry) => keys::u64_at(&entry?.0, 1, "event key")?,
             None => position,
         };
+        let mut locations = Vec::new();
+        let mut events = 0usize;
         for entry in self
             .inner
             .tree
@@ -264,7 +344,17 @@ impl Log {
         {
             let (k, v) = entry?;
             let first = keys::u64_at(&k, 1, "event key")?;
-            for (pos, stream, version, payload) in keys::decode_record(first, &v)? {
+            let location = Location::decode(&v)?;
+            events += (first + u64::from(location.count))
+                .saturating_sub(position)
+                .min(u64::from(location.count)) as usize;
+            locations.push(location);
+            if events >= limit {
+                break;
+            }
+        }
+        for frame in self.inner.segments.read(&locations)? {
+            for (pos, stream, version, payload) in frame.events {
                 if pos < position || pos > head {
                     continue;
                 }
@@ -282,7 +372,7 @@ impl Log {
         Ok(out)
     }
 
-    /// Writes many appends in one atomic batch with one flush and fsync.
+    /// Writes many appends as one write to the segment, one fsync, one index batch.
     ///
     /// Each append is checked on its own (expected versions, command id); a refused append gets
     /// its [`AppendError`] and writes nothing, the others go through. Returns only after the batch
@@ -291,188 +381,222 @@ impl Log {
         &self,
         appends: &[Append],
     ) -> Result<Vec<Result<Committed, AppendError>>, Error> {
-        let (results, upto) = self.write_batch(appends)?;
-        self.sync(upto)?;
+        let (results, written) = self.write_batch(appends)?;
+        self.sync(vec![written])?;
         Ok(results)
     }
 
-    /// Applies and flushes one atomic batch without the fsync: readers do not see it (the
-    /// durable head does not move) until [`Log::sync`]. Returns the results and the last position
-    /// written so far.
-    pub(crate) fn write_batch(
-        &self,
-        appends: &[Append],
-    ) -> Result<(Vec<Result<Committed, AppendError>>, u64), Error> {
-        let inner = &self.inner;
-        // One batch at a time: positions must be assigned and written in order.
-        let mut next = inner.next.lock().map_err(|_| Error::Closed)?;
-        if inner.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
+    fn check_poisoned(&self) -> Result<(), Error> {
+        if self.inner.poisoned.load(Ordering::SeqCst) {
             return Err(Error::BatchFailed(
-                "an earlier batch failed after it was applied; restart to recover".into(),
+                "an earlier batch failed after it was written; restart to recover".into(),
             ));
-        }
-        let mut batch = sled::Batch::default();
-        let mut heads: HashMap<String, u64> = HashMap::new();
-        let mut commands: HashMap<&str, (u64, &[u8])> = HashMap::new();
-        let mut results = Vec::with_capacity(appends.len());
-        let mut position = *next;
-
-        for append in appends {
-            if let Err(e) = validate(append) {
-                results.push(Err(e));
-                continue;
-            }
-            if let Some(id) = append.command_id.as_deref() {
-                if let Some(&(pos, reply)) = commands.get(id) {
-                    results.push(Err(AppendError::Duplicate {
-                        position: pos,
-                        reply: reply.to_vec(),
-                    }));
-                    continue;
-                }
-                if let Some((pos, reply)) = self.command_reply(id)? {
-                    results.push(Err(AppendError::Duplicate {
-                        position: pos,
-                        reply,
-                    }));
-                    continue;
-                }
-            }
-            // Check every expectation before writing anything of this append.
-            let mut conflict = None;
-            for (stream, expected) in &append.expected {
-                let actual = match heads.get(stream) {
-                    Some(v) => *v,
-                    None => self.stream_version(stream)?,
-                };
-                let ok = match expected {
-                    Expected::Any => true,
-                    Expected::NoStream => actual == 0,
-                    Expected::Exact(v) => actual == *v,
-                };
-                if !ok {
-                    conflict = Some(AppendError::Conflict {
-                        stream: stream.clone(),
-                        expected: format!("{expected:?}"),
-                        actual,
-                    });
-                    break;
-                }
-            }
-            if let Some(c) = conflict {
-                results.push(Err(c));
-                continue;
-            }
-            let first = position;
-            let mut versions = Vec::with_capacity(append.events.len());
-            let mut size = 0;
-            for event in &append.events {
-                let version = match heads.get(&event.stream) {
-                    Some(v) => *v,
-                    None => self.stream_version(&event.stream)?,
-                } + 1;
-                // The first event of each stream in this record is what the index points at.
-                if !versions
-                    .iter()
-                    .any(|(s, _): &(&str, u64)| *s == event.stream.as_str())
-                {
-                    batch.insert(
-                        keys::stream_key(&event.stream, version),
-                        &first.to_be_bytes(),
-                    );
-                }
-                heads.insert(event.stream.clone(), version);
-                versions.push((event.stream.as_str(), version));
-                size += event.stream.len() + event.payload.len() + 14;
-                position += 1;
-            }
-            if !append.events.is_empty() {
-                let record = keys::encode_record(
-                    append
-                        .events
-                        .iter()
-                        .zip(&versions)
-                        .map(|(e, (s, v))| (*s, *v, e.payload.as_slice())),
-                    size,
-                );
-                batch.insert(&keys::event_key(first), record);
-            }
-            let last = position - 1;
-            if let Some(id) = append.command_id.as_deref() {
-                let mut v = Vec::with_capacity(8 + append.reply.len());
-                v.extend_from_slice(&last.to_be_bytes());
-                v.extend_from_slice(&append.reply);
-                batch.insert(keys::command_key(id), v);
-                commands.insert(id, (last, &append.reply));
-            }
-            results.push(Ok(Committed {
-                first_position: if append.events.is_empty() { 0 } else { first },
-                last_position: last,
-            }));
-        }
-        for (stream, version) in &heads {
-            batch.insert(keys::head_key(stream), &version.to_be_bytes());
-        }
-        if position != *next || !commands.is_empty() {
-            inner.tree.apply_batch(batch)?;
-            if let Err(e) = inner.db.flush() {
-                inner
-                    .poisoned
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                return Err(e.into());
-            }
-            *next = position;
-        }
-        Ok((results, *next - 1))
-    }
-
-    /// sled writes a value too large for its segments to a file of its own under `blobs/` and
-    /// does not fsync it: fsync every new one, and the directory.
-    fn sync_blobs(&self) -> Result<(), Error> {
-        let Some(dir) = &self.inner.blobs else {
-            return Ok(());
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
-        };
-        let mut seen = self.inner.synced_blobs.lock().map_err(|_| Error::Closed)?;
-        let mut new = false;
-        for entry in entries {
-            let path = entry?.path();
-            if seen.insert(path.clone()) {
-                File::open(&path)?.sync_all()?;
-                new = true;
-            }
-        }
-        if new {
-            File::open(dir)?.sync_all()?;
         }
         Ok(())
     }
 
-    /// Makes everything written so far durable (one fsync of the database file) and moves the
-    /// durable head to `upto`.
-    pub(crate) fn sync(&self, upto: u64) -> Result<(), Error> {
+    fn poison<E>(&self, e: E) -> E {
+        self.inner.poisoned.store(true, Ordering::SeqCst);
+        e
+    }
+
+    /// Version of `stream` for a new decision: batches not yet indexed first.
+    fn current_version(
+        &self,
+        batch: &HashMap<String, u64>,
+        staged: &Staged,
+        stream: &str,
+    ) -> Result<u64, Error> {
+        match batch.get(stream).or_else(|| staged.heads.get(stream)) {
+            Some(v) => Ok(*v),
+            None => self.stream_version(stream),
+        }
+    }
+
+    /// Writes one batch to the segment without the fsync: readers do not see it (the durable
+    /// head does not move) until [`Log::sync`] has made it durable and indexed it.
+    pub(crate) fn write_batch(
+        &self,
+        appends: &[Append],
+    ) -> Result<(Vec<Result<Committed, AppendError>>, Written), Error> {
+        let inner = &self.inner;
+        // One batch at a time: positions must be assigned and written in order.
+        let mut tail = inner.writer.lock().map_err(|_| Error::Closed)?;
+        self.check_poisoned()?;
+        let mut heads: HashMap<String, u64> = HashMap::new();
+        let mut commands: HashMap<&str, (u64, &[u8])> = HashMap::new();
+        let mut results = Vec::with_capacity(appends.len());
+        let mut buf = Vec::new();
+        let mut index = sled::Batch::default();
+        let mut position = tail.next;
+        {
+            let staged = inner.staged.lock().map_err(|_| Error::Closed)?;
+            for append in appends {
+                if let Err(e) = validate(append) {
+                    results.push(Err(e));
+                    continue;
+                }
+                if let Some(id) = append.command_id.as_deref() {
+                    let earlier = match commands.get(id) {
+                        Some(&(pos, reply)) => Some((pos, reply.to_vec())),
+                        None => match staged.commands.get(id) {
+                            Some((pos, reply)) => Some((*pos, reply.clone())),
+                            None => self.command_reply(id)?,
+                        },
+                    };
+                    if let Some((position, reply)) = earlier {
+                        results.push(Err(AppendError::Duplicate { position, reply }));
+                        continue;
+                    }
+                }
+                // Check every expectation before writing anything of this append.
+                let mut conflict = None;
+                for (stream, expected) in &append.expected {
+                    let actual = self.current_version(&heads, &staged, stream)?;
+                    let ok = match expected {
+                        Expected::Any => true,
+                        Expected::NoStream => actual == 0,
+                        Expected::Exact(v) => actual == *v,
+                    };
+                    if !ok {
+                        conflict = Some(AppendError::Conflict {
+                            stream: stream.clone(),
+                            expected: format!("{expected:?}"),
+                            actual,
+                        });
+                        break;
+                    }
+                }
+                if let Some(c) = conflict {
+                    results.push(Err(c));
+                    continue;
+                }
+                let first = position;
+                let mut versions = Vec::with_capacity(append.events.len());
+                for event in &append.events {
+                    let version = self.current_version(&heads, &staged, &event.stream)? + 1;
+                    heads.insert(event.stream.clone(), version);
+                    versions.push(version);
+                }
+                position += append.events.len() as u64;
+                let command = append
+                    .command_id
+                    .as_deref()
+                    .map(|id| (id, append.reply.as_slice()));
+                let offset = tail.offset + buf.len() as u64;
+                let len = encode_frame(
+                    &mut buf,
+                    first,
+                    append
+                        .events
+                        .iter()
+                        .zip(&versions)
+                        .map(|(e, v)| (e.stream.as_str(), *v, e.payload.as_slice())),
+                    command,
+                );
+                let location = Location {
+                    segment: tail.segment,
+                    offset,
+                    len,
+                    count: append.events.len() as u32,
+                };
+                let last = index_frame(
+                    &mut index,
+                    location,
+                    first,
+                    append
+                        .events
+                        .iter()
+                        .zip(&versions)
+                        .map(|(e, v)| (e.stream.as_str(), *v)),
+                    command,
+                );
+                if let Some(id) = append.command_id.as_deref() {
+                    commands.insert(id, (last, &append.reply));
+                }
+                results.push(Ok(Committed {
+                    first_position: if append.events.is_empty() { 0 } else { first },
+                    last_position: last,
+                }));
+            }
+        }
+        let file = tail.file.clone();
+        if !buf.is_empty() {
+            use std::io::Write;
+            (&*file).write_all(&buf).map_err(|e| self.poison(e))?;
+            tail.offset += buf.len() as u64;
+            tail.next = position;
+            let mut staged = inner.staged.lock().map_err(|_| Error::Closed)?;
+            for (stream, version) in &heads {
+                staged.heads.insert(stream.clone(), *version);
+            }
+            for (id, (pos, reply)) in &commands {
+                staged
+                    .commands
+                    .insert((*id).to_owned(), (*pos, reply.to_vec()));
+            }
+        }
+        let written = Written {
+            upto: tail.next - 1,
+            file,
+            index,
+            heads: heads.into_iter().collect(),
+            commands: commands
+                .into_iter()
+                .map(|(id, (pos, _))| (id.to_owned(), pos))
+                .collect(),
+        };
+        if tail.offset >= inner.segment_bytes {
+            self.rotate(&mut tail).map_err(|e| self.poison(e))?;
+        }
+        Ok((results, written))
+    }
+
+    /// Starts the next segment once the current one is full; the full one is made durable
+    /// first so that only the last segment can ever end in a torn frame.
+    fn rotate(&self, tail: &mut Tail) -> Result<(), Error> {
+        tail.file.sync_data()?;
+        let next = tail.segment + 1;
+        tail.file = Arc::new(self.inner.segments.create(next)?);
+        tail.segment = next;
+        tail.offset = 0;
+        Ok(())
+    }
+
+    /// Makes written batches durable (one fsync per segment they touched), indexes them, and
+    /// moves the durable head past them.
+    pub(crate) fn sync(&self, batches: Vec<Written>) -> Result<(), Error> {
         let inner = &self.inner;
         // After a failed fsync a second one may "succeed" with the pages already dropped: never
         // report anything durable again.
-        if inner.poisoned.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Error::BatchFailed(
-                "an earlier fsync failed; restart to recover".into(),
-            ));
+        self.check_poisoned()?;
+        if inner.fsync {
+            let mut synced: Vec<&Arc<File>> = Vec::new();
+            for b in &batches {
+                if !synced.iter().any(|f| Arc::ptr_eq(f, &b.file)) {
+                    b.file.sync_data().map_err(|e| self.poison(e))?;
+                    synced.push(&b.file);
+                }
+            }
         }
-        if let Err(e) = self.sync_blobs() {
+        let mut upto = 0;
+        for b in batches {
+            upto = upto.max(b.upto);
             inner
-                .poisoned
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            return Err(e);
-        }
-        if let Some(Err(e)) = inner.db_file.as_ref().map(File::sync_data) {
-            {
-                inner
-                    .poisoned
-                    .store(true, std::sync::atomic::Ordering::SeqCst);
-                return Err(e.into());
+                .tree
+                .apply_batch(b.index)
+                .map_err(|e| self.poison(e))?;
+            let mut staged = inner.staged.lock().map_err(|_| Error::Closed)?;
+            // A later batch may have moved a head again; only what this one set is retired.
+            for (stream, version) in b.heads {
+                if staged.heads.get(&stream) == Some(&version) {
+                    staged.heads.remove(&stream);
+                }
+            }
+            for (id, pos) in b.commands {
+                if staged.commands.get(&id).map(|c| c.0) == Some(pos) {
+                    staged.commands.remove(&id);
+                }
             }
         }
         inner.committed.send_if_modified(|head| {
@@ -482,6 +606,113 @@ impl Log {
         });
         Ok(())
     }
+}
+
+/// Brings the index up to the segments and returns where the writer continues.
+///
+/// The index is only ever written after the frames it points at are durable, so it never runs
+/// ahead of the segments; it may lag behind them (sled writes lazily), and what lags is indexed
+/// again here. A frame that does not check out ends the log: only the last segment may end in
+/// one (a write torn by a crash, never acknowledged), and it is cut off.
+fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
+    let mut list = segments.list()?;
+    let (mut segment, mut offset, mut head) = match tree.get([keys::INDEXED])? {
+        Some(v) => keys::decode_marker(&v)?,
+        None => (list.first().copied().unwrap_or(1), 0, 0),
+    };
+    if list.is_empty() {
+        if head > 0 {
+            return Err(Error::Corrupt {
+                what: "the index names events but the segments are gone".into(),
+            });
+        }
+        segments.create(segment)?;
+        list.push(segment);
+    }
+    if !list.contains(&segment) {
+        return Err(Error::Corrupt {
+            what: format!("segment {segment} named by the index is missing"),
+        });
+    }
+    let last_segment = list.last().copied().unwrap_or(segment);
+    let from = segment;
+    for &n in list.iter().filter(|n| **n >= from) {
+        let bytes = std::fs::read(segments.path(n))?;
+        let mut at = if n == from {
+            usize::try_from(offset).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        if at > bytes.len() {
+            return Err(Error::Corrupt {
+                what: format!("segment {n} is shorter than the index says"),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
+        while let Some((frame, len)) = bytes.get(at..).and_then(parse_frame) {
+            let location = Location {
+                segment: n,
+                offset: at as u64,
+                len: len as u32,
+                count: frame.events.len() as u32,
+            };
+            if frame.first != head + 1 {
+                return Err(Error::Corrupt {
+                    what: format!(
+                        "frame at {n}:{at} starts at position {}, expected {}",
+                        frame.first,
+                        head + 1
+                    ),
+                });
+            }
+            head = index_frame(
+                &mut batch,
+                location,
+                frame.first,
+                frame.events.iter().map(|(_, s, v, _)| (s.as_str(), *v)),
+                frame
+                    .command
+                    .as_ref()
+                    .map(|(id, r)| (id.as_str(), r.as_slice())),
+            );
+            at += len;
+            pending += 1;
+            if pending == 1024 {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        tree.apply_batch(batch)?;
+        if at < bytes.len() {
+            if n != last_segment {
+                return Err(Error::Corrupt {
+                    what: format!("segment {n} has a damaged frame at offset {at}"),
+                });
+            }
+            tracing::warn!(
+                segment = n,
+                offset = at,
+                cut = bytes.len() - at,
+                "cutting a torn frame off the end of the log"
+            );
+            let f = File::options().write(true).open(segments.path(n))?;
+            f.set_len(at as u64)?;
+            f.sync_all()?;
+        }
+        segment = n;
+        offset = at as u64;
+    }
+    let file = File::options()
+        .append(true)
+        .read(true)
+        .open(segments.path(segment))?;
+    Ok(Tail {
+        next: head + 1,
+        segment,
+        file: Arc::new(file),
+        offset,
+    })
 }
 
 fn validate(append: &Append) -> Result<(), AppendError> {
@@ -503,13 +734,15 @@ fn validate(append: &Append) -> Result<(), AppendError> {
             "an event or an append is too large".into(),
         ));
     }
-    if append.command_id.as_deref() == Some("") {
-        return Err(AppendError::Invalid("empty command id".into()));
+    if let Some(id) = append.command_id.as_deref()
+        && (id.is_empty() || id.len() > usize::from(u16::MAX))
+    {
+        return Err(AppendError::Invalid(
+            "a command id must be 1..=65535 bytes".into(),
+        ));
+    }
+    if u32::try_from(append.reply.len()).is_err() {
+        return Err(AppendError::Invalid("the reply is too large".into()));
     }
     Ok(())
-}
-
-/// sled keeps its data in `<dir>/db`; that file is what an fsync must reach.
-fn open_db_file(dir: &Path) -> Result<File, Error> {
-    Ok(File::options().read(true).open(dir.join("db"))?)
 }

@@ -14,7 +14,6 @@ use hdrhistogram::Histogram;
 use orca::client::OrcaClient;
 use orca::natsd::NatsServer;
 use orca::service::{Service, ServiceOptions};
-use orca_log::{Append, Log, LogOptions, NewEvent};
 use orca_proto::{Message, v1};
 use orca_worker::{Worker, WorkerOptions};
 use serde_json::json;
@@ -387,25 +386,28 @@ async fn run_creates(
     Ok((acks, completions, rss))
 }
 
-/// Raw sled: 300-byte events in batches of 100, fsync per batch, through orca-log.
+/// Raw sled, the store the log's index lives in: 300-byte events under sequential keys in
+/// batches of 100, each batch flushed and its database file fsynced.
 async fn sled_baseline(dir: &std::path::Path, events: usize) -> anyhow::Result<f64> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let log = Log::open(&LogOptions::new(&dir))?;
+        let db = sled::Config::new()
+            .path(&dir)
+            .flush_every_ms(None)
+            .open()?;
+        let tree = db.open_tree("raw")?;
+        let file = std::fs::File::open(dir.join("db"))?;
         let payload = vec![7u8; 300];
         let batches = (events / 100).max(1);
         let t = Instant::now();
         for b in 0..batches {
-            let appends: Vec<Append> = (0..100)
-                .map(|i| Append {
-                    events: vec![NewEvent {
-                        stream: format!("raw-{}", (b * 100 + i) % 1000),
-                        payload: payload.clone(),
-                    }],
-                    ..Append::default()
-                })
-                .collect();
-            log.append_batch(&appends)?;
+            let mut batch = sled::Batch::default();
+            for i in 0..100u64 {
+                batch.insert(&(b as u64 * 100 + i).to_be_bytes(), payload.as_slice());
+            }
+            tree.apply_batch(batch)?;
+            db.flush()?;
+            file.sync_data()?;
         }
         Ok((batches * 100) as f64 / t.elapsed().as_secs_f64())
     })

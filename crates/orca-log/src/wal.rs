@@ -1,0 +1,291 @@
+//! The write-ahead segments: the durable copy of every append, one checksummed frame each.
+//!
+//! A frame is `[body len u32][crc32 of body u32][body]`, the body
+//! `[first position u64][event count u32]` then per event
+//! `[stream len u16][stream][version u64][payload len u32][payload]`, then
+//! `[command id len u16][command id][reply len u32][reply]` (an empty id when the append had
+//! none). Positions are the first position plus the event's index. Segments are files named by
+//! their sequence number under `wal/`; a new one starts once the current one passes
+//! [`SEGMENT_BYTES`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
+
+/// Size after which the writer starts a new segment.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+const HEADER: usize = 8;
+
+/// Where one frame sits, and how many events it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub segment: u64,
+    pub offset: u64,
+    pub len: u32,
+    pub count: u32,
+}
+
+impl Location {
+    pub const ENCODED: usize = 24;
+
+    pub fn encode(&self) -> [u8; Self::ENCODED] {
+        let mut b = [0u8; Self::ENCODED];
+        b[0..8].copy_from_slice(&self.segment.to_be_bytes());
+        b[8..16].copy_from_slice(&self.offset.to_be_bytes());
+        b[16..20].copy_from_slice(&self.len.to_be_bytes());
+        b[20..24].copy_from_slice(&self.count.to_be_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<Self, Error> {
+        let corrupt = || Error::Corrupt {
+            what: "frame location".into(),
+        };
+        let b: &[u8; Self::ENCODED] = b.try_into().map_err(|_| corrupt())?;
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(a)
+        };
+        let u32_at = |i: usize| {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(&b[i..i + 4]);
+            u32::from_be_bytes(a)
+        };
+        Ok(Self {
+            segment: u64_at(0),
+            offset: u64_at(8),
+            len: u32_at(16),
+            count: u32_at(20),
+        })
+    }
+
+    /// Offset just past the frame.
+    pub fn end(&self) -> u64 {
+        self.offset + u64::from(self.len)
+    }
+}
+
+/// One stored event: position, stream, version, payload.
+pub type Entry = (u64, String, u64, Vec<u8>);
+
+/// A decoded frame.
+#[derive(Debug)]
+pub struct Frame {
+    pub first: u64,
+    pub events: Vec<Entry>,
+    /// Command id and stored reply.
+    pub command: Option<(String, Vec<u8>)>,
+}
+
+/// Appends one frame to `out`. Lengths are validated by the caller to fit their fields.
+pub fn encode_frame<'a>(
+    out: &mut Vec<u8>,
+    first: u64,
+    events: impl ExactSizeIterator<Item = (&'a str, u64, &'a [u8])>,
+    command: Option<(&str, &[u8])>,
+) -> u32 {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER]);
+    out.extend_from_slice(&first.to_be_bytes());
+    out.extend_from_slice(&(events.len() as u32).to_be_bytes());
+    for (stream, version, payload) in events {
+        out.extend_from_slice(&(stream.len() as u16).to_be_bytes());
+        out.extend_from_slice(stream.as_bytes());
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    let (id, reply) = command.unwrap_or(("", &[]));
+    out.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    out.extend_from_slice(id.as_bytes());
+    out.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+    out.extend_from_slice(reply);
+    let body = &out[start + HEADER..];
+    let len = body.len() as u32;
+    let crc = crc32fast::hash(body);
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
+    (out.len() - start) as u32
+}
+
+/// The frame at the start of `buf` and its length, or `None` when `buf` does not start with a
+/// whole frame whose checksum matches (the end of the written log, or a torn write).
+pub fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
+    let len = u32::from_be_bytes(buf.get(0..4)?.try_into().ok()?) as usize;
+    let crc = u32::from_be_bytes(buf.get(4..8)?.try_into().ok()?);
+    let body = buf.get(HEADER..HEADER + len)?;
+    if len < 12 || crc32fast::hash(body) != crc {
+        return None;
+    }
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = body.get(at..at + n)?;
+        at += n;
+        Some(s)
+    };
+    let first = u64::from_be_bytes(take(8)?.try_into().ok()?);
+    let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let mut events = Vec::with_capacity(count.min(1 << 16) as usize);
+    for i in 0..u64::from(count) {
+        let slen = u16::from_be_bytes(take(2)?.try_into().ok()?);
+        let stream = std::str::from_utf8(take(usize::from(slen))?)
+            .ok()?
+            .to_owned();
+        let version = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let plen = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        let payload = take(plen as usize)?.to_vec();
+        events.push((first + i, stream, version, payload));
+    }
+    let idlen = u16::from_be_bytes(take(2)?.try_into().ok()?);
+    let id = std::str::from_utf8(take(usize::from(idlen))?)
+        .ok()?
+        .to_owned();
+    let rlen = u32::from_be_bytes(take(4)?.try_into().ok()?);
+    let reply = take(rlen as usize)?.to_vec();
+    let command = (!id.is_empty()).then_some((id, reply));
+    Some((
+        Frame {
+            first,
+            events,
+            command,
+        },
+        HEADER + len,
+    ))
+}
+
+/// The segment files under one directory.
+pub struct Segments {
+    dir: PathBuf,
+    /// Read handles, opened on first use.
+    readers: Mutex<HashMap<u64, Arc<File>>>,
+}
+
+/// Read handles kept open at once.
+const OPEN_READERS: usize = 16;
+
+impl Segments {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            readers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn path(&self, segment: u64) -> PathBuf {
+        segment_path(&self.dir, segment)
+    }
+
+    /// Segment numbers present, ascending.
+    pub fn list(&self) -> Result<Vec<u64>, Error> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(n) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            out.push(n);
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Creates segment `n` (empty) durably: the file and its directory entry.
+    pub fn create(&self, n: u64) -> Result<File, Error> {
+        let file = File::options()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(self.path(n))?;
+        file.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(file)
+    }
+
+    fn reader(&self, segment: u64) -> Result<Arc<File>, Error> {
+        let mut readers = self.readers.lock().map_err(|_| Error::Closed)?;
+        if let Some(f) = readers.get(&segment) {
+            return Ok(f.clone());
+        }
+        if readers.len() >= OPEN_READERS {
+            readers.clear();
+        }
+        let f = Arc::new(File::open(self.path(segment))?);
+        readers.insert(segment, f.clone());
+        Ok(f)
+    }
+
+    /// Reads the frames at `locations`, in order; adjacent frames of a segment are read at once.
+    pub fn read(&self, locations: &[Location]) -> Result<Vec<Frame>, Error> {
+        let mut out = Vec::with_capacity(locations.len());
+        let mut i = 0;
+        while i < locations.len() {
+            let first = locations[i];
+            let mut j = i + 1;
+            let mut end = first.end();
+            while j < locations.len()
+                && locations[j].segment == first.segment
+                && locations[j].offset == end
+            {
+                end = locations[j].end();
+                j += 1;
+            }
+            let file = self.reader(first.segment)?;
+            let mut buf = vec![0u8; usize::try_from(end - first.offset).unwrap_or(usize::MAX)];
+            file.read_exact_at(&mut buf, first.offset)?;
+            for loc in &locations[i..j] {
+                let at = usize::try_from(loc.offset - first.offset).unwrap_or(usize::MAX);
+                let frame = buf
+                    .get(at..)
+                    .and_then(parse_frame)
+                    .filter(|(_, n)| *n == loc.len as usize)
+                    .ok_or_else(|| Error::Corrupt {
+                        what: format!("frame at {}:{}", loc.segment, loc.offset),
+                    })?
+                    .0;
+                out.push(frame);
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+}
+
+pub fn segment_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(format!("{segment:020}.wal"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_torn_frames_are_not_frames() {
+        let mut buf = Vec::new();
+        let events = [("a", 1u64, b"x".as_slice()), ("b", 4, b"yy".as_slice())];
+        let n = encode_frame(&mut buf, 7, events.into_iter(), Some(("cmd", b"r")));
+        assert_eq!(n as usize, buf.len());
+        let (frame, len) = parse_frame(&buf).unwrap();
+        assert_eq!(len, buf.len());
+        assert_eq!(frame.first, 7);
+        assert_eq!(frame.events[1], (8, "b".into(), 4, b"yy".to_vec()));
+        assert_eq!(frame.command, Some(("cmd".into(), b"r".to_vec())));
+        for cut in 0..buf.len() {
+            assert!(parse_frame(&buf[..cut]).is_none(), "cut at {cut}");
+        }
+        let mut flipped = buf.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(parse_frame(&flipped).is_none());
+    }
+}
