@@ -64,10 +64,31 @@ enum Failure {
 
 const CHECKPOINT: &[u8] = b"published";
 
+/// How a record's event is published.
+#[derive(Clone, Copy)]
+enum EventAck {
+    /// The stream already holds it: not sent.
+    Stored,
+    /// Sent with a reply subject: JetStream acknowledges it.
+    Asked,
+    /// Sent without one: a later event's ack confirms it.
+    Unasked,
+}
+
+/// What was sent for one record.
+struct Sent {
+    position: u64,
+    event: Option<PublishAckFuture>,
+    event_stored: bool,
+    task: Option<PublishAckFuture>,
+}
+
 /// Publishes the log to NATS; see the module docs.
 pub struct Outbox {
     log: Log,
     js: jetstream::Context,
+    /// The same connection, for events published without an ack.
+    client: async_nats::Client,
     options: OutboxOptions,
     /// Events and tasks acknowledged up to here (kept in the log's database, tree `outbox`).
     published: watch::Sender<u64>,
@@ -89,6 +110,7 @@ impl Outbox {
         let (published, _) = watch::channel(at);
         Ok(Self {
             log,
+            client: js.client(),
             js,
             options,
             published,
@@ -106,6 +128,8 @@ impl Outbox {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let mut head = self.log.subscribe();
         let mut in_step = false;
+        // Ask for every event's ack: after JetStream refused a chunk without saying why.
+        let mut careful = false;
         // Last position the event stream holds.
         let mut events_at = 0;
         loop {
@@ -113,6 +137,9 @@ impl Outbox {
                 match self.resync().await {
                     Ok(at) => {
                         tracing::debug!(at, "event stream resynchronized");
+                        // Refused, yet the stream is where we thought: only per-event acks
+                        // tell why.
+                        careful = at == events_at;
                         events_at = at;
                         // Behind the stream only if the server lost events: send them again.
                         if *self.published.borrow() > at {
@@ -148,7 +175,7 @@ impl Outbox {
                 continue;
             }
             tracing::debug!(from, count = records.len(), "publishing");
-            let (acked, failure) = self.publish(&records, events_at).await;
+            let (acked, failure) = self.publish(&records, events_at, careful).await;
             tracing::debug!(acked, failed = failure.is_some(), "published");
             if acked >= from {
                 events_at = events_at.max(acked);
@@ -158,7 +185,7 @@ impl Outbox {
                 self.published.send_replace(acked);
             }
             match failure {
-                None => {}
+                None => careful = false,
                 Some(Failure::OutOfStep) => in_step = false,
                 Some(Failure::Permanent(e)) => {
                     tracing::error!(error = %e, position = acked + 1, "cannot publish; the outbox stops");
@@ -227,17 +254,34 @@ impl Outbox {
     /// Publishes `records` pipelined (events the stream already holds, up to `events_at`, are
     /// skipped; their tasks are not) and returns the last position whose messages, and every one
     /// before it, were acknowledged, with why it stopped short, if it did.
+    ///
+    /// Only the chunk's last event asks for an acknowledgement (all of them when `careful`):
+    /// each event is stored only right after its predecessor, so that one ack confirms every
+    /// event before it. Tasks are acknowledged one by one; they carry no sequence check.
     async fn publish(
         &self,
         records: &[orca_log::Recorded],
         events_at: u64,
+        careful: bool,
     ) -> (u64, Option<Failure>) {
         let before = records.first().map_or(0, |r| r.position.saturating_sub(1));
-        let mut sent: Vec<(u64, Vec<PublishAckFuture>)> = Vec::with_capacity(records.len());
+        let last_event = records
+            .iter()
+            .rev()
+            .find(|r| r.position > events_at)
+            .map_or(0, |r| r.position);
+        let mut sent: Vec<Sent> = Vec::with_capacity(records.len());
         let mut failure = None;
         for r in records {
-            match self.send(r, events_at).await {
-                Ok(acks) => sent.push((r.position, acks)),
+            let ack = if r.position <= events_at {
+                EventAck::Stored
+            } else if careful || r.position == last_event {
+                EventAck::Asked
+            } else {
+                EventAck::Unasked
+            };
+            match self.send(r, ack).await {
+                Ok(s) => sent.push(s),
                 Err(e @ Error::Corrupt(_)) => {
                     failure = Some(Failure::Permanent(e));
                     break;
@@ -259,71 +303,92 @@ impl Outbox {
         // one after another.
         let deadline = tokio::time::Instant::now() + self.options.ack_timeout;
         let mut acked = before;
-        'records: for (position, acks) in sent {
-            for ack in acks {
-                let outcome = match tokio::time::timeout_at(deadline, ack).await {
+        for s in sent {
+            let wait = |ack: PublishAckFuture| async move {
+                match tokio::time::timeout_at(deadline, ack).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
                         Err(Failure::OutOfStep)
                     }
                     Ok(Err(e)) => Err(Failure::Nats(Error::nats(e))),
                     Err(_) => Err(Failure::Nats(Error::Nats(format!(
-                        "no acknowledgement for position {position} within {:?}",
-                        self.options.ack_timeout
+                        "no acknowledgement for position {} within {:?}",
+                        s.position, self.options.ack_timeout
                     )))),
-                };
-                if let Err(f) = outcome {
-                    // The rest is published again after a resync; its acks do not matter.
-                    failure.get_or_insert(f);
-                    break 'records;
                 }
+            };
+            let mut confirmed = false;
+            let mut outcome = Ok(());
+            if let Some(ack) = s.event {
+                outcome = wait(ack).await;
+                confirmed = true;
+            } else if s.event_stored {
+                confirmed = true;
             }
-            acked = position;
+            if outcome.is_ok()
+                && let Some(ack) = s.task
+            {
+                outcome = wait(ack).await;
+            }
+            if let Err(f) = outcome {
+                // The rest is published again after a resync; its acks do not matter.
+                failure.get_or_insert(f);
+                break;
+            }
+            // An event sent without an ack is confirmed by a later one's.
+            if confirmed {
+                acked = s.position;
+            }
         }
         (acked, failure)
     }
 
     /// Sends one record's messages; returns their pending acks.
-    async fn send(
-        &self,
-        r: &orca_log::Recorded,
-        events_at: u64,
-    ) -> Result<Vec<PublishAckFuture>, Error> {
+    async fn send(&self, r: &orca_log::Recorded, event_ack: EventAck) -> Result<Sent, Error> {
         let prefix = &self.options.prefix;
-        let mut acks = Vec::with_capacity(2);
+        let mut sent = Sent {
+            position: r.position,
+            event: None,
+            event_stored: matches!(event_ack, EventAck::Stored),
+            task: None,
+        };
         let (event_id, field) =
             orca_proto::peek_event(&r.payload).ok_or(Error::Corrupt(r.position))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
-        headers.insert(
-            async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
-            r.position.saturating_sub(1).to_string().as_str(),
-        );
-        if r.position == 1 {
-            // The server does not check an expected last sequence of 0; an expected subject
-            // sequence of 0 ("no message on this subject yet") it does.
-            headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-        }
-        headers.insert(CONTENT_TYPE, PROTOBUF);
         let name = orca_proto::event_type_name(field);
-        let subject = orca_domain::subject_for(prefix, &r.stream, name);
-        let bytes = orca_proto::published_event_bytes(&r.payload, r.position, &r.stream, r.version);
-        if r.position > events_at {
-            let ack = self
-                .timed(
-                    self.js
-                        .publish_with_headers(subject, headers, Bytes::from(bytes)),
-                )
-                .await?;
-            acks.push(ack);
+        if !sent.event_stored {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
+                r.position.saturating_sub(1).to_string().as_str(),
+            );
+            if r.position == 1 {
+                // The server does not check an expected last sequence of 0; an expected subject
+                // sequence of 0 ("no message on this subject yet") it does.
+                headers.insert(async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+            }
+            headers.insert(CONTENT_TYPE, PROTOBUF);
+            let subject = orca_domain::subject_for(prefix, &r.stream, name);
+            let bytes = Bytes::from(orca_proto::published_event_bytes(
+                &r.payload, r.position, &r.stream, r.version,
+            ));
+            if matches!(event_ack, EventAck::Asked) {
+                sent.event = Some(
+                    self.timed(self.js.publish_with_headers(subject, headers, bytes))
+                        .await?,
+                );
+            } else {
+                self.timed(self.client.publish_with_headers(subject, headers, bytes))
+                    .await?;
+            }
         }
         if name != "task_scheduled" {
-            return Ok(acks);
+            return Ok(sent);
         }
         let event = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
             .map_err(|_| Error::Corrupt(r.position))?;
         let Some(v1::event::Body::TaskScheduled(t)) = &event.body else {
-            return Ok(acks);
+            return Ok(sent);
         };
         let task = v1::Task {
             task_id: t.task_id.clone(),
@@ -340,15 +405,15 @@ impl Outbox {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());
         headers.insert(CONTENT_TYPE, PROTOBUF);
-        let ack = self
-            .timed(self.js.publish_with_headers(
+        sent.task = Some(
+            self.timed(self.js.publish_with_headers(
                 format!("{prefix}.task.{}", t.name),
                 headers,
                 Bytes::from(task.encode_to_vec()),
             ))
-            .await?;
-        acks.push(ack);
-        Ok(acks)
+            .await?,
+        );
+        Ok(sent)
     }
 
     /// A publish that gives up after `ack_timeout` instead of waiting on a dead connection.

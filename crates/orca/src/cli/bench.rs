@@ -391,10 +391,7 @@ async fn run_creates(
 async fn sled_baseline(dir: &std::path::Path, events: usize) -> anyhow::Result<f64> {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let db = sled::Config::new()
-            .path(&dir)
-            .flush_every_ms(None)
-            .open()?;
+        let db = sled::Config::new().path(&dir).flush_every_ms(None).open()?;
         let tree = db.open_tree("raw")?;
         let file = std::fs::File::open(dir.join("db"))?;
         let payload = vec![7u8; 300];
