@@ -110,7 +110,16 @@ fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Pending>, max_ba
 }
 
 fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(crate::memtable::FLUSH_EVERY) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // Quiet: move what is indexed only in memory to sled.
+                flush_index(&log);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batches = vec![first];
         while let Ok(more) = rx.try_recv() {
             batches.push(more);
@@ -118,9 +127,13 @@ fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
         let (written, outcomes): (Vec<Written>, Vec<_>) =
             batches.into_iter().map(|b| (b.written, b.outcomes)).unzip();
         match log.sync(written) {
-            Ok(()) => {
+            Ok(due) => {
                 for (done, outcome) in outcomes.into_iter().flatten() {
                     let _ = done.send(Ok(outcome));
+                }
+                // After the replies: sled's price is paid off the ack path.
+                if due {
+                    flush_index(&log);
                 }
             }
             Err(e) => {
@@ -131,5 +144,12 @@ fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
                 }
             }
         }
+    }
+}
+
+fn flush_index(log: &Log) {
+    if let Err(e) = log.flush_index() {
+        // The log is poisoned: later batches fail and say so.
+        tracing::error!(error = %e, "event log index could not be written");
     }
 }

@@ -4,15 +4,16 @@
 //! Every accepted command becomes one [`Append`]: events for one or more streams, the versions the
 //! decision was made on ([`Expected`]), and the command id with the reply to give a re-sent
 //! command. An append is one checksummed frame in the current segment file under `wal/`.
-//! [`Log::append_batch`] writes many appends with **one** `write` and **one** `fdatasync`, then
-//! indexes them in sled (under `index/`), and only then moves the durable head that readers see.
-//! [`GroupCommit`] splits that over two threads: a writer gathers concurrent appends into shared
-//! batches and writes them, a sync thread fsyncs and indexes behind it (one fsync for every batch
-//! written meanwhile); an append's outcome is sent only after the fsync that covers it.
+//! [`Log::append_batch`] writes many appends with **one** `write` and **one** `fdatasync`, and
+//! only then moves the durable head that readers see. [`GroupCommit`] splits that over two
+//! threads: a writer gathers concurrent appends into shared batches and writes them, a sync
+//! thread fsyncs behind it (one fsync for every batch written meanwhile); an append's outcome is
+//! sent only after the fsync that covers it.
 //!
-//! The segments are the truth and the index is derived: sled writes it lazily, never ahead of a
-//! durable frame, and on open whatever the index lacks is indexed again from the segments. A
-//! frame torn by a crash (never acknowledged) is cut off the end. The index, one sled tree:
+//! The segments are the truth and the index is derived. Recent frames are indexed in memory
+//! and go to sled (under `index/`) in large batches, only once durable ([`Log::flush_index`]);
+//! sled writes them lazily, and on open whatever sled lacks is indexed again from the segments.
+//! A frame torn by a crash (never acknowledged) is cut off the end. The index, one sled tree:
 //!
 //! | key | value |
 //! | --- | --- |
@@ -29,6 +30,7 @@ mod error;
 mod group;
 mod keys;
 mod log;
+mod memtable;
 mod wal;
 
 pub use error::{AppendError, Error};

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::error::{AppendError, Error};
 use crate::keys;
+use crate::memtable::Memtable;
 use crate::wal::{Location, SEGMENT_BYTES, Segments, encode_frame, parse_frame};
 
 /// Longest stream name the record format holds.
@@ -110,8 +111,8 @@ struct Inner {
     segment_bytes: u64,
     /// The writer's place; guarded so that batches are assigned positions one at a time.
     writer: Mutex<Tail>,
-    /// What written but not yet indexed batches changed: the writer checks it before the index.
-    staged: Mutex<Staged>,
+    /// The index of recent frames, not yet in sled; see [`crate::memtable`].
+    memtable: Mutex<Memtable>,
     committed: watch::Sender<u64>,
     /// Set when a batch was written but not made durable: positions are no longer trustworthy.
     poisoned: AtomicBool,
@@ -125,20 +126,27 @@ struct Tail {
     offset: u64,
 }
 
-#[derive(Default)]
-struct Staged {
-    heads: HashMap<String, u64>,
-    commands: HashMap<String, (u64, Vec<u8>)>,
-}
-
-/// One written batch on its way to the disk and the index.
+/// One written batch on its way to the disk.
 pub(crate) struct Written {
     /// Last position written.
-    pub(crate) upto: u64,
+    upto: u64,
     file: Arc<File>,
-    index: sled::Batch,
-    heads: Vec<(String, u64)>,
-    commands: Vec<(String, u64)>,
+    /// Sequence number of its last frame, and that frame's index marker.
+    seq: u64,
+    marker: Option<[u8; 24]>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Spare the next start the re-indexing; losing this is harmless.
+        if let Ok(mut m) = self.memtable.lock()
+            && let Some((batch, upto)) = m.batch()
+            && self.tree.apply_batch(batch).is_ok()
+        {
+            m.retire(upto);
+            let _ = self.db.flush();
+        }
+    }
 }
 
 impl std::fmt::Debug for Log {
@@ -217,7 +225,7 @@ impl Log {
                 fsync: options.fsync,
                 segment_bytes: options.segment_bytes.max(1),
                 writer: Mutex::new(tail),
-                staged: Mutex::new(Staged::default()),
+                memtable: Mutex::new(Memtable::default()),
                 committed,
                 poisoned: AtomicBool::new(false),
             }),
@@ -240,8 +248,12 @@ impl Log {
         &self.inner.db
     }
 
-    /// The stored reply of a durably applied command id.
+    /// The stored reply of an applied command id, counting appends still on their way to disk
+    /// (a caller that answers with it must wait for the original's durability).
     pub fn command_reply(&self, command_id: &str) -> Result<Option<(u64, Vec<u8>)>, Error> {
+        if let Some((position, reply, _)) = self.memtable()?.commands.get(command_id) {
+            return Ok(Some((*position, reply.clone())));
+        }
         match self.inner.tree.get(keys::command_key(command_id))? {
             Some(v) => {
                 let position = keys::u64_at(&v, 0, "command record")?;
@@ -251,30 +263,63 @@ impl Log {
         }
     }
 
-    /// Durable version of a stream (0 if it has no events).
+    /// Current version of a stream (0 if it has no events), counting appends still on their way
+    /// to disk.
     pub fn stream_version(&self, stream: &str) -> Result<u64, Error> {
+        let m = self.memtable()?;
+        self.version_in(&m, stream)
+    }
+
+    fn version_in(&self, m: &Memtable, stream: &str) -> Result<u64, Error> {
+        if let Some((version, _)) = m.heads.get(stream) {
+            return Ok(*version);
+        }
         match self.inner.tree.get(keys::head_key(stream))? {
             Some(v) => keys::u64_at(&v, 0, "stream head"),
             None => Ok(0),
         }
     }
 
-    fn location(&self, first: u64) -> Result<Location, Error> {
-        let v = self
-            .inner
-            .tree
-            .get(keys::event_key(first))?
-            .ok_or_else(|| Error::Corrupt {
-                what: format!("index points at missing record {first}"),
-            })?;
-        Location::decode(&v)
+    fn memtable(&self) -> Result<std::sync::MutexGuard<'_, Memtable>, Error> {
+        self.inner.memtable.lock().map_err(|_| Error::Closed)
     }
 
-    /// Events of one stream from `from_version` (inclusive), in order.
+    /// Locations of the frames that start at `firsts`.
+    fn locations(&self, firsts: impl IntoIterator<Item = u64>) -> Result<Vec<Location>, Error> {
+        let mut out = Vec::new();
+        for first in firsts {
+            let recent = self.memtable()?.frames.get(&first).map(|(l, _)| *l);
+            let location = match recent {
+                Some(l) => l,
+                None => {
+                    let v = self
+                        .inner
+                        .tree
+                        .get(keys::event_key(first))?
+                        .ok_or_else(|| Error::Corrupt {
+                            what: format!("index points at missing record {first}"),
+                        })?;
+                    Location::decode(&v)?
+                }
+            };
+            out.push(location);
+        }
+        Ok(out)
+    }
+
+    /// Events of one stream from `from_version` (inclusive), in order, up to the durable head.
     pub fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<Recorded>, Error> {
+        let head = self.head();
         let prefix = keys::stream_prefix(stream);
         let from_version = from_version.max(1);
-        // The record holding `from_version` starts at or before it.
+        // The memtable first: what leaves it is in sled by then.
+        let mut firsts: std::collections::BTreeSet<u64> = self
+            .memtable()?
+            .streams
+            .range((stream.to_owned(), 0)..=(stream.to_owned(), u64::MAX))
+            .map(|(_, (first, _))| *first)
+            .collect();
+        // The frame holding `from_version` starts at or before it.
         let start = match self
             .inner
             .tree
@@ -284,18 +329,18 @@ impl Log {
             Some(entry) => entry?.0.to_vec(),
             None => prefix.clone(),
         };
-        let mut locations = Vec::new();
         for entry in self.inner.tree.range(start..) {
             let (k, v) = entry?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            locations.push(self.location(keys::u64_at(&v, 0, "stream index")?)?);
+            firsts.insert(keys::u64_at(&v, 0, "stream index")?);
         }
+        let locations = self.locations(firsts.into_iter().filter(|f| *f <= head))?;
         let mut out = Vec::new();
         for frame in self.inner.segments.read(&locations)? {
             for (position, s, version, payload) in frame.events {
-                if s == stream && version >= from_version {
+                if s == stream && version >= from_version && position <= head {
                     out.push(Recorded {
                         position,
                         stream: s,
@@ -325,7 +370,20 @@ impl Log {
         if position > head || limit == 0 {
             return Ok(out);
         }
-        // Start at the record holding `position`: the last one that starts at or before it.
+        // The memtable first: what leaves it is in sled by then.
+        let mut frames: std::collections::BTreeMap<u64, Location> = {
+            let m = self.memtable()?;
+            let start = m
+                .frames
+                .range(..=position)
+                .next_back()
+                .map_or(position, |(k, _)| *k);
+            m.frames
+                .range(start..=head)
+                .map(|(k, (l, _))| (*k, *l))
+                .collect()
+        };
+        // Start at the frame holding `position`: the last one that starts at or before it.
         let start = match self
             .inner
             .tree
@@ -335,7 +393,6 @@ impl Log {
             Some(entry) => keys::u64_at(&entry?.0, 1, "event key")?,
             None => position,
         };
-        let mut locations = Vec::new();
         let mut events = 0usize;
         for entry in self
             .inner
@@ -348,7 +405,23 @@ impl Log {
             events += (first + u64::from(location.count))
                 .saturating_sub(position)
                 .min(u64::from(location.count)) as usize;
-            locations.push(location);
+            frames.insert(first, location);
+            if events >= limit {
+                break;
+            }
+        }
+        // Frames before the one holding `position` (from the other source) are not needed.
+        let from = frames
+            .range(..=position)
+            .next_back()
+            .map_or(position, |(k, _)| *k);
+        let mut locations = Vec::new();
+        let mut events = 0usize;
+        for (first, location) in frames.range(from..) {
+            locations.push(*location);
+            events += (first + u64::from(location.count))
+                .saturating_sub(position)
+                .min(u64::from(location.count)) as usize;
             if events >= limit {
                 break;
             }
@@ -372,7 +445,7 @@ impl Log {
         Ok(out)
     }
 
-    /// Writes many appends as one write to the segment, one fsync, one index batch.
+    /// Writes many appends as one write to the segment and one fsync.
     ///
     /// Each append is checked on its own (expected versions, command id); a refused append gets
     /// its [`AppendError`] and writes nothing, the others go through. Returns only after the batch
@@ -382,7 +455,9 @@ impl Log {
         appends: &[Append],
     ) -> Result<Vec<Result<Committed, AppendError>>, Error> {
         let (results, written) = self.write_batch(appends)?;
-        self.sync(vec![written])?;
+        if self.sync(vec![written])? {
+            self.flush_index()?;
+        }
         Ok(results)
     }
 
@@ -400,21 +475,8 @@ impl Log {
         e
     }
 
-    /// Version of `stream` for a new decision: batches not yet indexed first.
-    fn current_version(
-        &self,
-        batch: &HashMap<String, u64>,
-        staged: &Staged,
-        stream: &str,
-    ) -> Result<u64, Error> {
-        match batch.get(stream).or_else(|| staged.heads.get(stream)) {
-            Some(v) => Ok(*v),
-            None => self.stream_version(stream),
-        }
-    }
-
     /// Writes one batch to the segment without the fsync: readers do not see it (the durable
-    /// head does not move) until [`Log::sync`] has made it durable and indexed it.
+    /// head does not move) until [`Log::sync`] has made it durable.
     pub(crate) fn write_batch(
         &self,
         appends: &[Append],
@@ -427,10 +489,17 @@ impl Log {
         let mut commands: HashMap<&str, (u64, &[u8])> = HashMap::new();
         let mut results = Vec::with_capacity(appends.len());
         let mut buf = Vec::new();
-        let mut index = sled::Batch::default();
+        // Per frame written: its location, first position, the append and its versions.
+        let mut frames: Vec<(Location, u64, &Append, Vec<u64>)> = Vec::new();
         let mut position = tail.next;
         {
-            let staged = inner.staged.lock().map_err(|_| Error::Closed)?;
+            let m = self.memtable()?;
+            let version = |heads: &HashMap<String, u64>, stream: &str| -> Result<u64, Error> {
+                match heads.get(stream) {
+                    Some(v) => Ok(*v),
+                    None => self.version_in(&m, stream),
+                }
+            };
             for append in appends {
                 if let Err(e) = validate(append) {
                     results.push(Err(e));
@@ -439,9 +508,14 @@ impl Log {
                 if let Some(id) = append.command_id.as_deref() {
                     let earlier = match commands.get(id) {
                         Some(&(pos, reply)) => Some((pos, reply.to_vec())),
-                        None => match staged.commands.get(id) {
-                            Some((pos, reply)) => Some((*pos, reply.clone())),
-                            None => self.command_reply(id)?,
+                        None => match m.commands.get(id) {
+                            Some((pos, reply, _)) => Some((*pos, reply.clone())),
+                            None => match self.inner.tree.get(keys::command_key(id))? {
+                                Some(v) => {
+                                    Some((keys::u64_at(&v, 0, "command record")?, v[8..].to_vec()))
+                                }
+                                None => None,
+                            },
                         },
                     };
                     if let Some((position, reply)) = earlier {
@@ -452,7 +526,7 @@ impl Log {
                 // Check every expectation before writing anything of this append.
                 let mut conflict = None;
                 for (stream, expected) in &append.expected {
-                    let actual = self.current_version(&heads, &staged, stream)?;
+                    let actual = version(&heads, stream)?;
                     let ok = match expected {
                         Expected::Any => true,
                         Expected::NoStream => actual == 0,
@@ -474,11 +548,12 @@ impl Log {
                 let first = position;
                 let mut versions = Vec::with_capacity(append.events.len());
                 for event in &append.events {
-                    let version = self.current_version(&heads, &staged, &event.stream)? + 1;
-                    heads.insert(event.stream.clone(), version);
-                    versions.push(version);
+                    let v = version(&heads, &event.stream)? + 1;
+                    heads.insert(event.stream.clone(), v);
+                    versions.push(v);
                 }
                 position += append.events.len() as u64;
+                let last = position - 1;
                 let command = append
                     .command_id
                     .as_deref()
@@ -500,17 +575,7 @@ impl Log {
                     len,
                     count: append.events.len() as u32,
                 };
-                let last = index_frame(
-                    &mut index,
-                    location,
-                    first,
-                    append
-                        .events
-                        .iter()
-                        .zip(&versions)
-                        .map(|(e, v)| (e.stream.as_str(), *v)),
-                    command,
-                );
+                frames.push((location, first, append, versions));
                 if let Some(id) = append.command_id.as_deref() {
                     commands.insert(id, (last, &append.reply));
                 }
@@ -521,30 +586,40 @@ impl Log {
             }
         }
         let file = tail.file.clone();
+        let mut seq = 0;
+        let mut marker = None;
         if !buf.is_empty() {
             use std::io::Write;
             (&*file).write_all(&buf).map_err(|e| self.poison(e))?;
             tail.offset += buf.len() as u64;
             tail.next = position;
-            let mut staged = inner.staged.lock().map_err(|_| Error::Closed)?;
-            for (stream, version) in &heads {
-                staged.heads.insert(stream.clone(), *version);
-            }
-            for (id, (pos, reply)) in &commands {
-                staged
-                    .commands
-                    .insert((*id).to_owned(), (*pos, reply.to_vec()));
+            let mut m = self.memtable()?;
+            for (location, first, append, versions) in &frames {
+                seq = m.add(
+                    *location,
+                    *first,
+                    append
+                        .events
+                        .iter()
+                        .zip(versions)
+                        .map(|(e, v)| (e.stream.as_str(), *v)),
+                    append
+                        .command_id
+                        .as_deref()
+                        .map(|id| (id, append.reply.as_slice())),
+                );
+                marker = Some(keys::encode_marker(
+                    location.segment,
+                    location.end(),
+                    first + append.events.len() as u64 - 1,
+                ));
             }
         }
         let written = Written {
             upto: tail.next - 1,
             file,
-            index,
-            heads: heads.into_iter().collect(),
-            commands: commands
-                .into_iter()
-                .map(|(id, (pos, _))| (id.to_owned(), pos))
-                .collect(),
+            seq,
+            marker,
         };
         if tail.offset >= inner.segment_bytes {
             self.rotate(&mut tail).map_err(|e| self.poison(e))?;
@@ -563,9 +638,10 @@ impl Log {
         Ok(())
     }
 
-    /// Makes written batches durable (one fsync per segment they touched), indexes them, and
-    /// moves the durable head past them.
-    pub(crate) fn sync(&self, batches: Vec<Written>) -> Result<(), Error> {
+    /// Makes written batches durable (one fsync per segment they touched) and moves the durable
+    /// head past them. Returns whether the in-memory index is due to go to sled
+    /// ([`Log::flush_index`]).
+    pub(crate) fn sync(&self, batches: Vec<Written>) -> Result<bool, Error> {
         let inner = &self.inner;
         // After a failed fsync a second one may "succeed" with the pages already dropped: never
         // report anything durable again.
@@ -579,31 +655,38 @@ impl Log {
                 }
             }
         }
-        let mut upto = 0;
-        for b in batches {
-            upto = upto.max(b.upto);
-            inner
-                .tree
-                .apply_batch(b.index)
-                .map_err(|e| self.poison(e))?;
-            let mut staged = inner.staged.lock().map_err(|_| Error::Closed)?;
-            // A later batch may have moved a head again; only what this one set is retired.
-            for (stream, version) in b.heads {
-                if staged.heads.get(&stream) == Some(&version) {
-                    staged.heads.remove(&stream);
+        let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
+        let due = {
+            let mut m = self.memtable()?;
+            for b in batches {
+                if b.seq > m.durable
+                    && let Some(marker) = b.marker
+                {
+                    m.durable = b.seq;
+                    m.marker = Some(marker);
                 }
             }
-            for (id, pos) in b.commands {
-                if staged.commands.get(&id).map(|c| c.0) == Some(pos) {
-                    staged.commands.remove(&id);
-                }
-            }
-        }
+            m.due()
+        };
         inner.committed.send_if_modified(|head| {
             let moved = upto > *head;
             *head = (*head).max(upto);
             moved
         });
+        Ok(due)
+    }
+
+    /// Moves the in-memory index of durable frames to sled in one batch. sled writes it lazily;
+    /// what it has not written when the process dies is indexed again from the segments.
+    pub fn flush_index(&self) -> Result<(), Error> {
+        let Some((batch, upto)) = self.memtable()?.batch() else {
+            return Ok(());
+        };
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| self.poison(e))?;
+        self.memtable()?.retire(upto);
         Ok(())
     }
 }
