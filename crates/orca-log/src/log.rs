@@ -116,6 +116,11 @@ struct Inner {
     committed: watch::Sender<u64>,
     /// Set when a batch was written but not made durable: positions are no longer trustworthy.
     poisoned: AtomicBool,
+    /// Held around every fsync and the poisoning that follows a failed one: Linux reports a
+    /// write-back error to one fsync only, so a second caller must see the first one's verdict.
+    fsyncing: Mutex<()>,
+    /// One move of the memtable to sled at a time, so that an older batch never lands last.
+    flushing: Mutex<()>,
 }
 
 /// Where the next frame goes.
@@ -209,8 +214,10 @@ impl Log {
         let db = sled::Config::new()
             .path(options.path.join("index"))
             .cache_capacity(options.cache_capacity)
-            // The index is rebuilt from the segments after a crash; sled may write it lazily.
-            .flush_every_ms(Some(1000))
+            // The index is rebuilt from the segments after a crash, and each move of the memtable
+            // has sled write its buffers; a flusher thread would only hold the directory lock
+            // past the handle's drop.
+            .flush_every_ms(None)
             .open()?;
         let tree = db.open_tree("log")?;
         let segments = Segments::new(wal);
@@ -228,6 +235,8 @@ impl Log {
                 memtable: Mutex::new(Memtable::default()),
                 committed,
                 poisoned: AtomicBool::new(false),
+                fsyncing: Mutex::new(()),
+                flushing: Mutex::new(()),
             }),
         })
     }
@@ -590,10 +599,11 @@ impl Log {
         let mut marker = None;
         if !buf.is_empty() {
             use std::io::Write;
+            // Locked before the write: frames on disk must reach the memtable too.
+            let mut m = self.memtable()?;
             (&*file).write_all(&buf).map_err(|e| self.poison(e))?;
             tail.offset += buf.len() as u64;
             tail.next = position;
-            let mut m = self.memtable()?;
             for (location, first, append, versions) in &frames {
                 seq = m.add(
                     *location,
@@ -630,7 +640,10 @@ impl Log {
     /// Starts the next segment once the current one is full; the full one is made durable
     /// first so that only the last segment can ever end in a torn frame.
     fn rotate(&self, tail: &mut Tail) -> Result<(), Error> {
-        tail.file.sync_data()?;
+        {
+            let _fsync = self.inner.fsyncing.lock().map_err(|_| Error::Closed)?;
+            tail.file.sync_data().map_err(|e| self.poison(e))?;
+        }
         let next = tail.segment + 1;
         tail.file = Arc::new(self.inner.segments.create(next)?);
         tail.segment = next;
@@ -645,8 +658,9 @@ impl Log {
         let inner = &self.inner;
         // After a failed fsync a second one may "succeed" with the pages already dropped: never
         // report anything durable again.
-        self.check_poisoned()?;
         if inner.fsync {
+            let _fsync = inner.fsyncing.lock().map_err(|_| Error::Closed)?;
+            self.check_poisoned()?;
             let mut synced: Vec<&Arc<File>> = Vec::new();
             for b in &batches {
                 if !synced.iter().any(|f| Arc::ptr_eq(f, &b.file)) {
@@ -655,6 +669,7 @@ impl Log {
                 }
             }
         }
+        self.check_poisoned()?;
         let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
         let due = {
             let mut m = self.memtable()?;
@@ -679,6 +694,7 @@ impl Log {
     /// Moves the in-memory index of durable frames to sled in one batch. sled writes it lazily;
     /// what it has not written when the process dies is indexed again from the segments.
     pub fn flush_index(&self) -> Result<(), Error> {
+        let _one = self.inner.flushing.lock().map_err(|_| Error::Closed)?;
         let Some((batch, upto)) = self.memtable()?.batch() else {
             return Ok(());
         };
@@ -740,7 +756,7 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
                 len: len as u32,
                 count: frame.events.len() as u32,
             };
-            if frame.first != head + 1 {
+            if Some(frame.first) != head.checked_add(1) {
                 return Err(Error::Corrupt {
                     what: format!(
                         "frame at {n}:{at} starts at position {}, expected {}",
@@ -824,8 +840,18 @@ fn validate(append: &Append) -> Result<(), AppendError> {
             "a command id must be 1..=65535 bytes".into(),
         ));
     }
-    if u32::try_from(append.reply.len()).is_err() {
-        return Err(AppendError::Invalid("the reply is too large".into()));
+    let frame: usize = append
+        .events
+        .iter()
+        .map(|e| 14 + e.stream.len() + e.payload.len())
+        .sum::<usize>()
+        + 26
+        + append.command_id.as_deref().map_or(0, str::len)
+        + append.reply.len();
+    if frame > u32::MAX as usize / 2 {
+        return Err(AppendError::Invalid(format!(
+            "an append of {frame} bytes is too large for one frame"
+        )));
     }
     Ok(())
 }

@@ -67,7 +67,7 @@ impl Location {
 
     /// Offset just past the frame.
     pub fn end(&self) -> u64 {
-        self.offset + u64::from(self.len)
+        self.offset.saturating_add(u64::from(self.len))
     }
 }
 
@@ -140,7 +140,7 @@ pub fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
         let version = u64::from_be_bytes(take(8)?.try_into().ok()?);
         let plen = u32::from_be_bytes(take(4)?.try_into().ok()?);
         let payload = take(plen as usize)?.to_vec();
-        events.push((first + i, stream, version, payload));
+        events.push((first.checked_add(i)?, stream, version, payload));
     }
     let idlen = u16::from_be_bytes(take(2)?.try_into().ok()?);
     let id = std::str::from_utf8(take(usize::from(idlen))?)
@@ -240,7 +240,13 @@ impl Segments {
                 j += 1;
             }
             let file = self.reader(first.segment)?;
-            let mut buf = vec![0u8; usize::try_from(end - first.offset).unwrap_or(usize::MAX)];
+            let span = usize::try_from(end - first.offset)
+                .ok()
+                .filter(|n| *n <= u32::MAX as usize * 2)
+                .ok_or_else(|| Error::Corrupt {
+                    what: format!("frame at {}:{}", first.segment, first.offset),
+                })?;
+            let mut buf = vec![0u8; span];
             file.read_exact_at(&mut buf, first.offset)?;
             for loc in &locations[i..j] {
                 let at = usize::try_from(loc.offset - first.offset).unwrap_or(usize::MAX);
