@@ -1,7 +1,8 @@
 //! Group commit: one writer thread gathers the appends that arrive while the previous batch is
 //! being written and writes them as the next batch; a sync thread fsyncs behind it, one fsync for
 //! every batch written meanwhile. An append's outcome is sent only after the fsync that covers
-//! it, so the writer's CPU work and the disk's wait overlap without weakening durability.
+//! it, so the writer's CPU work and the disk's wait overlap without weakening durability. An index
+//! thread moves the in-memory index to sled behind them, so that sled's work never delays an fsync.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -43,10 +44,16 @@ impl GroupCommit {
     pub fn start(log: Log, options: GroupCommitOptions) -> Result<(Self, JoinHandle<()>), Error> {
         let (tx, rx) = mpsc::channel::<Job>();
         let (sync_tx, sync_rx) = mpsc::channel::<Pending>();
+        // One nudge waiting is enough: the index thread moves everything durable at once.
+        let (index_tx, index_rx) = mpsc::sync_channel::<()>(1);
+        let index_log = log.clone();
+        std::thread::Builder::new()
+            .name("orca-log-index".into())
+            .spawn(move || indexer(index_log, index_rx))?;
         let sync_log = log.clone();
         std::thread::Builder::new()
             .name("orca-log-sync".into())
-            .spawn(move || syncer(sync_log, sync_rx))?;
+            .spawn(move || syncer(sync_log, sync_rx, index_tx))?;
         let handle = std::thread::Builder::new()
             .name("orca-log-writer".into())
             .spawn(move || writer(log, rx, sync_tx, options.max_batch.max(1)))?;
@@ -109,17 +116,8 @@ fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Pending>, max_ba
     }
 }
 
-fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
-    loop {
-        let first = match rx.recv_timeout(crate::memtable::FLUSH_EVERY) {
-            Ok(first) => first,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                // Quiet: move what is indexed only in memory to sled.
-                flush_index(&log);
-                continue;
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
+fn syncer(log: Log, rx: mpsc::Receiver<Pending>, index: mpsc::SyncSender<()>) {
+    while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         while let Ok(more) = rx.try_recv() {
             batches.push(more);
@@ -131,9 +129,9 @@ fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
                 for (done, outcome) in outcomes.into_iter().flatten() {
                     let _ = done.send(Ok(outcome));
                 }
-                // After the replies: sled's price is paid off the ack path.
                 if due {
-                    flush_index(&log);
+                    // Full means a nudge is already waiting.
+                    let _ = index.try_send(());
                 }
             }
             Err(e) => {
@@ -142,6 +140,20 @@ fn syncer(log: Log, rx: mpsc::Receiver<Pending>) {
                 for (done, _) in outcomes.into_iter().flatten() {
                     let _ = done.send(Err(Error::BatchFailed(msg.clone())));
                 }
+            }
+        }
+    }
+}
+
+/// Moves the durable in-memory index to sled when the syncer says it is due, and when the log
+/// has been quiet for a while; once more when the log closes.
+fn indexer(log: Log, rx: mpsc::Receiver<()>) {
+    loop {
+        match rx.recv_timeout(crate::memtable::FLUSH_EVERY) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => flush_index(&log),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                flush_index(&log);
+                return;
             }
         }
     }

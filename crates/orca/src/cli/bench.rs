@@ -439,6 +439,8 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
     let server = async_nats::connect(url).await?;
     let client = async_nats::connect(url).await?;
     let mut sub = server.subscribe("orca-bench.echo").await?;
+    // The server must know the subscription before the first request, or it has no responders.
+    server.flush().await?;
     let responder = tokio::spawn(async move {
         while let Some(m) = sub.next().await {
             if let Some(reply) = m.reply {
@@ -446,7 +448,6 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
             }
         }
     });
-    client.flush().await?;
     let mut h = hist()?;
     for _ in 0..3000 {
         let t = Instant::now();
