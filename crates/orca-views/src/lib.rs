@@ -1,7 +1,8 @@
 //! Read models built from the log: the subscription view and the process view.
 //!
-//! [`Views`] keeps them in their own sled database (one tree, so each projected chunk and its
-//! checkpoint are one atomic batch). [`Projector`] follows the log from the checkpoint and folds
+//! [`Views`] keeps them in their own sled database. Changes gather in memory and go to sled with
+//! their checkpoint in one atomic batch, a few times a second; reads join both. [`Projector`]
+//! follows the log from the checkpoint and folds
 //! events with the domain's own `evolve`, so a view rebuilt from position zero ([`rebuild`]) is
 //! byte-for-byte the live one. Views are derived: they are never fsynced, and a crash only means
 //! projecting again from the checkpoint.
@@ -10,4 +11,4 @@ mod projector;
 mod store;
 
 pub use projector::{Projector, rebuild};
-pub use store::{Dump, Error, Page, ProcessFilter, SubscriptionFilter, Views};
+pub use store::{Dump, Error, PERSIST_EVERY, Page, ProcessFilter, SubscriptionFilter, Views};

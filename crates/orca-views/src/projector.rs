@@ -2,7 +2,7 @@ use orca_log::Log;
 use orca_proto::v1;
 use tokio::sync::watch;
 
-use crate::store::{Error, Views};
+use crate::store::{Error, PERSIST_EVERY, Views};
 
 /// Events projected per batch.
 const CHUNK: usize = 2048;
@@ -64,6 +64,15 @@ impl Projector {
             tokio::select! {
                 changed = head.changed() => if changed.is_err() { return Ok(()) },
                 _ = shutdown.changed() => {}
+                // Quiet: what waits in memory goes to sled.
+                _ = tokio::time::sleep(PERSIST_EVERY) => {
+                    if self.views.persist_due() {
+                        let views = self.views.clone();
+                        tokio::task::spawn_blocking(move || views.persist())
+                            .await
+                            .map_err(|e| Error::Corrupt(format!("projector task: {e}")))??;
+                    }
+                }
             }
         }
     }

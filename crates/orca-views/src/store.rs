@@ -1,6 +1,7 @@
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use orca_domain::ids::split_stream;
 use orca_proto::{Message, v1};
@@ -60,12 +61,49 @@ pub struct Page<T> {
     pub next_page_token: String,
 }
 
+/// Views changed in memory but not yet in sled, at most this many (memory stays bounded).
+const RECENT_VIEWS: usize = 8192;
+
+/// Longest a changed view stays only in memory while the log is busy.
+pub const PERSIST_EVERY: Duration = Duration::from_millis(250);
+
 /// The view store; cheap to clone.
+///
+/// Projected changes land in memory first and go to sled together, every [`PERSIST_EVERY`] or
+/// [`RECENT_VIEWS`] views: a process view changes a dozen times in its short life but is written
+/// about once, and sled pays its fixed price per batch rarely. Reads join memory and sled. What
+/// is only in memory when the process dies is projected again from the persisted checkpoint.
 #[derive(Clone)]
 pub struct Views {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     db: sled::Db,
     tree: sled::Tree,
     checkpoint: watch::Sender<u64>,
+    recent: Mutex<Recent>,
+    /// Held by whoever changes the views (projecting or persisting), so the two never interleave.
+    writing: Mutex<()>,
+}
+
+/// Views changed since the last persist.
+#[derive(Default)]
+struct Recent {
+    subscriptions: HashMap<String, v1::Subscription>,
+    processes: HashMap<String, v1::Process>,
+    /// New list index keys; all sort after those in sled.
+    index: BTreeSet<Vec<u8>>,
+    /// Position the views in memory include.
+    position: u64,
+    /// When the oldest change still only in memory was made.
+    since: Option<Instant>,
+}
+
+impl Recent {
+    fn len(&self) -> usize {
+        self.subscriptions.len() + self.processes.len()
+    }
 }
 
 fn key(kind: u8, id: &str) -> Vec<u8> {
@@ -83,9 +121,8 @@ fn index_key(kind: u8, position: u64, id: &str) -> Vec<u8> {
     k
 }
 
-enum Touched {
-    Subscription(v1::Subscription),
-    Process(v1::Process),
+fn poisoned<T>(_: T) -> Error {
+    Error::Corrupt("a view store lock was poisoned by a panic".into())
 }
 
 impl Views {
@@ -106,80 +143,143 @@ impl Views {
         };
         let (checkpoint, _) = watch::channel(position);
         Ok(Self {
-            db,
-            tree,
-            checkpoint,
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                checkpoint,
+                recent: Mutex::new(Recent {
+                    position,
+                    ..Recent::default()
+                }),
+                writing: Mutex::new(()),
+            }),
         })
+    }
+
+    fn recent(&self) -> Result<MutexGuard<'_, Recent>, Error> {
+        self.inner.recent.lock().map_err(poisoned)
     }
 
     /// Last log position the views include.
     pub fn checkpoint(&self) -> u64 {
-        *self.checkpoint.borrow()
+        *self.inner.checkpoint.borrow()
     }
 
     /// Waits until the views include `position`, at most `timeout`. True if they do.
     pub async fn wait_for(&self, position: u64, timeout: Duration) -> bool {
-        let mut rx = self.checkpoint.subscribe();
+        let mut rx = self.inner.checkpoint.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
             .await
             .is_ok_and(|r| r.is_ok())
     }
 
     /// Folds `events` (in log order, all after the checkpoint) into the views and moves the
-    /// checkpoint, in one atomic batch.
+    /// checkpoint; persists to sled when enough has gathered in memory.
     pub fn apply(&self, events: &[v1::Event]) -> Result<(), Error> {
         let Some(last) = events.last() else {
             return Ok(());
         };
-        let mut touched: HashMap<Vec<u8>, Touched> = HashMap::new();
-        let mut batch = sled::Batch::default();
+        let _writing = self.inner.writing.lock().map_err(poisoned)?;
         for event in events {
             let Some((aggregate, id)) = split_stream(&event.stream) else {
                 continue;
             };
+            // Locked per event, so that readers wait for one fold at most.
+            let mut recent = self.recent()?;
             match aggregate {
                 "subscription" => {
-                    let k = key(SUBSCRIPTION, id);
-                    let mut sub = match touched.remove(&k) {
-                        Some(Touched::Subscription(s)) => s,
-                        _ => self.load(&k)?.unwrap_or_default(),
-                    };
-                    if matches!(event.body, Some(v1::event::Body::SubscriptionCreated(_))) {
-                        batch.insert(index_key(SUB_INDEX, event.position, id), &[]);
+                    if !recent.subscriptions.contains_key(id) {
+                        let stored = self.stored(&key(SUBSCRIPTION, id))?;
+                        recent
+                            .subscriptions
+                            .insert(id.to_owned(), stored.unwrap_or_default());
                     }
-                    orca_domain::subscription::evolve(&mut sub, event);
-                    touched.insert(k, Touched::Subscription(sub));
+                    if matches!(event.body, Some(v1::event::Body::SubscriptionCreated(_))) {
+                        recent
+                            .index
+                            .insert(index_key(SUB_INDEX, event.position, id));
+                    }
+                    if let Some(sub) = recent.subscriptions.get_mut(id) {
+                        orca_domain::subscription::evolve(sub, event);
+                    }
                 }
                 "process" => {
-                    let k = key(PROCESS, id);
-                    let mut p = match touched.remove(&k) {
-                        Some(Touched::Process(p)) => p,
-                        _ => self.load(&k)?.unwrap_or_default(),
-                    };
-                    if matches!(event.body, Some(v1::event::Body::ProcessStarted(_))) {
-                        batch.insert(index_key(PROC_INDEX, event.position, id), &[]);
+                    if !recent.processes.contains_key(id) {
+                        let stored = self.stored(&key(PROCESS, id))?;
+                        recent
+                            .processes
+                            .insert(id.to_owned(), stored.unwrap_or_default());
                     }
-                    orca_domain::process::evolve(&mut p, event);
-                    touched.insert(k, Touched::Process(p));
+                    if matches!(event.body, Some(v1::event::Body::ProcessStarted(_))) {
+                        recent
+                            .index
+                            .insert(index_key(PROC_INDEX, event.position, id));
+                    }
+                    if let Some(p) = recent.processes.get_mut(id) {
+                        orca_domain::process::evolve(p, event);
+                    }
                 }
                 _ => {}
             }
         }
-        for (k, view) in touched {
-            let bytes = match view {
-                Touched::Subscription(s) => s.encode_to_vec(),
-                Touched::Process(p) => p.encode_to_vec(),
-            };
-            batch.insert(k, bytes);
+        let due = {
+            let mut recent = self.recent()?;
+            recent.position = last.position;
+            let since = *recent.since.get_or_insert_with(Instant::now);
+            recent.len() >= RECENT_VIEWS || since.elapsed() >= PERSIST_EVERY
+        };
+        self.inner.checkpoint.send_replace(last.position);
+        if due {
+            self.persist_locked()?;
         }
-        batch.insert(CHECKPOINT, &last.position.to_be_bytes());
-        self.tree.apply_batch(batch)?;
-        self.checkpoint.send_replace(last.position);
         Ok(())
     }
 
-    fn load<T: Message + Default>(&self, k: &[u8]) -> Result<Option<T>, Error> {
-        match self.tree.get(k)? {
+    /// Whether changes wait in memory for longer than [`PERSIST_EVERY`].
+    pub fn persist_due(&self) -> bool {
+        self.recent()
+            .is_ok_and(|r| r.since.is_some_and(|t| t.elapsed() >= PERSIST_EVERY))
+    }
+
+    /// Writes what is only in memory to sled, with the checkpoint, in one atomic batch.
+    pub fn persist(&self) -> Result<(), Error> {
+        let _writing = self.inner.writing.lock().map_err(poisoned)?;
+        self.persist_locked()
+    }
+
+    /// [`Views::persist`] with the writing lock held.
+    fn persist_locked(&self) -> Result<(), Error> {
+        let batch = {
+            let recent = self.recent()?;
+            if recent.since.is_none() {
+                return Ok(());
+            }
+            let mut batch = sled::Batch::default();
+            for (id, s) in &recent.subscriptions {
+                batch.insert(key(SUBSCRIPTION, id), s.encode_to_vec());
+            }
+            for (id, p) in &recent.processes {
+                batch.insert(key(PROCESS, id), p.encode_to_vec());
+            }
+            for k in &recent.index {
+                batch.insert(k.as_slice(), &[]);
+            }
+            batch.insert(CHECKPOINT, &recent.position.to_be_bytes());
+            batch
+        };
+        self.inner.tree.apply_batch(batch)?;
+        // Nothing changed meanwhile (the writing lock), and sled now answers for all of it.
+        let mut recent = self.recent()?;
+        recent.subscriptions.clear();
+        recent.processes.clear();
+        recent.index.clear();
+        recent.since = None;
+        Ok(())
+    }
+
+    /// A view as sled holds it.
+    fn stored<T: Message + Default>(&self, k: &[u8]) -> Result<Option<T>, Error> {
+        match self.inner.tree.get(k)? {
             Some(v) => T::decode(v.as_ref())
                 .map(Some)
                 .map_err(|e| Error::Corrupt(format!("{}: {e}", String::from_utf8_lossy(k)))),
@@ -189,38 +289,62 @@ impl Views {
 
     /// One subscription.
     pub fn subscription(&self, id: &str) -> Result<Option<v1::Subscription>, Error> {
-        self.load(&key(SUBSCRIPTION, id))
+        // Memory first: a view leaves it only once sled has it.
+        if let Some(s) = self.recent()?.subscriptions.get(id) {
+            return Ok(Some(s.clone()));
+        }
+        self.stored(&key(SUBSCRIPTION, id))
     }
 
     /// One process.
     pub fn process(&self, id: &str) -> Result<Option<v1::Process>, Error> {
-        self.load(&key(PROCESS, id))
+        if let Some(p) = self.recent()?.processes.get(id) {
+            return Ok(Some(p.clone()));
+        }
+        self.stored(&key(PROCESS, id))
     }
 
-    fn page<T: Message + Default>(
+    fn page<T>(
         &self,
         index: u8,
-        kind: u8,
         limit: usize,
         page_token: &str,
+        get: impl Fn(&str) -> Result<Option<T>, Error>,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, Error> {
         let limit = limit.clamp(1, 1000);
-        let upper = match page_token.parse::<u64>() {
+        let mut upper = match page_token.parse::<u64>() {
             Ok(p) if !page_token.is_empty() => index_key(index, p, ""),
             _ => vec![index + 1],
         };
+        // The newest entries are in memory and all sort after sled's; sled gets the rest. Once
+        // the memory's are persisted sled holds them too: read sled only below them.
+        let newest: Vec<Vec<u8>> = self
+            .recent()?
+            .index
+            .range(vec![index]..upper.clone())
+            .rev()
+            .cloned()
+            .collect();
+        if let Some(oldest) = newest.last() {
+            upper.clone_from(oldest);
+        }
+        let older = self.inner.tree.range(vec![index]..upper).rev();
+        let keys = newest
+            .into_iter()
+            .map(Ok)
+            .chain(older.map(|e| e.map(|(k, _)| k.to_vec()).map_err(Error::from)));
         let mut items = Vec::new();
         let mut next = String::new();
-        for entry in self.tree.range(vec![index]..upper).rev() {
-            let (k, _) = entry?;
+        for k in keys {
+            let k = k?;
             let position = k
                 .get(1..9)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| Error::Corrupt("list index".into()))?;
-            let id = String::from_utf8_lossy(&k[9..]).into_owned();
-            if let Some(item) = self.load::<T>(&key(kind, &id))?.filter(&keep) {
+            let id = String::from_utf8_lossy(&k[9..]);
+            if let Some(item) = get(&id)?.filter(&keep) {
                 if items.len() == limit {
                     next = (position + 1).to_string();
                     break;
@@ -243,9 +367,9 @@ impl Views {
     ) -> Result<Page<v1::Subscription>, Error> {
         self.page(
             SUB_INDEX,
-            SUBSCRIPTION,
             limit,
             page_token,
+            |id| self.subscription(id),
             |s: &v1::Subscription| {
                 (f.status.is_empty() || s.status == f.status)
                     && (f.product.is_empty() || s.product == f.product)
@@ -261,16 +385,24 @@ impl Views {
         limit: usize,
         page_token: &str,
     ) -> Result<Page<v1::Process>, Error> {
-        self.page(PROC_INDEX, PROCESS, limit, page_token, |p: &v1::Process| {
-            (f.status.is_empty() || p.status == f.status)
-                && (f.workflow.is_empty() || p.workflow == f.workflow)
-                && (f.subscription_id.is_empty() || p.subscription_id == f.subscription_id)
-        })
+        self.page(
+            PROC_INDEX,
+            limit,
+            page_token,
+            |id| self.process(id),
+            |p: &v1::Process| {
+                (f.status.is_empty() || p.status == f.status)
+                    && (f.workflow.is_empty() || p.workflow == f.workflow)
+                    && (f.subscription_id.is_empty() || p.subscription_id == f.subscription_id)
+            },
+        )
     }
 
-    /// Every key and value, in key order: what "byte for byte equal" compares.
+    /// Every key and value, in key order: what "byte for byte equal" compares. Persists first.
     pub fn dump(&self) -> Result<Dump, Error> {
-        self.tree
+        self.persist()?;
+        self.inner
+            .tree
             .iter()
             .map(|e| {
                 e.map(|(k, v)| (k.to_vec(), v.to_vec()))
@@ -279,9 +411,10 @@ impl Views {
             .collect()
     }
 
-    /// Writes the views to disk (sled flush); derived data needs no fsync.
+    /// Writes the views to disk (persist, then sled flush); derived data needs no fsync.
     pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
+        self.persist()?;
+        self.inner.db.flush()?;
         Ok(())
     }
 }

@@ -27,7 +27,7 @@ pub struct ServiceOptions {
     pub bus: BusOptions,
     /// Batching and memory bounds of the engine.
     pub engine: EngineOptions,
-    /// sled page cache for the log and for the views, each (default 64 MiB).
+    /// sled page cache for the log and for the views, each (default 16 MiB).
     pub cache_bytes: u64,
 }
 
@@ -44,7 +44,7 @@ impl ServiceOptions {
             catalog,
             bus: BusOptions::default(),
             engine: EngineOptions::default(),
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
         }
     }
 }

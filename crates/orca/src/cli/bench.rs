@@ -46,6 +46,9 @@ pub struct Args {
     /// at --nats-url instead of starting one in this process. RSS is then this client's only.
     #[arg(long, requires = "nats_url")]
     pub external: bool,
+    /// sled page cache of the service's log index and views, each, in MiB (as `orca serve`).
+    #[arg(long, env = "ORCA_CACHE_MIB", default_value_t = 16)]
+    pub cache_mib: u64,
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -93,6 +96,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         let catalog = Arc::new(orca::load_catalog(None)?);
         let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
         options.bus.prefix = g.prefix.clone();
+        options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
         let service = Service::start(options).await?;
         let (stop_worker, shutdown) = watch::channel(false);
         let worker = orca_worker::example::register(Worker::new(

@@ -22,6 +22,11 @@ pub struct Args {
     /// Largest accepted request payload, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_payload: usize,
+    /// sled page cache of the log index and of the views, each, in MiB: bounds the memory
+    /// they use for cached pages however long the log grows (sled counts pages at their size
+    /// on disk; in memory they take a few times that).
+    #[arg(long, env = "ORCA_CACHE_MIB", default_value_t = 16)]
+    pub cache_mib: u64,
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -29,6 +34,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let mut options = ServiceOptions::new(g.url(), &a.data_dir, catalog);
     options.bus.prefix = g.prefix.clone();
     options.bus.max_payload = a.max_payload;
+    options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
     let mut service = Service::start(options).await?;
     eprintln!(
         "orca serving on {} (prefix {}, data {}, log head {}); Ctrl-C to stop",
