@@ -16,6 +16,25 @@ use crate::cache::Cache;
 /// message with room for headers.
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 
+/// Sees every event the engine decides, with its log position, in log order, as soon as it is
+/// handed to the log (before it is durable): lets a reader in the same process skip reading and
+/// decoding what the engine already holds.
+#[derive(Clone)]
+pub struct Tap(Arc<dyn Fn(Vec<v1::Event>) + Send + Sync>);
+
+impl Tap {
+    /// A tap calling `f` with each command's events.
+    pub fn new(f: impl Fn(Vec<v1::Event>) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
+}
+
 /// How the engine batches and how much it keeps in memory.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -28,6 +47,8 @@ pub struct EngineOptions {
     pub queue: usize,
     /// Appends decided but not yet durable before the engine waits for the disk (default 8192).
     pub max_in_flight: usize,
+    /// Where decided events go besides the log (default none).
+    pub tap: Option<Tap>,
 }
 
 impl Default for EngineOptions {
@@ -37,6 +58,7 @@ impl Default for EngineOptions {
             cache_capacity: 10_000,
             queue: 8192,
             max_in_flight: 8192,
+            tap: None,
         }
     }
 }
@@ -293,8 +315,15 @@ impl Engine {
         let Decision {
             process,
             subscription,
+            mut events,
             ..
         } = decision;
+        if let Some(Tap(tap)) = &self.options.tap {
+            for (e, position) in events.iter_mut().zip(last + 1 - count..) {
+                e.position = position;
+            }
+            tap(events);
+        }
         if orca_domain::process::status(&process).is_finished() {
             self.processes.remove(&process.process_id);
         } else {

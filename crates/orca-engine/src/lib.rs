@@ -15,4 +15,4 @@
 mod cache;
 mod engine;
 
-pub use engine::{Engine, EngineHandle, EngineOptions, Error, MAX_EVENT_BYTES};
+pub use engine::{Engine, EngineHandle, EngineOptions, Error, MAX_EVENT_BYTES, Tap};

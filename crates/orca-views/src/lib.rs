@@ -7,8 +7,10 @@
 //! byte-for-byte the live one. Views are derived: they are never fsynced, and a crash only means
 //! projecting again from the checkpoint.
 
+mod feed;
 mod projector;
 mod store;
 
+pub use feed::Feed;
 pub use projector::{Projector, rebuild};
 pub use store::{Dump, Error, PERSIST_EVERY, Page, ProcessFilter, SubscriptionFilter, Views};

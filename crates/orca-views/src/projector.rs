@@ -2,6 +2,7 @@ use orca_log::Log;
 use orca_proto::v1;
 use tokio::sync::watch;
 
+use crate::feed::Feed;
 use crate::store::{Error, PERSIST_EVERY, Views};
 
 /// Events projected per batch.
@@ -11,6 +12,7 @@ const CHUNK: usize = 2048;
 pub struct Projector {
     log: Log,
     views: Views,
+    feed: Option<Feed>,
 }
 
 fn decode(log: &Log, from: u64) -> Result<Vec<v1::Event>, Error> {
@@ -38,7 +40,17 @@ pub fn rebuild(log: &Log, views: &Views) -> Result<u64, Error> {
 impl Projector {
     /// A projector from `log` into `views`.
     pub fn new(log: Log, views: Views) -> Self {
-        Self { log, views }
+        Self {
+            log,
+            views,
+            feed: None,
+        }
+    }
+
+    /// Takes events from `feed` when it holds them instead of reading them from the log.
+    pub fn with_feed(mut self, feed: Feed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Projects until `shutdown` turns true, waking whenever the log's head moves.
@@ -46,10 +58,16 @@ impl Projector {
         let mut head = self.log.subscribe();
         loop {
             // Catch up in chunks off the async threads: sled reads and decoding are CPU work.
-            let (log, views) = (self.log.clone(), self.views.clone());
+            let (log, views, feed) = (self.log.clone(), self.views.clone(), self.feed.clone());
             let caught_up = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
-                let events = decode(&log, views.checkpoint() + 1)?;
-                let done = events.len() < CHUNK;
+                let from = views.checkpoint() + 1;
+                let head = log.head();
+                let fed = feed.map(|f| f.take(from, head, CHUNK));
+                let events = match fed {
+                    Some(events) if !events.is_empty() => events,
+                    _ => decode(&log, from)?,
+                };
+                let done = events.last().is_none_or(|e| e.position >= head);
                 views.apply(&events)?;
                 Ok(done)
             })

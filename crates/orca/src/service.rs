@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use orca_domain::Catalog;
-use orca_engine::{Engine, EngineOptions};
+use orca_engine::{Engine, EngineOptions, Tap};
 use orca_log::{Log, LogOptions};
 use orca_nats::{BusOptions, Outbox, OutboxOptions};
-use orca_views::{Projector, Views};
+use orca_views::{Feed, Projector, Views};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -100,10 +100,18 @@ impl Service {
 
         let (shutdown, rx) = watch::channel(false);
         let (drain, drained) = watch::channel(false);
+        // The projector takes the engine's decided events from memory when it can.
+        let feed = Feed::new();
+        let mut engine_options = options.engine.clone();
+        let tap = feed.clone();
+        engine_options.tap = Some(Tap::new(move |events| tap.push(events)));
         let (engine_handle, engine) =
-            Engine::spawn(log.clone(), options.catalog.clone(), options.engine.clone())?;
-        let projector =
-            tokio::spawn(Projector::new(log.clone(), views.clone()).run(drained.clone()));
+            Engine::spawn(log.clone(), options.catalog.clone(), engine_options)?;
+        let projector = tokio::spawn(
+            Projector::new(log.clone(), views.clone())
+                .with_feed(feed)
+                .run(drained.clone()),
+        );
         let outbox = Outbox::new(
             log.clone(),
             js,

@@ -1,0 +1,113 @@
+//! Decoded events handed over in memory by the engine, so the projector need not read and decode
+//! what the same process just wrote.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use orca_proto::v1;
+
+/// Events held for the projector at most; beyond that the oldest go and are read from the log.
+const CAPACITY: usize = 65_536;
+
+/// Events with their log positions, in log order; cheap to clone (clones share it).
+///
+/// Only a hint: the projector takes from it what is contiguous with its checkpoint and durable,
+/// and reads the log for anything else. An event the log never got (the engine stops when an
+/// append fails) is never durable, so it is never taken.
+#[derive(Clone, Default)]
+pub struct Feed {
+    events: Arc<Mutex<VecDeque<v1::Event>>>,
+}
+
+impl Feed {
+    /// An empty feed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds events that follow those already held (positions set, ascending).
+    pub fn push(&self, events: Vec<v1::Event>) {
+        let Ok(mut held) = self.events.lock() else {
+            return;
+        };
+        if let (Some(last), Some(first)) = (held.back(), events.first())
+            && first.position != last.position + 1
+        {
+            // Not contiguous (a restart of the writer): start over.
+            held.clear();
+        }
+        held.extend(events);
+        let excess = held.len().saturating_sub(CAPACITY);
+        held.drain(..excess);
+    }
+
+    /// Up to `max` events from position `from` through `durable`, if the feed holds `from`;
+    /// events before `from` are dropped. Empty when the log must be read instead.
+    pub fn take(&self, from: u64, durable: u64, max: usize) -> Vec<v1::Event> {
+        let Ok(mut held) = self.events.lock() else {
+            return Vec::new();
+        };
+        while held.front().is_some_and(|e| e.position < from) {
+            held.pop_front();
+        }
+        if held.front().is_none_or(|e| e.position != from) {
+            return Vec::new();
+        }
+        let n = held
+            .iter()
+            .take(max)
+            .take_while(|e| e.position <= durable)
+            .count();
+        held.drain(..n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(positions: std::ops::RangeInclusive<u64>) -> Vec<v1::Event> {
+        positions
+            .map(|position| v1::Event {
+                position,
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn positions(events: &[v1::Event]) -> Vec<u64> {
+        events.iter().map(|e| e.position).collect()
+    }
+
+    #[test]
+    fn hands_over_only_what_is_durable_and_follows_the_checkpoint() {
+        let feed = Feed::new();
+        feed.push(events(1..=3));
+        feed.push(events(4..=6));
+        assert_eq!(positions(&feed.take(1, 4, 100)), [1, 2, 3, 4]);
+        assert_eq!(positions(&feed.take(5, 6, 1)), [5]);
+        // A gap before what it holds: the log must be read.
+        assert!(feed.take(4, 6, 100).is_empty());
+        assert_eq!(positions(&feed.take(6, 6, 100)), [6]);
+        assert!(feed.take(7, 9, 100).is_empty());
+    }
+
+    #[test]
+    fn skips_what_the_projector_already_has_and_restarts_on_a_gap() {
+        let feed = Feed::new();
+        feed.push(events(1..=5));
+        assert_eq!(positions(&feed.take(3, 5, 100)), [3, 4, 5]);
+        feed.push(events(9..=10));
+        assert!(feed.take(6, 10, 100).is_empty());
+        assert_eq!(positions(&feed.take(9, 10, 100)), [9, 10]);
+    }
+
+    #[test]
+    fn holds_at_most_its_capacity() {
+        let feed = Feed::new();
+        let n = CAPACITY as u64 + 10;
+        feed.push(events(1..=n));
+        assert!(feed.take(1, n, 10).is_empty(), "the oldest were dropped");
+        assert_eq!(positions(&feed.take(11, n, 1)), [11]);
+    }
+}
