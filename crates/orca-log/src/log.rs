@@ -2,7 +2,8 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -121,6 +122,8 @@ struct Inner {
     fsyncing: Mutex<()>,
     /// One move of the memtable to sled at a time, so that an older batch never lands last.
     flushing: Mutex<()>,
+    /// Signalled (with the memtable's lock) when more frames are durable.
+    durable_changed: Condvar,
 }
 
 /// Where the next frame goes.
@@ -144,11 +147,13 @@ pub(crate) struct Written {
 impl Drop for Inner {
     fn drop(&mut self) {
         // Spare the next start the re-indexing; losing this is harmless.
-        if let Ok(mut m) = self.memtable.lock()
-            && let Some((batch, upto)) = m.batch()
-            && self.tree.apply_batch(batch).is_ok()
-        {
-            m.retire(upto);
+        if let Ok(mut m) = self.memtable.lock() {
+            while let Some(g) = m.next_to_flush().filter(|g| g.last_seq <= m.durable) {
+                if self.tree.apply_batch(g.batch()).is_err() {
+                    return;
+                }
+                m.retire(&g);
+            }
             let _ = self.db.flush();
         }
     }
@@ -233,6 +238,7 @@ impl Log {
                 segment_bytes: options.segment_bytes.max(1),
                 writer: Mutex::new(tail),
                 memtable: Mutex::new(Memtable::default()),
+                durable_changed: Condvar::new(),
                 committed,
                 poisoned: AtomicBool::new(false),
                 fsyncing: Mutex::new(()),
@@ -260,8 +266,8 @@ impl Log {
     /// The stored reply of an applied command id, counting appends still on their way to disk
     /// (a caller that answers with it must wait for the original's durability).
     pub fn command_reply(&self, command_id: &str) -> Result<Option<(u64, Vec<u8>)>, Error> {
-        if let Some((position, reply, _)) = self.memtable()?.commands.get(command_id) {
-            return Ok(Some((*position, reply.clone())));
+        if let Some(found) = self.memtable()?.command(command_id) {
+            return Ok(Some(found));
         }
         match self.inner.tree.get(keys::command_key(command_id))? {
             Some(v) => {
@@ -280,8 +286,8 @@ impl Log {
     }
 
     fn version_in(&self, m: &Memtable, stream: &str) -> Result<u64, Error> {
-        if let Some((version, _)) = m.heads.get(stream) {
-            return Ok(*version);
+        if let Some(version) = m.head(stream) {
+            return Ok(version);
         }
         match self.inner.tree.get(keys::head_key(stream))? {
             Some(v) => keys::u64_at(&v, 0, "stream head"),
@@ -297,7 +303,7 @@ impl Log {
     fn locations(&self, firsts: impl IntoIterator<Item = u64>) -> Result<Vec<Location>, Error> {
         let mut out = Vec::new();
         for first in firsts {
-            let recent = self.memtable()?.frames.get(&first).map(|(l, _)| *l);
+            let recent = self.memtable()?.frame(first);
             let location = match recent {
                 Some(l) => l,
                 None => {
@@ -322,12 +328,8 @@ impl Log {
         let prefix = keys::stream_prefix(stream);
         let from_version = from_version.max(1);
         // The memtable first: what leaves it is in sled by then.
-        let mut firsts: std::collections::BTreeSet<u64> = self
-            .memtable()?
-            .streams
-            .range((stream.to_owned(), 0)..=(stream.to_owned(), u64::MAX))
-            .map(|(_, (first, _))| *first)
-            .collect();
+        let mut firsts: std::collections::BTreeSet<u64> =
+            self.memtable()?.stream_frames(stream).collect();
         // The frame holding `from_version` starts at or before it.
         let start = match self
             .inner
@@ -380,18 +382,7 @@ impl Log {
             return Ok(out);
         }
         // The memtable first: what leaves it is in sled by then.
-        let mut frames: std::collections::BTreeMap<u64, Location> = {
-            let m = self.memtable()?;
-            let start = m
-                .frames
-                .range(..=position)
-                .next_back()
-                .map_or(position, |(k, _)| *k);
-            m.frames
-                .range(start..=head)
-                .map(|(k, (l, _))| (*k, *l))
-                .collect()
-        };
+        let mut frames = self.memtable()?.frames_from(position, head);
         // Start at the frame holding `position`: the last one that starts at or before it.
         let start = match self
             .inner
@@ -517,8 +508,8 @@ impl Log {
                 if let Some(id) = append.command_id.as_deref() {
                     let earlier = match commands.get(id) {
                         Some(&(pos, reply)) => Some((pos, reply.to_vec())),
-                        None => match m.commands.get(id) {
-                            Some((pos, reply, _)) => Some((*pos, reply.clone())),
+                        None => match m.command(id) {
+                            Some(found) => Some(found),
                             None => match self.inner.tree.get(keys::command_key(id))? {
                                 Some(v) => {
                                     Some((keys::u64_at(&v, 0, "command record")?, v[8..].to_vec()))
@@ -605,6 +596,11 @@ impl Log {
             tail.offset += buf.len() as u64;
             tail.next = position;
             for (location, first, append, versions) in &frames {
+                let after = keys::encode_marker(
+                    location.segment,
+                    location.end(),
+                    first + append.events.len() as u64 - 1,
+                );
                 seq = m.add(
                     *location,
                     *first,
@@ -617,12 +613,9 @@ impl Log {
                         .command_id
                         .as_deref()
                         .map(|id| (id, append.reply.as_slice())),
+                    after,
                 );
-                marker = Some(keys::encode_marker(
-                    location.segment,
-                    location.end(),
-                    first + append.events.len() as u64 - 1,
-                ));
+                marker = Some(after);
             }
         }
         let written = Written {
@@ -674,13 +667,11 @@ impl Log {
         let due = {
             let mut m = self.memtable()?;
             for b in batches {
-                if b.seq > m.durable
-                    && let Some(marker) = b.marker
-                {
+                if b.seq > m.durable && b.marker.is_some() {
                     m.durable = b.seq;
-                    m.marker = Some(marker);
                 }
             }
+            self.inner.durable_changed.notify_all();
             m.due()
         };
         inner.committed.send_if_modified(|head| {
@@ -695,14 +686,30 @@ impl Log {
     /// what it has not written when the process dies is indexed again from the segments.
     pub fn flush_index(&self) -> Result<(), Error> {
         let _one = self.inner.flushing.lock().map_err(|_| Error::Closed)?;
-        let Some((batch, upto)) = self.memtable()?.batch() else {
-            return Ok(());
+        let generation = {
+            let mut m = self.memtable()?;
+            let Some(g) = m.next_to_flush() else {
+                return Ok(());
+            };
+            // sled never runs ahead of the segments: wait for the fsync of the frames written
+            // just before sealing (the sync thread is at most a batch behind).
+            while m.durable < g.last_seq {
+                self.check_poisoned()?;
+                m = self
+                    .inner
+                    .durable_changed
+                    .wait_timeout(m, Duration::from_millis(50))
+                    .map_err(|_| Error::Closed)?
+                    .0;
+            }
+            g
         };
+        // Built and applied without the lock: the writer goes on meanwhile.
         self.inner
             .tree
-            .apply_batch(batch)
+            .apply_batch(generation.batch())
             .map_err(|e| self.poison(e))?;
-        self.memtable()?.retire(upto);
+        self.memtable()?.retire(&generation);
         Ok(())
     }
 }
