@@ -149,7 +149,7 @@ impl Drop for Inner {
         // Spare the next start the re-indexing; losing this is harmless.
         if let Ok(mut m) = self.memtable.lock() {
             while let Some(g) = m.next_to_flush().filter(|g| g.last_seq <= m.durable) {
-                if self.tree.apply_batch(g.batch()).is_err() {
+                if g.write_to(&self.tree).is_err() {
                     return;
                 }
                 m.retire(&g);
@@ -704,10 +704,9 @@ impl Log {
             }
             g
         };
-        // Built and applied without the lock: the writer goes on meanwhile.
-        self.inner
-            .tree
-            .apply_batch(generation.batch())
+        // Written without the lock: the writer goes on meanwhile.
+        generation
+            .write_to(&self.inner.tree)
             .map_err(|e| self.poison(e))?;
         self.memtable()?.retire(&generation);
         Ok(())

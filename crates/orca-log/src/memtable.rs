@@ -6,8 +6,8 @@
 //! [`FLUSH_FRAMES`] frames or [`FLUSH_EVERY`].
 //!
 //! Entries live in generations. The writer adds to the active one; a move to sled seals it (a
-//! pointer swap under the lock), waits until every frame in it is durable, builds and applies the
-//! sled batch without the lock, and only then drops the sealed generation. So the writer never
+//! pointer swap under the lock), waits until every frame in it is durable, writes it to sled
+//! without the lock, and only then drops the sealed generation. So the writer never
 //! waits for sled, and an entry leaves memory only once sled holds it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -44,28 +44,32 @@ impl Generation {
         self.last_seq == 0
     }
 
-    /// The entries as one sled batch, with the marker saying how far sled is indexed.
-    pub fn batch(&self) -> sled::Batch {
-        let mut batch = sled::Batch::default();
+    /// Writes the entries to sled one by one, the marker saying how far sled is indexed last.
+    ///
+    /// Not as one `apply_batch`: sled takes a process-wide write lock for a batch, which would
+    /// stall every read of every sled tree (the writer's checks among them) while it lasts. sled
+    /// recovers a prefix of its writes, so a marker that survives a crash comes with everything
+    /// before it; what is lost behind it is indexed again from the segments.
+    pub fn write_to(&self, tree: &sled::Tree) -> sled::Result<()> {
         for (first, location) in &self.frames {
-            batch.insert(&keys::event_key(*first), &location.encode());
+            tree.insert(keys::event_key(*first), &location.encode())?;
         }
         for ((stream, version), first) in &self.streams {
-            batch.insert(keys::stream_key(stream, *version), &first.to_be_bytes());
+            tree.insert(keys::stream_key(stream, *version), &first.to_be_bytes())?;
         }
         for (stream, version) in &self.heads {
-            batch.insert(keys::head_key(stream), &version.to_be_bytes());
+            tree.insert(keys::head_key(stream), &version.to_be_bytes())?;
         }
         for (id, (position, reply)) in &self.commands {
             let mut v = Vec::with_capacity(8 + reply.len());
             v.extend_from_slice(&position.to_be_bytes());
             v.extend_from_slice(reply);
-            batch.insert(keys::command_key(id), v);
+            tree.insert(keys::command_key(id), v)?;
         }
         if let Some(marker) = self.marker {
-            batch.insert(&[keys::INDEXED], marker.as_slice());
+            tree.insert([keys::INDEXED], marker.as_slice())?;
         }
-        batch
+        Ok(())
     }
 }
 

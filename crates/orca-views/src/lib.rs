@@ -1,7 +1,7 @@
 //! Read models built from the log: the subscription view and the process view.
 //!
-//! [`Views`] keeps them in their own sled database. Changes gather in memory and go to sled with
-//! their checkpoint in one atomic batch, a few times a second; reads join both. [`Projector`]
+//! [`Views`] keeps them in their own sled database. Changes gather in memory and go to sled a few
+//! times a second, the checkpoint after them; reads join both. [`Projector`]
 //! follows the log from the checkpoint and folds
 //! events with the domain's own `evolve`, so a view rebuilt from position zero ([`rebuild`]) is
 //! byte-for-byte the live one. Views are derived: they are never fsynced, and a crash only means

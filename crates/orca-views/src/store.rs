@@ -199,7 +199,13 @@ impl Views {
                             .index
                             .insert(index_key(SUB_INDEX, event.position, id));
                     }
-                    if let Some(sub) = recent.subscriptions.get_mut(id) {
+                    // A view persisted ahead of the checkpoint (a crash between the two) already
+                    // holds the event.
+                    if let Some(sub) = recent
+                        .subscriptions
+                        .get_mut(id)
+                        .filter(|s| s.version < event.version)
+                    {
                         orca_domain::subscription::evolve(sub, event);
                     }
                 }
@@ -215,7 +221,11 @@ impl Views {
                             .index
                             .insert(index_key(PROC_INDEX, event.position, id));
                     }
-                    if let Some(p) = recent.processes.get_mut(id) {
+                    if let Some(p) = recent
+                        .processes
+                        .get_mut(id)
+                        .filter(|p| p.version < event.version)
+                    {
                         orca_domain::process::evolve(p, event);
                     }
                 }
@@ -241,33 +251,43 @@ impl Views {
             .is_ok_and(|r| r.since.is_some_and(|t| t.elapsed() >= PERSIST_EVERY))
     }
 
-    /// Writes what is only in memory to sled, with the checkpoint, in one atomic batch.
+    /// Writes what is only in memory to sled, the checkpoint last.
     pub fn persist(&self) -> Result<(), Error> {
         let _writing = self.inner.writing.lock().map_err(poisoned)?;
         self.persist_locked()
     }
 
     /// [`Views::persist`] with the writing lock held.
+    ///
+    /// One insert at a time, not one `apply_batch`: sled takes a process-wide write lock for a
+    /// batch, stalling every sled read in the process (the log's among them) while it lasts.
+    /// sled recovers a prefix of its writes, so a checkpoint that survives a crash comes with
+    /// every view before it; views written past a lost checkpoint carry their stream version,
+    /// and projecting again skips the events they hold.
     fn persist_locked(&self) -> Result<(), Error> {
-        let batch = {
+        let (views, index, position) = {
             let recent = self.recent()?;
             if recent.since.is_none() {
                 return Ok(());
             }
-            let mut batch = sled::Batch::default();
+            let mut views = Vec::with_capacity(recent.len());
             for (id, s) in &recent.subscriptions {
-                batch.insert(key(SUBSCRIPTION, id), s.encode_to_vec());
+                views.push((key(SUBSCRIPTION, id), s.encode_to_vec()));
             }
             for (id, p) in &recent.processes {
-                batch.insert(key(PROCESS, id), p.encode_to_vec());
+                views.push((key(PROCESS, id), p.encode_to_vec()));
             }
-            for k in &recent.index {
-                batch.insert(k.as_slice(), &[]);
-            }
-            batch.insert(CHECKPOINT, &recent.position.to_be_bytes());
-            batch
+            let index: Vec<Vec<u8>> = recent.index.iter().cloned().collect();
+            (views, index, recent.position)
         };
-        self.inner.tree.apply_batch(batch)?;
+        let tree = &self.inner.tree;
+        for (k, v) in views {
+            tree.insert(k, v)?;
+        }
+        for k in index {
+            tree.insert(k, &[])?;
+        }
+        tree.insert(CHECKPOINT, &position.to_be_bytes())?;
         // Nothing changed meanwhile (the writing lock), and sled now answers for all of it.
         let mut recent = self.recent()?;
         recent.subscriptions.clear();

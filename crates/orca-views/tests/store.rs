@@ -160,3 +160,33 @@ fn a_dump_includes_what_is_only_in_memory() {
     assert_eq!(dump.len(), 5, "two views, two list entries, the checkpoint");
     assert_eq!(stepwise.dump().unwrap(), dump);
 }
+
+#[test]
+fn an_event_a_persisted_view_already_holds_is_not_applied_twice() {
+    // sled may keep views written after the checkpoint it lost in a crash; projecting again from
+    // that checkpoint must not fold their events a second time.
+    let dir = tempfile::tempdir().unwrap();
+    let views = Views::open(dir.path(), 8 << 20).unwrap();
+    let linked = v1::Event {
+        event_id: "e-2".into(),
+        position: 2,
+        stream: "subscription-a".into(),
+        version: 2,
+        body: Some(Body::SubscriptionProcessLinked(
+            v1::SubscriptionProcessLinked {
+                process_id: "p".into(),
+                workflow: "create_user_group".into(),
+                target: "create".into(),
+            },
+        )),
+        ..Default::default()
+    };
+    views
+        .apply(&[created(1, "a", "initial"), linked.clone()])
+        .unwrap();
+    views.persist().unwrap();
+    views.apply(&[linked]).unwrap();
+    let sub = views.subscription("a").unwrap().unwrap();
+    assert_eq!(sub.processes.len(), 1, "{sub:?}");
+    assert_eq!(sub.version, 2);
+}
