@@ -281,12 +281,8 @@ impl Log {
     /// Current version of a stream (0 if it has no events), counting appends still on their way
     /// to disk.
     pub fn stream_version(&self, stream: &str) -> Result<u64, Error> {
-        let m = self.memtable()?;
-        self.version_in(&m, stream)
-    }
-
-    fn version_in(&self, m: &Memtable, stream: &str) -> Result<u64, Error> {
-        if let Some(version) = m.head(stream) {
+        // Memory first, then sled without the lock: an entry leaves memory only once sled has it.
+        if let Some(version) = self.memtable()?.head(stream) {
             return Ok(version);
         }
         match self.inner.tree.get(keys::head_key(stream))? {
@@ -493,11 +489,13 @@ impl Log {
         let mut frames: Vec<(Location, u64, &Append, Vec<u64>)> = Vec::new();
         let mut position = tail.next;
         {
-            let m = self.memtable()?;
+            // Each lookup locks the memtable only for itself: sled is read without the lock.
+            // Only this writer adds entries (it holds `writer`), and an entry leaves memory only
+            // once sled has it, so an entry missing from one is in the other or nowhere.
             let version = |heads: &HashMap<String, u64>, stream: &str| -> Result<u64, Error> {
                 match heads.get(stream) {
                     Some(v) => Ok(*v),
-                    None => self.version_in(&m, stream),
+                    None => self.stream_version(stream),
                 }
             };
             for append in appends {
@@ -508,15 +506,7 @@ impl Log {
                 if let Some(id) = append.command_id.as_deref() {
                     let earlier = match commands.get(id) {
                         Some(&(pos, reply)) => Some((pos, reply.to_vec())),
-                        None => match m.command(id) {
-                            Some(found) => Some(found),
-                            None => match self.inner.tree.get(keys::command_key(id))? {
-                                Some(v) => {
-                                    Some((keys::u64_at(&v, 0, "command record")?, v[8..].to_vec()))
-                                }
-                                None => None,
-                            },
-                        },
+                        None => self.command_reply(id)?,
                     };
                     if let Some((position, reply)) = earlier {
                         results.push(Err(AppendError::Duplicate { position, reply }));
