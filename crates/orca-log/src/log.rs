@@ -26,7 +26,7 @@ pub struct LogOptions {
     /// sled page cache of the index in bytes (default 64 MiB): bounds memory however long the
     /// log grows.
     pub cache_capacity: u64,
-    /// Size after which a new segment file starts (default 64 MiB).
+    /// Size of a segment file, written out in full before use (default 16 MiB).
     pub segment_bytes: u64,
 }
 
@@ -132,6 +132,8 @@ struct Tail {
     segment: u64,
     file: Arc<File>,
     offset: u64,
+    /// The next segment being prepared in the background.
+    spare: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
 
 /// One written batch on its way to the disk.
@@ -226,7 +228,8 @@ impl Log {
             .open()?;
         let tree = db.open_tree("log")?;
         let segments = Segments::new(wal);
-        let tail = recover(&tree, &segments)?;
+        let segment_bytes = options.segment_bytes.max(1);
+        let tail = recover(&tree, &segments, segment_bytes)?;
         db.flush()?;
         let (committed, _) = watch::channel(tail.next - 1);
         Ok(Self {
@@ -235,7 +238,7 @@ impl Log {
                 tree,
                 segments,
                 fsync: options.fsync,
-                segment_bytes: options.segment_bytes.max(1),
+                segment_bytes,
                 writer: Mutex::new(tail),
                 memtable: Mutex::new(Memtable::default()),
                 durable_changed: Condvar::new(),
@@ -579,10 +582,11 @@ impl Log {
         let mut seq = 0;
         let mut marker = None;
         if !buf.is_empty() {
-            use std::io::Write;
+            use std::os::unix::fs::FileExt;
             // Locked before the write: frames on disk must reach the memtable too.
             let mut m = self.memtable()?;
-            (&*file).write_all(&buf).map_err(|e| self.poison(e))?;
+            file.write_all_at(&buf, tail.offset)
+                .map_err(|e| self.poison(e))?;
             tail.offset += buf.len() as u64;
             tail.next = position;
             for (location, first, append, versions) in &frames {
@@ -628,9 +632,20 @@ impl Log {
             tail.file.sync_data().map_err(|e| self.poison(e))?;
         }
         let next = tail.segment + 1;
-        tail.file = Arc::new(self.inner.segments.create(next)?);
+        // Normally prepared long ago; if that failed, prepare it now and say why.
+        if let Some(spare) = tail.spare.take() {
+            match spare.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "preparing the next log segment failed"),
+                Err(_) => tracing::warn!("preparing the next log segment panicked"),
+            }
+        }
+        let segments = &self.inner.segments;
+        segments.prepare(next, self.inner.segment_bytes)?;
+        tail.file = Arc::new(segments.open_for_write(next)?);
         tail.segment = next;
         tail.offset = 0;
+        tail.spare = Some(segments.prepare_in_background(next + 1, self.inner.segment_bytes)?);
         Ok(())
     }
 
@@ -707,9 +722,11 @@ impl Log {
 ///
 /// The index is only ever written after the frames it points at are durable, so it never runs
 /// ahead of the segments; it may lag behind them (sled writes lazily), and what lags is indexed
-/// again here. A frame that does not check out ends the log: only the last segment may end in
-/// one (a write torn by a crash, never acknowledged), and it is cut off.
-fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
+/// again here. A segment's written part ends where zeros begin. Anything else that does not
+/// check out ends the log only where no later segment holds frames (a write torn by a crash,
+/// never acknowledged): it is zeroed. Before that, it is damage, and the log refuses to open.
+fn recover(tree: &sled::Tree, segments: &Segments, segment_bytes: u64) -> Result<Tail, Error> {
+    segments.remove_unfinished()?;
     let mut list = segments.list()?;
     let (mut segment, mut offset, mut head) = match tree.get([keys::INDEXED])? {
         Some(v) => keys::decode_marker(&v)?,
@@ -721,7 +738,7 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
                 what: "the index names events but the segments are gone".into(),
             });
         }
-        segments.create(segment)?;
+        segments.prepare(segment, segment_bytes)?;
         list.push(segment);
     }
     if !list.contains(&segment) {
@@ -729,9 +746,9 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
             what: format!("segment {segment} named by the index is missing"),
         });
     }
-    let last_segment = list.last().copied().unwrap_or(segment);
     let from = segment;
-    for &n in list.iter().filter(|n| **n >= from) {
+    let later: Vec<u64> = list.iter().copied().filter(|n| *n >= from).collect();
+    for (i, &n) in later.iter().enumerate() {
         let bytes = std::fs::read(segments.path(n))?;
         let mut at = if n == from {
             usize::try_from(offset).unwrap_or(usize::MAX)
@@ -742,6 +759,15 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
             return Err(Error::Corrupt {
                 what: format!("segment {n} is shorter than the index says"),
             });
+        }
+        if n != from && bytes.iter().all(|b| *b == 0) {
+            // Prepared, never written: the log ended in the segment before.
+            if let Some(&next) = later.get(i + 1) {
+                return Err(Error::Corrupt {
+                    what: format!("segment {n} is empty but segment {next} follows it"),
+                });
+            }
+            break;
         }
         let mut batch = sled::Batch::default();
         let mut pending = 0;
@@ -779,34 +805,42 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
             }
         }
         tree.apply_batch(batch)?;
-        if at < bytes.len() {
-            if n != last_segment {
-                return Err(Error::Corrupt {
-                    what: format!("segment {n} has a damaged frame at offset {at}"),
-                });
-            }
-            tracing::warn!(
-                segment = n,
-                offset = at,
-                cut = bytes.len() - at,
-                "cutting a torn frame off the end of the log"
-            );
-            let f = File::options().write(true).open(segments.path(n))?;
-            f.set_len(at as u64)?;
-            f.sync_all()?;
-        }
         segment = n;
         offset = at as u64;
+        let rest = bytes.get(at..).unwrap_or_default();
+        let Some(garbage) = rest.iter().rposition(|b| *b != 0).map(|i| i + 1) else {
+            // The written part ends in zeros (or at the end of the file).
+            continue;
+        };
+        let data_later = later[i + 1..]
+            .iter()
+            .map(|m| std::fs::read(segments.path(*m)).map(|b| b.iter().any(|x| *x != 0)))
+            .collect::<Result<Vec<bool>, _>>()?
+            .contains(&true);
+        if data_later {
+            return Err(Error::Corrupt {
+                what: format!("segment {n} has a damaged frame at offset {at}"),
+            });
+        }
+        tracing::warn!(
+            segment = n,
+            offset = at,
+            cut = garbage,
+            "zeroing a torn frame at the end of the log"
+        );
+        let f = segments.open_for_write(n)?;
+        use std::os::unix::fs::FileExt;
+        f.write_all_at(&vec![0u8; garbage], offset)?;
+        f.sync_all()?;
+        break;
     }
-    let file = File::options()
-        .append(true)
-        .read(true)
-        .open(segments.path(segment))?;
+    let file = segments.open_for_write(segment)?;
     Ok(Tail {
         next: head + 1,
         segment,
         file: Arc::new(file),
         offset,
+        spare: Some(segments.prepare_in_background(segment + 1, segment_bytes)?),
     })
 }
 

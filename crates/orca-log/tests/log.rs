@@ -323,19 +323,27 @@ fn a_torn_last_frame_is_cut_off_and_the_log_goes_on() {
         &["s0", "all"],
         &ids,
     );
-    // A crash in the middle of a write: half a frame at the end of the last segment.
-    let last = segment_files(dir.path()).pop().unwrap();
-    let len = std::fs::metadata(&last).unwrap().len();
-    use std::io::Write;
+    // A crash in the middle of a write: half a frame where the written part of the segment ends.
+    let last = segment_files(dir.path())
+        .into_iter()
+        .rfind(|p| std::fs::read(p).unwrap().iter().any(|b| *b != 0))
+        .unwrap();
+    let bytes = std::fs::read(&last).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    use std::os::unix::fs::FileExt;
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(&last)
         .unwrap()
-        .write_all(&[0, 0, 0, 60, 1, 2, 3, 4, 5, 6])
+        .write_all_at(&[0, 0, 0, 60, 1, 2, 3, 4, 5, 6], end as u64)
         .unwrap();
     let log = Log::open(&LogOptions::new(dir.path())).unwrap();
     assert_eq!(observe(&log, &["s0", "all"], &ids), before);
-    assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
+    assert_eq!(
+        std::fs::read(&last).unwrap(),
+        bytes,
+        "the torn frame is zeroed"
+    );
     let more = write_some(&log, 3, 1);
     assert_eq!(log.head(), 8);
     drop(log);
