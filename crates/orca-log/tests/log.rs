@@ -425,3 +425,74 @@ fn a_damaged_frame_before_the_last_segment_is_refused() {
     let err = Log::open(&small_segments(dir.path())).unwrap_err();
     assert!(err.to_string().contains("damaged frame"), "{err}");
 }
+
+/// A prepared (all-zero) segment named like the one after `last`.
+fn add_spare_after(last: &std::path::Path, len: usize) -> std::path::PathBuf {
+    let n: u64 = last
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let spare = last.with_file_name(format!("{:020}.wal", n + 1));
+    std::fs::write(&spare, vec![0u8; len]).unwrap();
+    spare
+}
+
+#[test]
+fn a_torn_frame_before_a_prepared_segment_is_the_end_of_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = {
+        let log = Log::open(&small_segments(dir.path())).unwrap();
+        write_some(&log, 0, 3)
+    };
+    let with_data: Vec<_> = segment_files(dir.path())
+        .into_iter()
+        .filter(|p| std::fs::read(p).unwrap().iter().any(|b| *b != 0))
+        .collect();
+    let last = with_data.last().unwrap().clone();
+    for p in segment_files(dir.path()) {
+        if !with_data.contains(&p) {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    add_spare_after(&last, 512);
+    let before = observe(
+        &Log::open(&small_segments(dir.path())).unwrap(),
+        &["s0"],
+        &ids,
+    );
+    let bytes = std::fs::read(&last).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .unwrap()
+        .write_all_at(&[0, 0, 0, 90, 7, 7, 7, 7, 1], end as u64)
+        .unwrap();
+    let log = Log::open(&small_segments(dir.path())).unwrap();
+    assert_eq!(observe(&log, &["s0"], &ids), before);
+    assert_eq!(
+        std::fs::read(&last).unwrap()[..bytes.len()],
+        bytes[..],
+        "the torn frame is zeroed"
+    );
+    write_some(&log, 3, 2);
+    assert_eq!(log.head(), 10);
+}
+
+#[test]
+fn an_empty_segment_with_data_after_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(&small_segments(dir.path())).unwrap();
+        write_some(&log, 0, 20);
+    }
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    // Blank out a whole segment in the middle, as if its writes never reached the disk.
+    let middle = segment_files(dir.path()).remove(1);
+    let len = std::fs::metadata(&middle).unwrap().len() as usize;
+    std::fs::write(&middle, vec![0u8; len]).unwrap();
+    let err = Log::open(&small_segments(dir.path())).unwrap_err();
+    assert!(err.to_string().contains("is empty but segment"), "{err}");
+}
