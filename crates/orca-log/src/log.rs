@@ -26,7 +26,7 @@ pub struct LogOptions {
     /// sled page cache of the index in bytes (default 64 MiB): bounds memory however long the
     /// log grows.
     pub cache_capacity: u64,
-    /// Size of a segment file, written out in full before use (default 16 MiB).
+    /// Size after which a new segment file starts (default 64 MiB).
     pub segment_bytes: u64,
 }
 
@@ -132,8 +132,6 @@ struct Tail {
     segment: u64,
     file: Arc<File>,
     offset: u64,
-    /// The next segment being prepared in the background.
-    spare: Option<std::thread::JoinHandle<Result<(), Error>>>,
 }
 
 /// One written batch on its way to the disk.
@@ -228,8 +226,7 @@ impl Log {
             .open()?;
         let tree = db.open_tree("log")?;
         let segments = Segments::new(wal);
-        let segment_bytes = options.segment_bytes.max(1);
-        let tail = recover(&tree, &segments, segment_bytes)?;
+        let tail = recover(&tree, &segments)?;
         db.flush()?;
         let (committed, _) = watch::channel(tail.next - 1);
         Ok(Self {
@@ -238,7 +235,7 @@ impl Log {
                 tree,
                 segments,
                 fsync: options.fsync,
-                segment_bytes,
+                segment_bytes: options.segment_bytes.max(1),
                 writer: Mutex::new(tail),
                 memtable: Mutex::new(Memtable::default()),
                 durable_changed: Condvar::new(),
@@ -632,20 +629,11 @@ impl Log {
             tail.file.sync_data().map_err(|e| self.poison(e))?;
         }
         let next = tail.segment + 1;
-        // Normally prepared long ago; if that failed, prepare it now and say why.
-        if let Some(spare) = tail.spare.take() {
-            match spare.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "preparing the next log segment failed"),
-                Err(_) => tracing::warn!("preparing the next log segment panicked"),
-            }
-        }
         let segments = &self.inner.segments;
-        segments.prepare(next, self.inner.segment_bytes)?;
+        segments.create(next)?;
         tail.file = Arc::new(segments.open_for_write(next)?);
         tail.segment = next;
         tail.offset = 0;
-        tail.spare = Some(segments.prepare_in_background(next + 1, self.inner.segment_bytes)?);
         Ok(())
     }
 
@@ -722,11 +710,11 @@ impl Log {
 ///
 /// The index is only ever written after the frames it points at are durable, so it never runs
 /// ahead of the segments; it may lag behind them (sled writes lazily), and what lags is indexed
-/// again here. A segment's written part ends where zeros begin. Anything else that does not
-/// check out ends the log only where no later segment holds frames (a write torn by a crash,
-/// never acknowledged): it is zeroed. Before that, it is damage, and the log refuses to open.
-fn recover(tree: &sled::Tree, segments: &Segments, segment_bytes: u64) -> Result<Tail, Error> {
-    segments.remove_unfinished()?;
+/// again here. A segment's written part ends where the file or its frames end and only zeros
+/// follow. Anything else that does not check out ends the log only where no later segment holds
+/// frames (a write torn by a crash, never acknowledged): it is cut off. Before that, it is damage,
+/// and the log refuses to open.
+fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
     let mut list = segments.list()?;
     let (mut segment, mut offset, mut head) = match tree.get([keys::INDEXED])? {
         Some(v) => keys::decode_marker(&v)?,
@@ -738,7 +726,7 @@ fn recover(tree: &sled::Tree, segments: &Segments, segment_bytes: u64) -> Result
                 what: "the index names events but the segments are gone".into(),
             });
         }
-        segments.prepare(segment, segment_bytes)?;
+        segments.create(segment)?;
         list.push(segment);
     }
     if !list.contains(&segment) {
@@ -761,7 +749,7 @@ fn recover(tree: &sled::Tree, segments: &Segments, segment_bytes: u64) -> Result
             });
         }
         if n != from && bytes.iter().all(|b| *b == 0) {
-            // Prepared, never written: the log ended in the segment before.
+            // Created, never written: the log ended in the segment before.
             if let Some(&next) = later.get(i + 1) {
                 return Err(Error::Corrupt {
                     what: format!("segment {n} is empty but segment {next} follows it"),
@@ -826,11 +814,10 @@ fn recover(tree: &sled::Tree, segments: &Segments, segment_bytes: u64) -> Result
             segment = n,
             offset = at,
             cut = garbage,
-            "zeroing a torn frame at the end of the log"
+            "cutting a torn frame off the end of the log"
         );
         let f = segments.open_for_write(n)?;
-        use std::os::unix::fs::FileExt;
-        f.write_all_at(&vec![0u8; garbage], offset)?;
+        f.set_len(offset)?;
         f.sync_all()?;
         break;
     }
@@ -840,7 +827,6 @@ fn recover(tree: &sled::Tree, segments: &Segments, segment_bytes: u64) -> Result
         segment,
         file: Arc::new(file),
         offset,
-        spare: Some(segments.prepare_in_background(segment + 1, segment_bytes)?),
     })
 }
 

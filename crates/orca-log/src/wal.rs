@@ -6,8 +6,8 @@
 //! `[command id len u16][command id][reply len u32][reply]` (an empty id when the append had
 //! none). Positions are the first position plus the event's index. Segments are files named by
 //! their sequence number under `wal/`; a new one starts once the current one passes
-//! [`SEGMENT_BYTES`]. Segments are written full of zeros before use (see [`Segments::prepare`]):
-//! the written part of a segment ends where a frame header reads zero.
+//! [`SEGMENT_BYTES`]. The written part of a segment ends at the end of the file, or where a frame
+//! header reads zero: a crash can leave zeros where the file grew but the data never landed.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::Error;
 
 /// Size after which the writer starts a new segment.
-pub const SEGMENT_BYTES: u64 = 16 << 20;
+pub const SEGMENT_BYTES: u64 = 64 << 20;
 
 const HEADER: usize = 8;
 
@@ -200,60 +200,21 @@ impl Segments {
         Ok(out)
     }
 
-    /// Makes segment `n` exist durably, `size` bytes of zeros unless it exists already.
-    ///
-    /// Written out in full before it gets its name: appending frames then only overwrites
-    /// allocated blocks, so an fdatasync flushes this file's data and never waits for a
-    /// filesystem journal commit (which would also flush other files' new data).
-    pub fn prepare(&self, n: u64, size: u64) -> Result<(), Error> {
+    /// Makes segment `n` exist durably (empty unless it exists already): the file and its
+    /// directory entry.
+    pub fn create(&self, n: u64) -> Result<(), Error> {
         let path = self.path(n);
         if path.exists() {
             return Ok(());
         }
-        let tmp = path.with_extension("wal.tmp");
-        {
-            use std::io::Write;
-            let mut file = File::create(&tmp)?;
-            let zeros = vec![0u8; 1 << 20];
-            let mut left = size;
-            while left > 0 {
-                let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
-                file.write_all(&zeros[..n])?;
-                left -= n as u64;
-            }
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
+        File::create_new(&path)?.sync_all()?;
         File::open(&self.dir)?.sync_all()?;
         Ok(())
-    }
-
-    /// [`Segments::prepare`] on a thread of its own.
-    pub fn prepare_in_background(
-        &self,
-        n: u64,
-        size: u64,
-    ) -> Result<std::thread::JoinHandle<Result<(), Error>>, Error> {
-        let segments = Segments::new(self.dir.clone());
-        Ok(std::thread::Builder::new()
-            .name("orca-log-prepare".into())
-            .spawn(move || segments.prepare(n, size))?)
     }
 
     /// Opens segment `n` for writing frames at given offsets.
     pub fn open_for_write(&self, n: u64) -> Result<File, Error> {
         Ok(File::options().read(true).write(true).open(self.path(n))?)
-    }
-
-    /// Removes segments whose preparation a crash interrupted.
-    pub fn remove_unfinished(&self) -> Result<(), Error> {
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
-                std::fs::remove_file(path)?;
-            }
-        }
-        Ok(())
     }
 
     fn reader(&self, segment: u64) -> Result<Arc<File>, Error> {
