@@ -16,8 +16,8 @@ use crate::cache::Cache;
 /// message with room for headers.
 pub const MAX_EVENT_BYTES: usize = 512 * 1024;
 
-/// Sees every event the engine decides, with its log position, in log order, as soon as it is
-/// handed to the log (before it is durable): lets a reader in the same process skip reading and
+/// Sees every event the engine decides, with its log position, in log order, once it is durable
+/// where the engine decided it would land: lets a reader in the same process skip reading and
 /// decoding what the engine already holds.
 #[derive(Clone)]
 pub struct Tap(Arc<dyn Fn(Vec<v1::Event>) + Send + Sync>);
@@ -117,6 +117,8 @@ enum Pending {
         reply: v1::CommandReply,
         last: u64,
         to: oneshot::Sender<v1::CommandReply>,
+        /// For the tap, positions set (empty without a tap).
+        events: Vec<v1::Event>,
         _permit: OwnedSemaphorePermit,
     },
 }
@@ -168,7 +170,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (replies, pending) = mpsc::unbounded_channel();
         let (failed, _) = watch::channel(false);
-        let replier = tokio::spawn(replier(pending, failed.clone()));
+        let replier = tokio::spawn(replier(pending, failed.clone(), options.tap.clone()));
         let engine = Engine {
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             next_position: log.head() + 1,
@@ -318,11 +320,12 @@ impl Engine {
             mut events,
             ..
         } = decision;
-        if let Some(Tap(tap)) = &self.options.tap {
+        if self.options.tap.is_some() {
             for (e, position) in events.iter_mut().zip(last + 1 - count..) {
                 e.position = position;
             }
-            tap(events);
+        } else {
+            events = Vec::new();
         }
         if orca_domain::process::status(&process).is_finished() {
             self.processes.remove(&process.process_id);
@@ -340,6 +343,7 @@ impl Engine {
             reply,
             last,
             to,
+            events,
             _permit: permit,
         });
     }
@@ -491,7 +495,11 @@ impl From<Result<Decision, Rejection>> for Outcome {
     }
 }
 
-async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: watch::Sender<bool>) {
+async fn replier(
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    failed: watch::Sender<bool>,
+    tap: Option<Tap>,
+) {
     while let Some(p) = pending.recv().await {
         match p {
             // Everything queued before this is settled; if an append failed, this reply may
@@ -507,11 +515,18 @@ async fn replier(mut pending: mpsc::UnboundedReceiver<Pending>, failed: watch::S
                 reply,
                 last,
                 to,
+                events,
                 _permit,
             } => {
                 let reply = match durable.await {
                     // Once anything failed, nothing after it is reported durable.
-                    Ok(Ok(Ok(c))) if c.last_position == last && !*failed.borrow() => reply,
+                    Ok(Ok(Ok(c))) if c.last_position == last && !*failed.borrow() => {
+                        // Only now is it certain that the log holds these at these positions.
+                        if let Some(Tap(tap)) = &tap {
+                            tap(events);
+                        }
+                        reply
+                    }
                     other => {
                         tracing::error!(
                             ?other,

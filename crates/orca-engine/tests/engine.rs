@@ -252,3 +252,40 @@ async fn a_result_too_large_to_publish_is_rejected_and_appends_nothing() {
     .await;
     accepted(&r);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tap_sees_exactly_what_the_log_holds_once_it_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let catalog = Arc::new(Catalog::default_catalog().unwrap());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let options = EngineOptions {
+        tap: Some(orca_engine::Tap::new(move |events| {
+            sink.lock().unwrap().extend(events)
+        })),
+        ..EngineOptions::default()
+    };
+    let (engine, _task) = Engine::spawn(log.clone(), catalog, options).unwrap();
+    let f = Fixture {
+        _dir: dir,
+        log,
+        engine,
+    };
+    active_group(&f).await;
+    // A rejected command decides nothing the tap could see.
+    let r = f.engine.start(create("", None)).await.unwrap();
+    rejected(&r);
+    let seen = seen.lock().unwrap().clone();
+    let stored: Vec<v1::Event> = f
+        .log
+        .read_from(1, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version).unwrap()
+        })
+        .collect();
+    assert_eq!(stored.len() as u64, f.log.head());
+    assert_eq!(seen, stored, "same events, same positions, same order");
+}

@@ -12,8 +12,8 @@ const CAPACITY: usize = 65_536;
 /// Events with their log positions, in log order; cheap to clone (clones share it).
 ///
 /// Only a hint: the projector takes from it what is contiguous with its checkpoint and durable,
-/// and reads the log for anything else. An event the log never got (the engine stops when an
-/// append fails) is never durable, so it is never taken.
+/// and reads the log for anything else. The engine hands events over only once the log has
+/// confirmed them at the positions it decided, so what the feed holds is what the log holds.
 #[derive(Clone, Default)]
 pub struct Feed {
     events: Arc<Mutex<VecDeque<v1::Event>>>,
