@@ -3,8 +3,10 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use orca_proto::v1;
+use tokio::sync::watch;
 
 /// Events held for the projector at most; beyond that the oldest go and are read from the log.
 const CAPACITY: usize = 65_536;
@@ -14,15 +16,38 @@ const CAPACITY: usize = 65_536;
 /// Only a hint: the projector takes from it what is contiguous with its checkpoint and durable,
 /// and reads the log for anything else. The engine hands events over only once the log has
 /// confirmed them at the positions it decided, so what the feed holds is what the log holds.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Feed {
     events: Arc<Mutex<VecDeque<v1::Event>>>,
+    /// (first position ever pushed, last position pushed); zeros before the first push.
+    pushed: watch::Sender<(u64, u64)>,
+}
+
+impl Default for Feed {
+    fn default() -> Self {
+        Self {
+            events: Arc::default(),
+            pushed: watch::channel((0, 0)).0,
+        }
+    }
 }
 
 impl Feed {
     /// An empty feed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Waits at most `timeout` for the feed to hold `position`, if it is ever going to: the log
+    /// says an event is durable a moment before the engine hands it over. Returns at once for
+    /// positions from before the feed's first event (they are read from the log).
+    pub async fn wait_for(&self, position: u64, timeout: Duration) {
+        let mut rx = self.pushed.subscribe();
+        let (first, _) = *rx.borrow();
+        if first == 0 || position < first {
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|(_, last)| *last >= position)).await;
     }
 
     /// Adds events that follow those already held (positions set, ascending).
@@ -36,9 +61,20 @@ impl Feed {
             // Not contiguous (a restart of the writer): start over.
             held.clear();
         }
+        let (first, last) = match (events.first(), events.last()) {
+            (Some(f), Some(l)) => (f.position, l.position),
+            _ => return,
+        };
         held.extend(events);
         let excess = held.len().saturating_sub(CAPACITY);
         held.drain(..excess);
+        drop(held);
+        self.pushed.send_modify(|(f, l)| {
+            if *f == 0 {
+                *f = first;
+            }
+            *l = last;
+        });
     }
 
     /// Up to `max` events from position `from` through `durable`, if the feed holds `from`;
@@ -100,6 +136,35 @@ mod tests {
         feed.push(events(9..=10));
         assert!(feed.take(6, 10, 100).is_empty());
         assert_eq!(positions(&feed.take(9, 10, 100)), [9, 10]);
+    }
+
+    #[tokio::test]
+    async fn waiting_returns_once_the_position_arrives_and_never_for_older_ones() {
+        let feed = Feed::new();
+        // Nothing pushed yet: nothing to wait for.
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            feed.wait_for(1, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+        feed.push(events(5..=6));
+        let waiter = {
+            let feed = feed.clone();
+            tokio::spawn(async move { feed.wait_for(7, Duration::from_secs(60)).await })
+        };
+        feed.push(events(7..=7));
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        // Before the first event pushed: read from the log, no waiting.
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            feed.wait_for(3, Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
     }
 
     #[test]

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use orca_log::Log;
 use orca_proto::v1;
 use tokio::sync::watch;
@@ -7,6 +9,9 @@ use crate::store::{Error, PERSIST_EVERY, Views};
 
 /// Events projected per batch.
 const CHUNK: usize = 2048;
+
+/// Longest the projector waits for the engine to hand over an event the log already holds.
+const FEED_WAIT: Duration = Duration::from_millis(5);
 
 /// Follows the log and keeps the views up to date.
 pub struct Projector {
@@ -58,6 +63,9 @@ impl Projector {
         let mut head = self.log.subscribe();
         loop {
             // Catch up in chunks off the async threads: sled reads and decoding are CPU work.
+            if let Some(feed) = &self.feed {
+                feed.wait_for(self.views.checkpoint() + 1, FEED_WAIT).await;
+            }
             let (log, views, feed) = (self.log.clone(), self.views.clone(), self.feed.clone());
             let caught_up = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
                 let from = views.checkpoint() + 1;
