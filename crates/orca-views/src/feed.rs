@@ -38,16 +38,17 @@ impl Feed {
         Self::default()
     }
 
-    /// Waits at most `timeout` for the feed to hold `position`, if it is ever going to: the log
-    /// says an event is durable a moment before the engine hands it over. Returns at once for
-    /// positions from before the feed's first event (they are read from the log).
-    pub async fn wait_for(&self, position: u64, timeout: Duration) {
+    /// Waits at most `timeout` for the feed to hold everything through `upto`, if it is ever
+    /// going to hold `from`: the log says an event is durable a moment before the engine hands
+    /// it over. Returns at once when `from` is before the feed's first event (it is read from
+    /// the log) or after `upto`.
+    pub async fn wait_for(&self, from: u64, upto: u64, timeout: Duration) {
         let mut rx = self.pushed.subscribe();
         let (first, _) = *rx.borrow();
-        if first == 0 || position < first {
+        if first == 0 || from < first || from > upto {
             return;
         }
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|(_, last)| *last >= position)).await;
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|(_, last)| *last >= upto)).await;
     }
 
     /// Adds events that follow those already held (positions set, ascending).
@@ -144,14 +145,14 @@ mod tests {
         // Nothing pushed yet: nothing to wait for.
         tokio::time::timeout(
             Duration::from_millis(100),
-            feed.wait_for(1, Duration::from_secs(60)),
+            feed.wait_for(1, 1, Duration::from_secs(60)),
         )
         .await
         .unwrap();
         feed.push(events(5..=6));
         let waiter = {
             let feed = feed.clone();
-            tokio::spawn(async move { feed.wait_for(7, Duration::from_secs(60)).await })
+            tokio::spawn(async move { feed.wait_for(6, 7, Duration::from_secs(60)).await })
         };
         feed.push(events(7..=7));
         tokio::time::timeout(Duration::from_secs(5), waiter)
@@ -161,7 +162,7 @@ mod tests {
         // Before the first event pushed: read from the log, no waiting.
         tokio::time::timeout(
             Duration::from_millis(100),
-            feed.wait_for(3, Duration::from_secs(60)),
+            feed.wait_for(3, 7, Duration::from_secs(60)),
         )
         .await
         .unwrap();

@@ -64,7 +64,9 @@ impl Projector {
         loop {
             // Catch up in chunks off the async threads: sled reads and decoding are CPU work.
             if let Some(feed) = &self.feed {
-                feed.wait_for(self.views.checkpoint() + 1, FEED_WAIT).await;
+                // Everything durable so far, so that chunks stay as large as the log's.
+                let from = self.views.checkpoint() + 1;
+                feed.wait_for(from, self.log.head(), FEED_WAIT).await;
             }
             let (log, views, feed) = (self.log.clone(), self.views.clone(), self.feed.clone());
             let caught_up = tokio::task::spawn_blocking(move || -> Result<bool, Error> {
