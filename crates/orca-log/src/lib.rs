@@ -11,8 +11,9 @@
 //! sent only after the fsync that covers it.
 //!
 //! The segments are the truth and the index is derived. Recent frames are indexed in memory
-//! and go to sled (under `index/`) in large batches, only once durable ([`Log::flush_index`]);
-//! sled writes them lazily, and on open whatever sled lacks is indexed again from the segments.
+//! and go to sled (under `index/`) a few times a second, only once durable, one insert at a time
+//! with the marker last ([`Log::flush_index`]); sled writes them lazily, and on open whatever
+//! sled lacks is indexed again from the segments.
 //! A frame torn by a crash (never acknowledged) is cut off the end. The index, one sled tree:
 //!
 //! | key | value |

@@ -18,7 +18,7 @@ const MAX_STREAM_LEN: usize = 1024;
 /// Where and how the log is stored.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
-    /// Directory of the sled database (created if missing).
+    /// Directory of the log (created if missing): segments in `wal/`, the sled index in `index/`.
     pub path: PathBuf,
     /// Fsync the segment after each batch (default true). Turning it off trades
     /// invariant 1 (acknowledged means durable) for speed; only benchmarks of the raw store do.
@@ -139,9 +139,8 @@ pub(crate) struct Written {
     /// Last position written.
     upto: u64,
     file: Arc<File>,
-    /// Sequence number of its last frame, and that frame's index marker.
+    /// Sequence number of its last frame (0 when it wrote none).
     seq: u64,
-    marker: Option<[u8; 24]>,
 }
 
 impl Drop for Inner {
@@ -163,42 +162,6 @@ impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Log").field("head", &self.head()).finish()
     }
-}
-
-/// Adds a frame's entries to the index: its location, the stream index, heads, command reply
-/// and the indexed-through marker.
-fn index_frame<'a>(
-    batch: &mut sled::Batch,
-    location: Location,
-    first: u64,
-    events: impl Iterator<Item = (&'a str, u64)>,
-    command: Option<(&str, &[u8])>,
-) -> u64 {
-    let mut last = first - 1;
-    let mut seen: Vec<&str> = Vec::new();
-    for (stream, version) in events {
-        if !seen.contains(&stream) {
-            // The first event of each stream in this frame is what the stream index points at.
-            batch.insert(keys::stream_key(stream, version), &first.to_be_bytes());
-            seen.push(stream);
-        }
-        batch.insert(keys::head_key(stream), &version.to_be_bytes());
-        last += 1;
-    }
-    if last >= first {
-        batch.insert(&keys::event_key(first), &location.encode());
-    }
-    if let Some((id, reply)) = command {
-        let mut v = Vec::with_capacity(8 + reply.len());
-        v.extend_from_slice(&last.to_be_bytes());
-        v.extend_from_slice(reply);
-        batch.insert(keys::command_key(id), v);
-    }
-    batch.insert(
-        &[keys::INDEXED],
-        keys::encode_marker(location.segment, location.end(), last).as_slice(),
-    );
-    last
 }
 
 impl Log {
@@ -398,9 +361,7 @@ impl Log {
             let (k, v) = entry?;
             let first = keys::u64_at(&k, 1, "event key")?;
             let location = Location::decode(&v)?;
-            events += (first + u64::from(location.count))
-                .saturating_sub(position)
-                .min(u64::from(location.count)) as usize;
+            events += events_from(first, &location, position);
             frames.insert(first, location);
             if events >= limit {
                 break;
@@ -415,9 +376,7 @@ impl Log {
         let mut events = 0usize;
         for (first, location) in frames.range(from..) {
             locations.push(*location);
-            events += (first + u64::from(location.count))
-                .saturating_sub(position)
-                .min(u64::from(location.count)) as usize;
+            events += events_from(*first, location, position);
             if events >= limit {
                 break;
             }
@@ -577,7 +536,6 @@ impl Log {
         }
         let file = tail.file.clone();
         let mut seq = 0;
-        let mut marker = None;
         if !buf.is_empty() {
             use std::os::unix::fs::FileExt;
             // Locked before the write: frames on disk must reach the memtable too.
@@ -587,11 +545,6 @@ impl Log {
             tail.offset += buf.len() as u64;
             tail.next = position;
             for (location, first, append, versions) in &frames {
-                let after = keys::encode_marker(
-                    location.segment,
-                    location.end(),
-                    first + append.events.len() as u64 - 1,
-                );
                 seq = m.add(
                     *location,
                     *first,
@@ -604,16 +557,18 @@ impl Log {
                         .command_id
                         .as_deref()
                         .map(|id| (id, append.reply.as_slice())),
-                    after,
+                    keys::encode_marker(
+                        location.segment,
+                        location.end(),
+                        first + append.events.len() as u64 - 1,
+                    ),
                 );
-                marker = Some(after);
             }
         }
         let written = Written {
             upto: tail.next - 1,
             file,
             seq,
-            marker,
         };
         if tail.offset >= inner.segment_bytes {
             self.rotate(&mut tail).map_err(|e| self.poison(e))?;
@@ -659,11 +614,7 @@ impl Log {
         let upto = batches.iter().map(|b| b.upto).max().unwrap_or(0);
         let due = {
             let mut m = self.memtable()?;
-            for b in batches {
-                if b.seq > m.durable && b.marker.is_some() {
-                    m.durable = b.seq;
-                }
-            }
+            m.durable = batches.iter().map(|b| b.seq).fold(m.durable, u64::max);
             self.inner.durable_changed.notify_all();
             m.due()
         };
@@ -675,8 +626,9 @@ impl Log {
         Ok(due)
     }
 
-    /// Moves the in-memory index of durable frames to sled in one batch. sled writes it lazily;
-    /// what it has not written when the process dies is indexed again from the segments.
+    /// Moves the oldest generation of the in-memory index to sled once its frames are durable.
+    /// sled writes it lazily; what it has not written when the process dies is indexed again
+    /// from the segments.
     pub fn flush_index(&self) -> Result<(), Error> {
         let _one = self.inner.flushing.lock().map_err(|_| Error::Closed)?;
         let generation = {
@@ -757,8 +709,8 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
             }
             break;
         }
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
+        // Indexed the way the writer indexes, and moved to sled every so many frames.
+        let mut index = Memtable::default();
         while let Some((frame, len)) = bytes.get(at..).and_then(parse_frame) {
             let location = Location {
                 segment: n,
@@ -771,12 +723,13 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
                     what: format!(
                         "frame at {n}:{at} starts at position {}, expected {}",
                         frame.first,
-                        head + 1
+                        head.saturating_add(1)
                     ),
                 });
             }
-            head = index_frame(
-                &mut batch,
+            // parse_frame checked that every position fits.
+            head = frame.first + frame.events.len() as u64 - 1;
+            index.add(
                 location,
                 frame.first,
                 frame.events.iter().map(|(_, s, v, _)| (s.as_str(), *v)),
@@ -784,15 +737,14 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
                     .command
                     .as_ref()
                     .map(|(id, r)| (id.as_str(), r.as_slice())),
+                keys::encode_marker(n, location.end(), head),
             );
             at += len;
-            pending += 1;
-            if pending == 1024 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                pending = 0;
+            if index.active.frames.len() >= 1024 {
+                write_index(tree, &mut index)?;
             }
         }
-        tree.apply_batch(batch)?;
+        write_index(tree, &mut index)?;
         segment = n;
         offset = at as u64;
         let rest = bytes.get(at..).unwrap_or_default();
@@ -828,6 +780,24 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
         file: Arc::new(file),
         offset,
     })
+}
+
+/// How many events of the frame starting at `first` are at or after `position`.
+fn events_from(first: u64, location: &Location, position: u64) -> usize {
+    let count = u64::from(location.count);
+    first
+        .saturating_add(count)
+        .saturating_sub(position)
+        .min(count) as usize
+}
+
+/// Moves everything `index` holds to sled (recovery: all of it is durable).
+fn write_index(tree: &sled::Tree, index: &mut Memtable) -> Result<(), Error> {
+    while let Some(g) = index.next_to_flush() {
+        g.write_to(tree)?;
+        index.retire(&g);
+    }
+    Ok(())
 }
 
 fn validate(append: &Append) -> Result<(), AppendError> {
