@@ -75,11 +75,20 @@ enum EventAck {
     Unasked,
 }
 
+/// What was sent for one record's event.
+enum EventSent {
+    /// Nothing: the stream already holds it.
+    Stored,
+    /// Its acknowledgement, on its way.
+    Asked(PublishAckFuture),
+    /// Sent; a later event's acknowledgement confirms it.
+    Unasked,
+}
+
 /// What was sent for one record.
 struct Sent {
     position: u64,
-    event: Option<PublishAckFuture>,
-    event_stored: bool,
+    event: EventSent,
     task: Option<PublishAckFuture>,
 }
 
@@ -317,13 +326,11 @@ impl Outbox {
                     )))),
                 }
             };
-            let mut confirmed = false;
+            // An event sent without an ack is confirmed by a later one's.
+            let confirmed = !matches!(s.event, EventSent::Unasked);
             let mut outcome = Ok(());
-            if let Some(ack) = s.event {
+            if let EventSent::Asked(ack) = s.event {
                 outcome = wait(ack).await;
-                confirmed = true;
-            } else if s.event_stored {
-                confirmed = true;
             }
             if outcome.is_ok()
                 && let Some(ack) = s.task
@@ -335,7 +342,6 @@ impl Outbox {
                 failure.get_or_insert(f);
                 break;
             }
-            // An event sent without an ack is confirmed by a later one's.
             if confirmed {
                 acked = s.position;
             }
@@ -348,14 +354,13 @@ impl Outbox {
         let prefix = &self.options.prefix;
         let mut sent = Sent {
             position: r.position,
-            event: None,
-            event_stored: matches!(event_ack, EventAck::Stored),
+            event: EventSent::Stored,
             task: None,
         };
         let (event_id, field) =
             orca_proto::peek_event(&r.payload).ok_or(Error::Corrupt(r.position))?;
         let name = orca_proto::event_type_name(field);
-        if !sent.event_stored {
+        if !matches!(event_ack, EventAck::Stored) {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
             headers.insert(
@@ -372,15 +377,16 @@ impl Outbox {
             let bytes = Bytes::from(orca_proto::published_event_bytes(
                 &r.payload, r.position, &r.stream, r.version,
             ));
-            if matches!(event_ack, EventAck::Asked) {
-                sent.event = Some(
+            sent.event = if matches!(event_ack, EventAck::Asked) {
+                EventSent::Asked(
                     self.timed(self.js.publish_with_headers(subject, headers, bytes))
                         .await?,
-                );
+                )
             } else {
                 self.timed(self.client.publish_with_headers(subject, headers, bytes))
                     .await?;
-            }
+                EventSent::Unasked
+            };
         }
         if name != "task_scheduled" {
             return Ok(sent);
