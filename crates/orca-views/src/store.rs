@@ -1,3 +1,4 @@
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -186,46 +187,30 @@ impl Views {
             };
             // Locked per event, so that readers wait for one fold at most.
             let mut recent = self.recent()?;
+            let Recent {
+                subscriptions,
+                processes,
+                index,
+                ..
+            } = &mut *recent;
             match aggregate {
                 "subscription" => {
-                    if !recent.subscriptions.contains_key(id) {
-                        let stored = self.stored(&key(SUBSCRIPTION, id))?;
-                        recent
-                            .subscriptions
-                            .insert(id.to_owned(), stored.unwrap_or_default());
-                    }
                     if matches!(event.body, Some(v1::event::Body::SubscriptionCreated(_))) {
-                        recent
-                            .index
-                            .insert(index_key(SUB_INDEX, event.position, id));
+                        index.insert(index_key(SUB_INDEX, event.position, id));
                     }
+                    let sub = self.recent_view(subscriptions, SUBSCRIPTION, id)?;
                     // A view persisted ahead of the checkpoint (a crash between the two) already
                     // holds the event.
-                    if let Some(sub) = recent
-                        .subscriptions
-                        .get_mut(id)
-                        .filter(|s| s.version < event.version)
-                    {
+                    if sub.version < event.version {
                         orca_domain::subscription::evolve(sub, event);
                     }
                 }
                 "process" => {
-                    if !recent.processes.contains_key(id) {
-                        let stored = self.stored(&key(PROCESS, id))?;
-                        recent
-                            .processes
-                            .insert(id.to_owned(), stored.unwrap_or_default());
-                    }
                     if matches!(event.body, Some(v1::event::Body::ProcessStarted(_))) {
-                        recent
-                            .index
-                            .insert(index_key(PROC_INDEX, event.position, id));
+                        index.insert(index_key(PROC_INDEX, event.position, id));
                     }
-                    if let Some(p) = recent
-                        .processes
-                        .get_mut(id)
-                        .filter(|p| p.version < event.version)
-                    {
+                    let p = self.recent_view(processes, PROCESS, id)?;
+                    if p.version < event.version {
                         orca_domain::process::evolve(p, event);
                     }
                 }
@@ -243,6 +228,19 @@ impl Views {
             self.persist_locked()?;
         }
         Ok(())
+    }
+
+    /// The view of `id` in memory, loaded from sled (or new) on first use.
+    fn recent_view<'a, T: Message + Default>(
+        &self,
+        views: &'a mut HashMap<String, T>,
+        kind: u8,
+        id: &str,
+    ) -> Result<&'a mut T, Error> {
+        Ok(match views.entry(id.to_owned()) {
+            Entry::Occupied(view) => view.into_mut(),
+            Entry::Vacant(slot) => slot.insert(self.stored(&key(kind, id))?.unwrap_or_default()),
+        })
     }
 
     /// Whether changes wait in memory for longer than [`PERSIST_EVERY`].
