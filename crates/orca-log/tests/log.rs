@@ -311,6 +311,21 @@ fn write_some(log: &Log, from: usize, n: usize) -> Vec<String> {
     ids
 }
 
+/// A crash in the middle of a write: half a frame written where the segment's data ends.
+/// Returns the segment as it was before.
+fn tear_after_data(segment: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(segment).unwrap();
+    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
+    use std::os::unix::fs::FileExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap()
+        .write_all_at(&[0, 0, 0, 60, 1, 2, 3, 4, 5, 6], end as u64)
+        .unwrap();
+    bytes
+}
+
 #[test]
 fn a_torn_last_frame_is_cut_off_and_the_log_goes_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -323,26 +338,17 @@ fn a_torn_last_frame_is_cut_off_and_the_log_goes_on() {
         &["s0", "all"],
         &ids,
     );
-    // A crash in the middle of a write: half a frame where the written part of the segment ends.
     let last = segment_files(dir.path())
         .into_iter()
         .rfind(|p| std::fs::read(p).unwrap().iter().any(|b| *b != 0))
         .unwrap();
-    let bytes = std::fs::read(&last).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .unwrap()
-        .write_all_at(&[0, 0, 0, 60, 1, 2, 3, 4, 5, 6], end as u64)
-        .unwrap();
+    let bytes = tear_after_data(&last);
     let log = Log::open(&LogOptions::new(dir.path())).unwrap();
     assert_eq!(observe(&log, &["s0", "all"], &ids), before);
     assert_eq!(
         std::fs::read(&last).unwrap(),
         bytes,
-        "the torn frame is zeroed"
+        "the torn frame is cut off"
     );
     let more = write_some(&log, 3, 1);
     assert_eq!(log.head(), 8);
@@ -462,15 +468,7 @@ fn a_torn_frame_before_an_all_zero_segment_is_the_end_of_the_log() {
         &["s0"],
         &ids,
     );
-    let bytes = std::fs::read(&last).unwrap();
-    let end = bytes.iter().rposition(|b| *b != 0).unwrap() + 1;
-    use std::os::unix::fs::FileExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&last)
-        .unwrap()
-        .write_all_at(&[0, 0, 0, 90, 7, 7, 7, 7, 1], end as u64)
-        .unwrap();
+    let bytes = tear_after_data(&last);
     let log = Log::open(&small_segments(dir.path())).unwrap();
     assert_eq!(observe(&log, &["s0"], &ids), before);
     assert_eq!(
