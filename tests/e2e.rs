@@ -359,12 +359,15 @@ async fn every_rejection_has_its_code_and_appends_nothing() {
 async fn racing_terminates_start_exactly_one_process() {
     let env = Env::new().await;
     let _orca = env.serve().await;
-    let _worker = env.worker();
+    let mut worker = env.worker();
     let a = accepted(&env.client.start(&create_cmd("Race")).await.unwrap());
     env.client
         .wait_process(&a.process_id, a.position, LONG)
         .await
         .unwrap();
+    // Without a worker the winner stops at its task step and keeps the
+    // subscription locked, so no racer can arrive after it has finished.
+    worker.kill9();
     let cmd = terminate_cmd(&a.subscription_id);
     let replies = futures::future::join_all((0..16).map(|_| env.client.start(&cmd))).await;
     let mut won = Vec::new();
@@ -380,6 +383,7 @@ async fn racing_terminates_start_exactly_one_process() {
         }
     }
     assert_eq!(won.len(), 1);
+    let _worker = env.worker();
     let p = env
         .client
         .wait_process(&won[0].process_id, won[0].position, LONG)
