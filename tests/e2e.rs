@@ -185,14 +185,17 @@ async fn the_same_command_id_twice_starts_one_process_with_the_same_reply() {
     let c = env.client.start(&cmd).await.unwrap();
     assert_eq!(a.encode_to_vec(), c.encode_to_vec(), "byte-identical reply");
     assert_eq!(env.head().await, head);
-    let list = env
-        .client
-        .processes(&v1::ListProcesses {
-            min_position: head,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    // The views catch up on their own time (a list waits for them only so long): ask again
+    // while they are behind, as a client would.
+    let query = v1::ListProcesses {
+        min_position: head,
+        ..Default::default()
+    };
+    wait_until(LONG, || async {
+        env.client.processes(&query).await.unwrap().error.is_none()
+    })
+    .await;
+    let list = env.client.processes(&query).await.unwrap();
     assert_eq!(list.processes.len(), 1);
 }
 
@@ -368,6 +371,31 @@ async fn racing_terminates_start_exactly_one_process() {
     // Without a worker the winner stops at its task step and keeps the
     // subscription locked, so no racer can arrive after it has finished.
     worker.kill9();
+    // The dead worker's open pull must be gone, or the winner's task would
+    // go to it and come back only after its ack wait.
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    wait_until(LONG, || {
+        let js = js.clone();
+        async move {
+            let Ok(stream) = js.get_stream("ORCA_TASKS").await else {
+                return false;
+            };
+            let Ok(mut consumer) = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    "worker-deprovision_user_group",
+                )
+                .await
+            else {
+                return false;
+            };
+            consumer
+                .info()
+                .await
+                .map(|i| i.num_waiting == 0)
+                .unwrap_or(false)
+        }
+    })
+    .await;
     let cmd = terminate_cmd(&a.subscription_id);
     let replies = futures::future::join_all((0..16).map(|_| env.client.start(&cmd))).await;
     let mut won = Vec::new();

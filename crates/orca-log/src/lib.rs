@@ -32,8 +32,10 @@ mod group;
 mod keys;
 mod log;
 mod memtable;
+mod sled_open;
 mod wal;
 
 pub use error::{AppendError, Error};
 pub use group::{AppendOutcome, GroupCommit, GroupCommitOptions};
 pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, Recorded};
+pub use sled_open::open_sled;

@@ -3,7 +3,9 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
 
 use tokio::sync::watch;
 
@@ -124,6 +126,9 @@ struct Inner {
     flushing: Mutex<()>,
     /// Signalled (with the memtable's lock) when more frames are durable.
     durable_changed: Condvar,
+    /// How long each group commit's fsyncs took, in microseconds (up to 10 minutes): what every
+    /// acknowledgement waits for, so that a benchmark can tell the disk's share of its latency.
+    fsync_micros: Mutex<Histogram<u64>>,
 }
 
 /// Where the next frame goes.
@@ -179,14 +184,15 @@ impl Log {
         }
         let wal = options.path.join("wal");
         std::fs::create_dir_all(&wal)?;
-        let db = sled::Config::new()
-            .path(options.path.join("index"))
-            .cache_capacity(options.cache_capacity)
-            // The index is rebuilt from the segments after a crash, and each move of the memtable
-            // has sled write its buffers; a flusher thread would only hold the directory lock
-            // past the handle's drop.
-            .flush_every_ms(None)
-            .open()?;
+        let db = crate::open_sled(
+            &sled::Config::new()
+                .path(options.path.join("index"))
+                .cache_capacity(options.cache_capacity)
+                // The index is rebuilt from the segments after a crash, and each move of the
+                // memtable has sled write its buffers; a flusher thread would only hold the
+                // directory lock past the handle's drop.
+                .flush_every_ms(None),
+        )?;
         let tree = db.open_tree("log")?;
         let segments = Segments::new(wal);
         let tail = recover(&tree, &segments)?;
@@ -204,10 +210,23 @@ impl Log {
                 durable_changed: Condvar::new(),
                 committed,
                 poisoned: AtomicBool::new(false),
+                fsync_micros: Mutex::new(
+                    Histogram::new_with_bounds(1, 600_000_000, 3).map_err(std::io::Error::other)?,
+                ),
                 fsyncing: Mutex::new(()),
                 flushing: Mutex::new(()),
             }),
         })
+    }
+
+    /// Durations of the group commits' fsyncs so far, in microseconds.
+    pub fn fsync_micros(&self) -> Result<Histogram<u64>, Error> {
+        Ok(self
+            .inner
+            .fsync_micros
+            .lock()
+            .map_err(|_| Error::Closed)?
+            .clone())
     }
 
     /// Position of the last durable event (0 for an empty log).
@@ -602,12 +621,17 @@ impl Log {
         if inner.fsync {
             let _fsync = inner.fsyncing.lock().map_err(|_| Error::Closed)?;
             self.check_poisoned()?;
+            let started = Instant::now();
             let mut synced: Vec<&Arc<File>> = Vec::new();
             for b in &batches {
                 if !synced.iter().any(|f| Arc::ptr_eq(f, &b.file)) {
                     b.file.sync_data().map_err(|e| self.poison(e))?;
                     synced.push(&b.file);
                 }
+            }
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            if let Ok(mut h) = inner.fsync_micros.lock() {
+                h.saturating_record(took);
             }
         }
         self.check_poisoned()?;

@@ -160,6 +160,9 @@ async fn group_commit_serves_many_concurrent_appenders() {
         .map(|s| log.stream_version(&format!("s{s}")).unwrap())
         .sum();
     assert_eq!(versions, 200);
+    // Every acknowledgement waited for a timed fsync, never one per append more than once.
+    let fsyncs = log.fsync_micros().unwrap().len();
+    assert!((1..=200).contains(&fsyncs), "{fsyncs} fsyncs");
 }
 
 #[test]

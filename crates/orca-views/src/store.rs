@@ -129,10 +129,7 @@ fn poisoned<T>(_: T) -> Error {
 impl Views {
     /// Opens (or creates) the view store at `path`; `cache_bytes` bounds sled's page cache.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let db = orca_log::open_sled(&sled::Config::new().path(path).cache_capacity(cache_bytes))?;
         let tree = db.open_tree("views")?;
         let position = match tree.get(CHECKPOINT)? {
             Some(v) => u64::from_be_bytes(

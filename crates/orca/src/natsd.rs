@@ -66,8 +66,28 @@ pub fn ensure_installed() -> anyhow::Result<PathBuf> {
     )
 }
 
+/// A port that is free now, picked below the kernel's ephemeral range where it can: a server
+/// restarted on its port (clients reconnect to their URL) must not find it taken meanwhile by
+/// an outgoing connection or by another `bind(0)`.
 fn free_port() -> anyhow::Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok());
+    if let Some(low) = ephemeral_low.filter(|low| *low > 20_000 + 1_000) {
+        for _ in 0..64 {
+            let port = 20_000 + random_below(low - 20_000);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A random number below `n` (which is not 0).
+fn random_below(n: u16) -> u16 {
+    let r = uuid::Uuid::new_v4().as_u128();
+    (r % u128::from(n)) as u16
 }
 
 impl NatsServer {
@@ -106,20 +126,17 @@ impl NatsServer {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
     }
 
-    /// Starts again on the same port (clients reconnect to their URL): retry while the old
-    /// server's socket is released.
+    /// Starts again on the same port (clients reconnect to their URL): retry for up to 15 s
+    /// while the old server's socket is released.
     fn respawn(&mut self) -> anyhow::Result<()> {
-        let mut last = None;
-        for _ in 0..20 {
+        let started = Instant::now();
+        loop {
             match self.try_spawn() {
                 Ok(()) => return Ok(()),
-                Err(e) => {
-                    last = Some(e);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+                Err(e) if started.elapsed() > Duration::from_secs(15) => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
     }
 
     fn try_spawn(&mut self) -> anyhow::Result<()> {

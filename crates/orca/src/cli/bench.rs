@@ -140,6 +140,10 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         "running {} create workflows, {} in flight…",
         a.workflows, a.concurrency
     );
+    let fsyncs_before = local
+        .as_ref()
+        .map(|(service, _, _)| service.log.fsync_micros())
+        .transpose()?;
     let started = Instant::now();
     let (acks, completions, rss_samples) = run_creates(
         &client,
@@ -153,6 +157,13 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let elapsed = started.elapsed().as_secs_f64();
     let events = client.info().await?.log_head - head0;
 
+    // The log's fsyncs during the run: what every acknowledgement waited for.
+    let mut fsyncs = None;
+    if let (Some((service, _, _)), Some(before)) = (&local, &fsyncs_before) {
+        let mut h = service.log.fsync_micros()?;
+        h.subtract(before)?;
+        fsyncs = Some(h);
+    }
     if let Some((service, stop_worker, worker)) = local {
         let _ = stop_worker.send(true);
         let _ = worker.await;
@@ -173,6 +184,13 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         "events_per_workflow": events as f64 / a.workflows as f64,
         "ack_ms": {"p50": ms(&acks, 0.5), "p99": ms(&acks, 0.99), "max": acks.max() as f64 / 1000.0},
         "completion_ms": {"p50": ms(&completions, 0.5), "p99": ms(&completions, 0.99), "max": completions.max() as f64 / 1000.0},
+        "log_fsync_ms": fsyncs.as_ref().map(|h| json!({
+            "count": h.len(),
+            "p50": ms(h, 0.5),
+            "p99": ms(h, 0.99),
+            "max": h.max() as f64 / 1000.0,
+            "over_10ms": h.count_between(10_001, u64::MAX),
+        })),
         "rss_kib": {"before": rss0, "samples": rss_samples, "peak": rss_kib("VmHWM:")},
         "baseline": {
             "sled_batched_append_events_per_sec": sled_eps,
@@ -216,6 +234,16 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             ms(&completions, 0.5),
             ms(&completions, 0.99)
         );
+        if let Some(h) = &fsyncs {
+            println!(
+                "  log fsync     p50/p99  {:>7.2} / {:.2} ms, max {:.1} ms ({} group commits, {} over 10 ms)",
+                ms(h, 0.5),
+                ms(h, 0.99),
+                h.max() as f64 / 1000.0,
+                h.len(),
+                h.count_between(10_001, u64::MAX)
+            );
+        }
         println!(
             "  RSS before / quarters  {} MiB / {:?} MiB, peak {} MiB",
             rss0 / 1024,
