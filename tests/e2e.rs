@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use orca_proto::{Message, v1};
 use serde_json::json;
 use support::*;
@@ -560,11 +561,22 @@ async fn events_are_all_published_across_a_nats_restart() {
         assert_eq!(p.status, "completed");
     }
     let head = env.head().await;
-    wait_until(LONG, || async { events_in_jetstream(&env).await >= head }).await;
-    // Exactly once and in log order: stream sequence N is the event at log position N.
+    assert_the_stream_is_the_log(&env, head).await;
+}
+
+/// Waits until the event stream holds the log up to `head`, then checks that stream sequence N
+/// is the event at log position N: each entry exactly once, in log order.
+async fn assert_the_stream_is_the_log(env: &Env, head: u64) {
     let js = async_nats::jetstream::new(env.client.nats().clone());
+    wait_until(LONG, || async {
+        match js.get_stream("ORCA_EVENTS").await {
+            Ok(mut s) => s.info().await.is_ok_and(|i| i.state.messages >= head),
+            Err(_) => false,
+        }
+    })
+    .await;
     let stream = js.get_stream("ORCA_EVENTS").await.unwrap();
-    let stored = events_in_jetstream(&env).await;
+    let stored = events_in_jetstream(env).await;
     let mut positions = Vec::new();
     for seq in 1..=stored {
         let msg = stream.get_raw_message(seq).await.unwrap();
@@ -575,4 +587,108 @@ async fn events_are_all_published_across_a_nats_restart() {
         (1..=head).collect::<Vec<_>>(),
         "each log entry exactly once, in order"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_event_stream_is_republished_without_sending_any_task_again() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    let _worker = env.worker();
+    let mut before = Vec::new();
+    for i in 0..3 {
+        let a = accepted(
+            &env.client
+                .start(&create_cmd(&format!("d{i}")))
+                .await
+                .unwrap(),
+        );
+        env.client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        before.push(a.process_id);
+    }
+    assert_the_stream_is_the_log(&env, env.head().await).await;
+
+    // Every task message published from here on, whether JetStream keeps it or not.
+    let mut tasks = env.client.nats().subscribe("orca.task.>").await.unwrap();
+    env.client.nats().flush().await.unwrap();
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    js.delete_stream("ORCA_EVENTS").await.unwrap();
+
+    let after = accepted(&env.client.start(&create_cmd("after")).await.unwrap());
+    let p = env
+        .client
+        .wait_process(&after.process_id, after.position, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "completed");
+    let head = env.head().await;
+    assert_the_stream_is_the_log(&env, head).await;
+
+    // The republished events named every old task again; none of those went out.
+    let mut sent_for = Vec::new();
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_millis(500), tasks.next()).await {
+        sent_for.push(v1::Task::decode(msg.payload.as_ref()).unwrap().process_id);
+    }
+    assert!(
+        sent_for.contains(&after.process_id),
+        "the new process's task went out: {sent_for:?}"
+    );
+    for old in &before {
+        assert!(!sent_for.contains(old), "task of {old} sent again");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_goes_on_after_the_event_stream_was_purged_and_the_service_restarted() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let _worker = env.worker();
+    let a = accepted(&env.client.start(&create_cmd("p")).await.unwrap());
+    env.client
+        .wait_process(&a.process_id, a.position, LONG)
+        .await
+        .unwrap();
+    let purged_at = env.head().await;
+    assert_the_stream_is_the_log(&env, purged_at).await;
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    js.get_stream("ORCA_EVENTS")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    assert!(orca.terminate(), "clean stop");
+    let _orca = env.serve().await;
+
+    // The outbox also sends the tasks: the process completes only if it publishes again.
+    let b = accepted(&env.client.start(&create_cmd("q")).await.unwrap());
+    env.client
+        .wait_process(&b.process_id, b.position, LONG)
+        .await
+        .unwrap();
+    let head = env.head().await;
+    let mut stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    wait_until(LONG, || {
+        let mut stream = stream.clone();
+        async move {
+            stream
+                .info()
+                .await
+                .is_ok_and(|i| i.state.last_sequence == head)
+        }
+    })
+    .await;
+    let info = stream.info().await.unwrap();
+    assert_eq!(
+        info.state.messages,
+        head - purged_at,
+        "only what came after"
+    );
+    for seq in purged_at + 1..=head {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        let e = v1::Event::decode(msg.payload.as_ref()).unwrap();
+        assert_eq!(e.position, seq);
+    }
 }
