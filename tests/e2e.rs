@@ -692,3 +692,72 @@ async fn publishing_goes_on_after_the_event_stream_was_purged_and_the_service_re
         assert_eq!(e.position, seq);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_holding_someone_elses_messages_is_refused_and_left_alone() {
+    let env = Env::new().await;
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    orca_nats::streams::ensure(&js, "orca").await.unwrap();
+    for i in 0..3 {
+        js.publish(
+            format!("orca.evt.other.{i}.thing"),
+            Bytes::from_static(b"not orca's"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    // A fresh log of nothing cannot have published three events.
+    let mut orca = spawn_serve(&env.nats.url(), &env.data());
+    let status = orca
+        .wait_exit(LONG)
+        .expect("the service stops instead of publishing into the stream");
+    assert!(!status.success());
+    let log = orca.log_text();
+    assert!(
+        log.contains("does not belong to this event log"),
+        "says why: {log}"
+    );
+    assert_eq!(
+        events_in_jetstream(&env).await,
+        3,
+        "the stream is untouched"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_last_message_is_not_the_logs_event_there_is_refused() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let a = accepted(&env.client.start(&create_cmd("mine")).await.unwrap());
+    assert_the_stream_is_the_log(&env, a.position).await;
+    assert!(orca.terminate(), "clean stop");
+    // Someone replaces the stream with fewer messages of their own.
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    js.delete_stream("ORCA_EVENTS").await.unwrap();
+    orca_nats::streams::ensure(&js, "orca").await.unwrap();
+    for i in 0..3 {
+        js.publish(
+            format!("orca.evt.other.{i}.thing"),
+            Bytes::from_static(b"not orca's"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut orca = spawn_serve(&env.nats.url(), &env.data());
+    let status = orca.wait_exit(LONG).expect("the service stops");
+    assert!(!status.success());
+    let log = orca.log_text();
+    assert!(
+        log.contains("is not the event at log position 3"),
+        "says why: {log}"
+    );
+    assert_eq!(
+        events_in_jetstream(&env).await,
+        3,
+        "the stream is untouched"
+    );
+}

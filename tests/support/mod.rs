@@ -50,6 +50,27 @@ impl Proc {
         }
     }
 
+    /// Waits up to `limit` for the process to exit on its own; its status, if it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything it logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// SIGTERM, then wait for a clean exit.
     pub fn terminate(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {
@@ -89,8 +110,20 @@ impl Drop for Proc {
 
 /// `orca serve` on `nats` with `data_dir`; returns once it answers queries.
 pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
+    let proc = spawn_serve(nats, data_dir);
+    let client = OrcaClient::connect(nats, "orca").await.expect("connect");
+    wait_until(Duration::from_secs(20), || {
+        let c = client.clone();
+        async move { c.info().await.is_ok() }
+    })
+    .await;
+    proc
+}
+
+/// `orca serve` on `nats` with `data_dir`, started and left alone.
+pub fn spawn_serve(nats: &str, data_dir: &Path) -> Proc {
     let dir = data_dir.to_string_lossy().into_owned();
-    let proc = Proc::spawn(
+    Proc::spawn(
         &[
             "serve",
             "--nats-url",
@@ -101,14 +134,7 @@ pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
             "65536",
         ],
         data_dir.with_extension("serve.log"),
-    );
-    let client = OrcaClient::connect(nats, "orca").await.expect("connect");
-    wait_until(Duration::from_secs(20), || {
-        let c = client.clone();
-        async move { c.info().await.is_ok() }
-    })
-    .await;
-    proc
+    )
 }
 
 /// `orca worker example` on `nats`, logging into `dir`.
