@@ -761,3 +761,45 @@ async fn a_stream_whose_last_message_is_not_the_logs_event_there_is_refused() {
         "the stream is untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_stream_this_log_never_published_that_far_is_refused() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let a = accepted(&env.client.start(&create_cmd("mine")).await.unwrap());
+    assert_the_stream_is_the_log(&env, a.position).await;
+    assert!(orca.terminate(), "clean stop");
+    // This log forgets what it published...
+    let db = sled::open(env.data().join("log").join("index")).unwrap();
+    db.open_tree("outbox").unwrap().clear().unwrap();
+    db.flush().unwrap();
+    drop(db);
+    // ...and finds a purged stream of someone else's, shorter than the log.
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    js.delete_stream("ORCA_EVENTS").await.unwrap();
+    orca_nats::streams::ensure(&js, "orca").await.unwrap();
+    for i in 0..3 {
+        js.publish(
+            format!("orca.evt.other.{i}.thing"),
+            Bytes::from_static(b"not orca's"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let mut stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    stream.purge().await.unwrap();
+    let mut orca = spawn_serve(&env.nats.url(), &env.data());
+    let status = orca.wait_exit(LONG).expect("the service stops");
+    assert!(!status.success());
+    let log = orca.log_text();
+    assert!(
+        log.contains(
+            "its last message 3 is gone (purged?) and this log only knows it published up to 0"
+        ),
+        "says why: {log}"
+    );
+    let state = stream.info().await.unwrap().state.clone();
+    assert_eq!((state.messages, state.last_sequence), (0, 3), "untouched");
+}

@@ -10,16 +10,20 @@
 //! published. Scheduled tasks also go to the work queue (deduplicated by `Nats-Msg-Id`), so
 //! dispatch needs nothing but the log; a local checkpoint records how far events *and* tasks are
 //! acknowledged, so a task whose event made it but which itself did not is sent again after a
-//! crash (workers report idempotently, so a task sent twice has one effect). The checkpoint also
-//! keeps the furthest point tasks were ever acknowledged to: events a lost or deleted stream needs
-//! again are republished, but no task JetStream took is sent a second time (its step may have run
-//! long ago, and a worker would do it again). The price: a task JetStream acknowledged and then
-//! lost with the server's storage is not sent again by the outbox.
+//! crash (workers report idempotently, so a task sent twice has one effect). A task goes out only
+//! while its process still waits for it (its stream has nothing after the task): events that a
+//! lost or deleted stream needs again are republished, but the steps they scheduled long ago do
+//! not reach a worker again.
+//!
+//! A stream whose last message is gone (purged, or deleted by hand) cannot say whose events it
+//! held; publishing goes on after its last sequence if this log's checkpoint says it published
+//! that far, and stops with the reason otherwise.
 
 use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self};
 use bytes::Bytes;
 use orca_log::Log;
@@ -89,42 +93,6 @@ enum EventSent {
     Unasked,
 }
 
-/// The stored checkpoint: everything acknowledged up to `published`; tasks, at some time, up to
-/// `tasks` (never less than `published`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Checkpoint {
-    published: u64,
-    tasks: u64,
-}
-
-impl Checkpoint {
-    fn encode(self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.published.to_be_bytes());
-        b[8..].copy_from_slice(&self.tasks.to_be_bytes());
-        b
-    }
-
-    /// Reads either form: 16 bytes, or the 8 of `published` alone written before tasks were
-    /// tracked apart.
-    fn decode(b: &[u8]) -> Option<Self> {
-        let u64_at = |i: usize| -> Option<u64> {
-            Some(u64::from_be_bytes(b.get(i..i + 8)?.try_into().ok()?))
-        };
-        match b.len() {
-            8 => u64_at(0).map(|p| Self {
-                published: p,
-                tasks: p,
-            }),
-            16 => Some(Self {
-                published: u64_at(0)?,
-                tasks: u64_at(8)?.max(u64_at(0)?),
-            }),
-            _ => None,
-        }
-    }
-}
-
 /// What was sent for one record.
 struct Sent {
     position: u64,
@@ -141,8 +109,6 @@ pub struct Outbox {
     options: OutboxOptions,
     /// Events and tasks acknowledged up to here (kept in the log's database, tree `outbox`).
     published: watch::Sender<u64>,
-    /// Tasks were acknowledged up to here once: those are never sent again.
-    tasks_upto: u64,
     tree: sled::Tree,
 }
 
@@ -153,25 +119,18 @@ impl Outbox {
             .db()
             .open_tree("outbox")
             .map_err(orca_log::Error::from)?;
-        let at = match tree.get(CHECKPOINT).map_err(orca_log::Error::from)? {
-            Some(v) => Checkpoint::decode(&v).ok_or_else(|| {
-                Error::Log(orca_log::Error::Corrupt {
-                    what: format!("the outbox checkpoint ({} bytes)", v.len()),
-                })
-            })?,
-            None => Checkpoint {
-                published: 0,
-                tasks: 0,
-            },
-        };
-        let (published, _) = watch::channel(at.published);
+        let at = tree
+            .get(CHECKPOINT)
+            .map_err(orca_log::Error::from)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
+        let (published, _) = watch::channel(at);
         Ok(Self {
             log,
             client: js.client(),
             js,
             options,
             published,
-            tasks_upto: at.tasks,
             tree,
         })
     }
@@ -183,7 +142,7 @@ impl Outbox {
 
     /// Publishes until `shutdown` turns true and everything durable is out (or NATS is gone).
     /// Fails only when the event stream belongs to another log (see [`Outbox::resync`]).
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let mut head = self.log.subscribe();
         let mut in_step = false;
         // Ask for every event's ack: after JetStream refused a chunk without saying why.
@@ -237,13 +196,8 @@ impl Outbox {
             tracing::debug!(acked, failed = failure.is_some(), "published");
             if acked >= from {
                 events_at = events_at.max(acked);
-                self.tasks_upto = self.tasks_upto.max(acked);
-                let checkpoint = Checkpoint {
-                    published: acked,
-                    tasks: self.tasks_upto,
-                };
                 self.tree
-                    .insert(CHECKPOINT, &checkpoint.encode())
+                    .insert(CHECKPOINT, &acked.to_be_bytes())
                     .map_err(orca_log::Error::from)?;
                 self.published.send_replace(acked);
             }
@@ -271,9 +225,8 @@ impl Outbox {
         }
     }
 
-    /// The last log position the event stream holds (or held, when it was purged since). Refuses
-    /// a stream that holds more than the log, or whose last message is not the event at that
-    /// position: it belongs to another log.
+    /// The last log position the event stream holds. Refuses a stream that holds more than the
+    /// log, or whose last message is not the event at that position: it belongs to another log.
     async fn resync(&self) -> Result<u64, Error> {
         let name = crate::streams::events_stream(&self.options.prefix);
         let mut stream = match self.js.get_stream(&name).await {
@@ -283,10 +236,13 @@ impl Outbox {
                 self.js.get_stream(&name).await.map_err(Error::nats)?
             }
         };
-        let (last, empty) = {
-            let state = &stream.info().await.map_err(Error::nats)?.state;
-            (state.last_sequence, state.messages == 0)
-        };
+        let last = stream
+            .info()
+            .await
+            .map_err(Error::nats)?
+            .state
+            .last_sequence;
+        let published = *self.published.borrow();
         let foreign = |why: String| {
             Error::Foreign(format!(
                 "stream {name} does not belong to this event log: {why}; remove it \
@@ -299,24 +255,34 @@ impl Outbox {
                 self.log.head()
             )));
         }
-        if last > 0 && empty {
-            // Purged: the sequence stays, so publishing goes on right after it; nothing is left
-            // to tell whose events they were.
-            tracing::warn!(
-                stream = %name,
-                last,
-                "the event stream is empty but went up to {last} (purged?); publishing goes on after it"
-            );
-        } else if last > 0 {
-            let msg = stream.get_raw_message(last).await.map_err(Error::nats)?;
-            let position = v1::Event::decode(msg.payload.as_ref())
-                .map(|e| e.position)
-                .unwrap_or(0);
-            if position != last {
-                return Err(foreign(format!(
-                    "its message {last} is not the event at log position {last}"
-                )));
+        if last == 0 {
+            return Ok(0);
+        }
+        match stream.get_raw_message(last).await {
+            Ok(msg) => {
+                let position = v1::Event::decode(msg.payload.as_ref())
+                    .map(|e| e.position)
+                    .unwrap_or(0);
+                if position != last {
+                    return Err(foreign(format!(
+                        "its message {last} is not the event at log position {last}"
+                    )));
+                }
             }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
+                if last > published {
+                    return Err(foreign(format!(
+                        "its last message {last} is gone (purged?) and this log only knows it \
+                         published up to {published}"
+                    )));
+                }
+                tracing::warn!(
+                    stream = %name,
+                    last,
+                    "the event stream's last message is gone (purged?); publishing goes on after it"
+                );
+            }
+            Err(e) => return Err(Error::nats(e)),
         }
         Ok(last)
     }
@@ -449,7 +415,9 @@ impl Outbox {
                 EventSent::Unasked
             };
         }
-        if name != "task_scheduled" || r.position <= self.tasks_upto {
+        // Only while the process waits for it: anything after it on the process stream (the
+        // step's report, a failure) means a worker has done or dropped it already.
+        if name != "task_scheduled" || self.log.stream_version(&r.stream)? != r.version {
             return Ok(sent);
         }
         let event = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
@@ -491,31 +459,6 @@ impl Outbox {
         match tokio::time::timeout(self.options.ack_timeout, publish).await {
             Ok(r) => r.map_err(Error::nats),
             Err(_) => Err(Error::Nats("publishing timed out".into())),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Checkpoint;
-
-    #[test]
-    fn the_checkpoint_reads_back_in_both_forms_and_refuses_anything_else() {
-        let c = Checkpoint {
-            published: 7,
-            tasks: 42,
-        };
-        assert_eq!(Checkpoint::decode(&c.encode()), Some(c));
-        // Written before tasks were tracked apart: tasks went as far as everything else.
-        assert_eq!(
-            Checkpoint::decode(&9u64.to_be_bytes()),
-            Some(Checkpoint {
-                published: 9,
-                tasks: 9
-            })
-        );
-        for len in [0, 7, 9, 15, 17] {
-            assert_eq!(Checkpoint::decode(&vec![1u8; len]), None, "{len} bytes");
         }
     }
 }
