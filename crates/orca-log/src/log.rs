@@ -619,7 +619,7 @@ impl Log {
         // After a failed fsync a second one may "succeed" with the pages already dropped: never
         // report anything durable again.
         if inner.fsync {
-            let _fsync = inner.fsyncing.lock().map_err(|_| Error::Closed)?;
+            let one_at_a_time = inner.fsyncing.lock().map_err(|_| Error::Closed)?;
             self.check_poisoned()?;
             let started = Instant::now();
             let mut synced: Vec<&Arc<File>> = Vec::new();
@@ -629,6 +629,7 @@ impl Log {
                     synced.push(&b.file);
                 }
             }
+            drop(one_at_a_time);
             let took = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             if let Ok(mut h) = inner.fsync_micros.lock() {
                 h.saturating_record(took);

@@ -126,8 +126,8 @@ impl NatsServer {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("nats-server did not start")))
     }
 
-    /// Starts again on the same port (clients reconnect to their URL): retry for up to 15 s
-    /// while the old server's socket is released.
+    /// Starts again on the same port (clients reconnect to their URL): retries start for 15 s
+    /// while the old server's socket is released (a try itself may wait 10 s for an answer).
     fn respawn(&mut self) -> anyhow::Result<()> {
         let started = Instant::now();
         loop {
@@ -141,7 +141,13 @@ impl NatsServer {
 
     fn try_spawn(&mut self) -> anyhow::Result<()> {
         let bin = ensure_installed()?;
-        let name = format!("orca-local-{}-{}", std::process::id(), self.port);
+        // Unique, so that the greeting check never takes another server on this port for ours.
+        let name = format!(
+            "orca-local-{}-{}-{}",
+            std::process::id(),
+            self.port,
+            random_below(u16::MAX)
+        );
         let mut child = Command::new(bin)
             .args([
                 "-a",

@@ -85,9 +85,15 @@ impl Service {
     pub async fn start(options: ServiceOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.data_dir)
             .with_context(|| format!("creating {}", options.data_dir.display()))?;
-        let log = open_log(&options.data_dir, options.cache_bytes)?;
-        let views = Views::open(&options.data_dir.join("views"), options.cache_bytes)
-            .context("opening the views")?;
+        // Recovery reads segments, and an open may wait for a lock a closed handle still holds:
+        // blocking work, off the async workers.
+        let (dir, cache) = (options.data_dir.clone(), options.cache_bytes);
+        let (log, views) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Log, Views)> {
+            let log = open_log(&dir, cache)?;
+            let views = Views::open(&dir.join("views"), cache).context("opening the views")?;
+            Ok((log, views))
+        })
+        .await??;
         let client = async_nats::ConnectOptions::new()
             .name("orca-service")
             .connect(&options.nats_url)
@@ -162,7 +168,10 @@ impl Service {
         if let Ok(Err(e)) = self.projector.await {
             tracing::error!(error = %e, "projector stopped with an error");
         }
-        if tokio::time::timeout(grace, self.outbox).await.is_err() {
+        let mut outbox = self.outbox;
+        if tokio::time::timeout(grace, &mut outbox).await.is_err() {
+            // Stopped here, it lets go of the log: the data dir can be opened again at once.
+            outbox.abort();
             tracing::warn!(
                 "outbox did not finish within the grace period; it resumes from its checkpoint"
             );
