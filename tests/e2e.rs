@@ -693,10 +693,10 @@ async fn publishing_goes_on_after_the_event_stream_was_purged_and_the_service_re
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_stream_holding_someone_elses_messages_is_refused_and_left_alone() {
-    let env = Env::new().await;
+/// Replaces the event stream (if any) with three messages that are not orca's.
+async fn someone_elses_stream(env: &Env) -> async_nats::jetstream::stream::Stream {
     let js = async_nats::jetstream::new(env.client.nats().clone());
+    let _ = js.delete_stream("ORCA_EVENTS").await;
     orca_nats::streams::ensure(&js, "orca").await.unwrap();
     for i in 0..3 {
         js.publish(
@@ -708,17 +708,34 @@ async fn an_event_stream_holding_someone_elses_messages_is_refused_and_left_alon
         .await
         .unwrap();
     }
-    // A fresh log of nothing cannot have published three events.
+    js.get_stream("ORCA_EVENTS").await.unwrap()
+}
+
+/// Starts the service, which must stop on its own and say `why`.
+async fn assert_the_service_refuses(env: &Env, why: &str) {
     let mut orca = spawn_serve(&env.nats.url(), &env.data());
     let status = orca
         .wait_exit(LONG)
         .expect("the service stops instead of publishing into the stream");
     assert!(!status.success());
     let log = orca.log_text();
-    assert!(
-        log.contains("does not belong to this event log"),
-        "says why: {log}"
-    );
+    assert!(log.contains(why), "says why ({why}): {log}");
+}
+
+/// A service that created one subscription and published it all, stopped.
+async fn a_log_that_published(env: &Env) {
+    let mut orca = env.serve().await;
+    let a = accepted(&env.client.start(&create_cmd("mine")).await.unwrap());
+    assert_the_stream_is_the_log(env, a.position).await;
+    assert!(orca.terminate(), "clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_holding_someone_elses_messages_is_refused_and_left_alone() {
+    let env = Env::new().await;
+    someone_elses_stream(&env).await;
+    // A fresh log of nothing cannot have published three events.
+    assert_the_service_refuses(&env, "does not belong to this event log").await;
     assert_eq!(
         events_in_jetstream(&env).await,
         3,
@@ -729,32 +746,9 @@ async fn an_event_stream_holding_someone_elses_messages_is_refused_and_left_alon
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_last_message_is_not_the_logs_event_there_is_refused() {
     let env = Env::new().await;
-    let mut orca = env.serve().await;
-    let a = accepted(&env.client.start(&create_cmd("mine")).await.unwrap());
-    assert_the_stream_is_the_log(&env, a.position).await;
-    assert!(orca.terminate(), "clean stop");
-    // Someone replaces the stream with fewer messages of their own.
-    let js = async_nats::jetstream::new(env.client.nats().clone());
-    js.delete_stream("ORCA_EVENTS").await.unwrap();
-    orca_nats::streams::ensure(&js, "orca").await.unwrap();
-    for i in 0..3 {
-        js.publish(
-            format!("orca.evt.other.{i}.thing"),
-            Bytes::from_static(b"not orca's"),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
-    let mut orca = spawn_serve(&env.nats.url(), &env.data());
-    let status = orca.wait_exit(LONG).expect("the service stops");
-    assert!(!status.success());
-    let log = orca.log_text();
-    assert!(
-        log.contains("is not the event at log position 3"),
-        "says why: {log}"
-    );
+    a_log_that_published(&env).await;
+    someone_elses_stream(&env).await;
+    assert_the_service_refuses(&env, "is not the event at log position 3").await;
     assert_eq!(
         events_in_jetstream(&env).await,
         3,
@@ -765,41 +759,20 @@ async fn a_stream_whose_last_message_is_not_the_logs_event_there_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_stream_this_log_never_published_that_far_is_refused() {
     let env = Env::new().await;
-    let mut orca = env.serve().await;
-    let a = accepted(&env.client.start(&create_cmd("mine")).await.unwrap());
-    assert_the_stream_is_the_log(&env, a.position).await;
-    assert!(orca.terminate(), "clean stop");
+    a_log_that_published(&env).await;
     // This log forgets what it published...
     let db = sled::open(env.data().join("log").join("index")).unwrap();
     db.open_tree("outbox").unwrap().clear().unwrap();
     db.flush().unwrap();
     drop(db);
     // ...and finds a purged stream of someone else's, shorter than the log.
-    let js = async_nats::jetstream::new(env.client.nats().clone());
-    js.delete_stream("ORCA_EVENTS").await.unwrap();
-    orca_nats::streams::ensure(&js, "orca").await.unwrap();
-    for i in 0..3 {
-        js.publish(
-            format!("orca.evt.other.{i}.thing"),
-            Bytes::from_static(b"not orca's"),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
-    let mut stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    let mut stream = someone_elses_stream(&env).await;
     stream.purge().await.unwrap();
-    let mut orca = spawn_serve(&env.nats.url(), &env.data());
-    let status = orca.wait_exit(LONG).expect("the service stops");
-    assert!(!status.success());
-    let log = orca.log_text();
-    assert!(
-        log.contains(
-            "its last message 3 is gone (purged?) and this log only knows it published up to 0"
-        ),
-        "says why: {log}"
-    );
+    assert_the_service_refuses(
+        &env,
+        "its last message 3 is gone (purged?) and this log only knows it published up to 0",
+    )
+    .await;
     let state = stream.info().await.unwrap().state.clone();
     assert_eq!((state.messages, state.last_sequence), (0, 3), "untouched");
 }
