@@ -5,10 +5,10 @@ use thiserror::Error;
 pub enum Error {
     /// sled reported an error.
     #[error("event log storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
     /// An fsync or file operation failed.
     #[error("event log i/o: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// A stored record could not be decoded: the log is damaged.
     #[error("event log corrupt at {what}")]
     Corrupt {
@@ -47,4 +47,18 @@ pub enum AppendError {
     /// The append is malformed (a stream name with a NUL byte, an empty name, no events).
     #[error("invalid append: {0}")]
     Invalid(String),
+}
+
+// The cause is part of the message rather than a separate `source`, so that an error chain
+// printed with its sources names it once.
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }

@@ -13,13 +13,21 @@ use tokio::sync::watch;
 pub enum Error {
     /// sled failed.
     #[error("view storage: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
     /// The log failed while projecting.
     #[error(transparent)]
     Log(#[from] orca_log::Error),
     /// A stored view or event does not decode.
     #[error("view store corrupt: {0}")]
     Corrupt(String),
+}
+
+// The cause is part of the message rather than a separate `source`, so that an error chain
+// printed with its sources names it once.
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Storage(e)
+    }
 }
 
 const SUBSCRIPTION: u8 = b'S';
