@@ -86,10 +86,14 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(EngineOptions::default())
+}
+
+fn fixture_with(options: EngineOptions) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(&LogOptions::new(dir.path())).unwrap();
     let catalog = Arc::new(Catalog::default_catalog().unwrap());
-    let (engine, _task) = Engine::spawn(log.clone(), catalog, EngineOptions::default()).unwrap();
+    let (engine, _task) = Engine::spawn(log.clone(), catalog, options).unwrap();
     Fixture {
         _dir: dir,
         log,
@@ -212,19 +216,10 @@ async fn rejections_append_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_evicted_from_memory_is_read_back_from_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
-    let catalog = Arc::new(Catalog::default_catalog().unwrap());
-    let options = EngineOptions {
+    let f = fixture_with(EngineOptions {
         cache_capacity: 2,
         ..EngineOptions::default()
-    };
-    let (engine, _task) = Engine::spawn(log.clone(), catalog, options).unwrap();
-    let f = Fixture {
-        _dir: dir,
-        log,
-        engine,
-    };
+    });
     let first = active_group(&f).await;
     for _ in 0..5 {
         active_group(&f).await;
@@ -255,23 +250,14 @@ async fn a_result_too_large_to_publish_is_rejected_and_appends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tap_sees_exactly_what_the_log_holds_once_it_is_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
-    let catalog = Arc::new(Catalog::default_catalog().unwrap());
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = seen.clone();
-    let options = EngineOptions {
+    let f = fixture_with(EngineOptions {
         tap: Some(orca_engine::Tap::new(move |events| {
             sink.lock().unwrap().extend(events)
         })),
         ..EngineOptions::default()
-    };
-    let (engine, _task) = Engine::spawn(log.clone(), catalog, options).unwrap();
-    let f = Fixture {
-        _dir: dir,
-        log,
-        engine,
-    };
+    });
     active_group(&f).await;
     // A rejected command decides nothing the tap could see.
     let r = f.engine.start(create("", None)).await.unwrap();
