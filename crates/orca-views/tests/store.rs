@@ -3,52 +3,56 @@
 use orca_proto::v1::{self, event::Body};
 use orca_views::{ProcessFilter, SubscriptionFilter, Views};
 
-fn created(position: u64, id: &str, status: &str) -> v1::Event {
+/// An event of `stream` at `position` and `version`.
+fn event(position: u64, stream: String, version: u64, body: Body) -> v1::Event {
     v1::Event {
         event_id: format!("e-{position}"),
         position,
-        stream: format!("subscription-{id}"),
-        version: 1,
-        body: Some(Body::SubscriptionCreated(v1::SubscriptionCreated {
+        stream,
+        version,
+        body: Some(body),
+        ..Default::default()
+    }
+}
+
+fn created(position: u64, id: &str, status: &str) -> v1::Event {
+    event(
+        position,
+        format!("subscription-{id}"),
+        1,
+        Body::SubscriptionCreated(v1::SubscriptionCreated {
             subscription_id: id.into(),
             product: "UserGroup".into(),
             customer_id: "c".into(),
             status: status.into(),
             blocks: vec![],
-        })),
-        ..Default::default()
-    }
+        }),
+    )
 }
 
 fn status_changed(position: u64, id: &str, version: u64, to: &str) -> v1::Event {
-    v1::Event {
-        event_id: format!("e-{position}"),
+    event(
         position,
-        stream: format!("subscription-{id}"),
+        format!("subscription-{id}"),
         version,
-        body: Some(Body::SubscriptionStatusChanged(
-            v1::SubscriptionStatusChanged {
-                from: String::new(),
-                to: to.into(),
-            },
-        )),
-        ..Default::default()
-    }
+        Body::SubscriptionStatusChanged(v1::SubscriptionStatusChanged {
+            from: String::new(),
+            to: to.into(),
+        }),
+    )
 }
 
 fn started(position: u64, id: &str) -> v1::Event {
-    v1::Event {
-        event_id: format!("e-{position}"),
+    event(
         position,
-        stream: format!("process-{id}"),
-        version: 1,
-        body: Some(Body::ProcessStarted(v1::ProcessStarted {
+        format!("process-{id}"),
+        1,
+        Body::ProcessStarted(v1::ProcessStarted {
             process_id: id.into(),
             workflow: "create_user_group".into(),
             ..Default::default()
-        })),
-        ..Default::default()
-    }
+        }),
+    )
 }
 
 fn ids(page: &orca_views::Page<v1::Subscription>) -> Vec<&str> {
@@ -167,20 +171,16 @@ fn an_event_a_persisted_view_already_holds_is_not_applied_twice() {
     // that checkpoint must not fold their events a second time.
     let dir = tempfile::tempdir().unwrap();
     let views = Views::open(dir.path(), 8 << 20).unwrap();
-    let linked = v1::Event {
-        event_id: "e-2".into(),
-        position: 2,
-        stream: "subscription-a".into(),
-        version: 2,
-        body: Some(Body::SubscriptionProcessLinked(
-            v1::SubscriptionProcessLinked {
-                process_id: "p".into(),
-                workflow: "create_user_group".into(),
-                target: "create".into(),
-            },
-        )),
-        ..Default::default()
-    };
+    let linked = event(
+        2,
+        "subscription-a".into(),
+        2,
+        Body::SubscriptionProcessLinked(v1::SubscriptionProcessLinked {
+            process_id: "p".into(),
+            workflow: "create_user_group".into(),
+            target: "create".into(),
+        }),
+    );
     views
         .apply(&[created(1, "a", "initial"), linked.clone()])
         .unwrap();
