@@ -118,9 +118,15 @@ impl Service {
                 .with_feed(feed)
                 .run(drained.clone()),
         );
+        // Its own connection: replies to commands never queue behind a burst of events.
+        let outbox_client = async_nats::ConnectOptions::new()
+            .name("orca-outbox")
+            .connect(&options.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
         let outbox = Outbox::new(
             log.clone(),
-            js,
+            async_nats::jetstream::new(outbox_client),
             OutboxOptions {
                 prefix: options.bus.prefix.clone(),
                 ..OutboxOptions::default()
