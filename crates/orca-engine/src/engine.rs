@@ -137,6 +137,9 @@ pub struct Engine {
     failed: watch::Sender<bool>,
     in_flight: Arc<Semaphore>,
     replies: mpsc::UnboundedSender<Pending>,
+    /// Appends decided in this batch, written together when it ends (or before anything waits
+    /// for the disk).
+    unwritten: Vec<(Append, oneshot::Sender<AppendOutcome>)>,
 }
 
 fn unavailable(why: &str) -> v1::CommandReply {
@@ -185,6 +188,7 @@ impl Engine {
             options,
             failed,
             replies,
+            unwritten: Vec::new(),
         };
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
@@ -201,6 +205,7 @@ impl Engine {
             for request in batch.drain(..) {
                 self.handle(request).await;
             }
+            self.write_decided();
             if *self.failed.borrow() {
                 rx.close();
                 while let Some(r) = rx.recv().await {
@@ -211,6 +216,13 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Writes the appends decided so far as one batch; the sync thread makes them durable.
+    fn write_decided(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.writer.write_now(std::mem::take(&mut self.unwritten));
+        }
     }
 
     fn queue(&self, p: Pending) {
@@ -309,11 +321,20 @@ impl Engine {
             command_id: meta.command_id.clone(),
             reply: reply.encode_to_vec(),
         };
-        // Backpressure: at most `max_in_flight` appends between decision and disk.
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+        // Backpressure: at most `max_in_flight` appends between decision and disk. Those held
+        // back in this batch must be on their way before waiting for one of them to finish.
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                self.write_decided();
+                self.in_flight.clone().acquire_owned().await
+            }
+        };
+        let Ok(permit) = permit else {
             return self.queue(Pending::Ready(unavailable("the engine is stopping"), to));
         };
-        let durable = self.writer.submit(append);
+        let (done, durable) = oneshot::channel();
+        self.unwritten.push((append, done));
         let Decision {
             process,
             subscription,
@@ -403,6 +424,7 @@ impl Engine {
         if let Some(s) = self.subscriptions.get(&id.to_owned()) {
             return Ok(Some(s.clone()));
         }
+        self.write_decided();
         let sub = self
             .fold(
                 &format!("subscription-{id}"),
@@ -419,6 +441,7 @@ impl Engine {
         if let Some(p) = self.processes.get(&id.to_owned()) {
             return Ok(Some(p.clone()));
         }
+        self.write_decided();
         let p = self
             .fold(&format!("process-{id}"), orca_domain::process::evolve)
             .await?;

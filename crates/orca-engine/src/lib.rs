@@ -2,8 +2,8 @@
 //!
 //! Commands reach the [`Engine`] through a channel. It takes them in batches, decides each one
 //! in order on its in-memory state (the domain's `start_process` / `report_task`, which run every
-//! builtin step they can), and hands each command's events to the log's group-commit writer
-//! without waiting: while one batch is being fsynced the next is being decided. Replies go out in
+//! builtin step they can), and writes the batch's events to the log at once, without waiting
+//! for the disk: while one batch is being fsynced the next is being decided. Replies go out in
 //! command order, each only after its events are durable.
 //!
 //! Because decisions are made one at a time on fresh state, two racing commands on one

@@ -1,10 +1,11 @@
 //! Group commit: one writer thread gathers the appends that arrive while the previous batch is
-//! being written and writes them as the next batch; a sync thread fsyncs behind it, one fsync for
+//! being written and writes them as the next batch (or a caller that gathers its own batches
+//! writes them itself, [`GroupCommit::write_now`]); a sync thread fsyncs behind it, one fsync for
 //! every batch written meanwhile. An append's outcome is sent only after the fsync that covers
 //! it, so the writer's CPU work and the disk's wait overlap without weakening durability. An index
 //! thread moves the in-memory index to sled behind them, so that sled's work never delays an fsync.
 
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 
 use tokio::sync::oneshot;
@@ -37,6 +38,10 @@ struct Job {
 #[derive(Clone)]
 pub struct GroupCommit {
     tx: mpsc::Sender<Job>,
+    log: Log,
+    /// Held while a batch is written and handed over, so the sync thread gets batches in the
+    /// order they were written, whoever wrote them.
+    sync: Arc<Mutex<mpsc::Sender<Pending>>>,
 }
 
 impl GroupCommit {
@@ -54,10 +59,20 @@ impl GroupCommit {
         std::thread::Builder::new()
             .name("orca-log-sync".into())
             .spawn(move || syncer(sync_log, sync_rx, index_tx))?;
+        let sync = Arc::new(Mutex::new(sync_tx));
+        let (writer_log, writer_sync) = (log.clone(), sync.clone());
         let handle = std::thread::Builder::new()
             .name("orca-log-writer".into())
-            .spawn(move || writer(log, rx, sync_tx, options.max_batch.max(1)))?;
-        Ok((Self { tx }, handle))
+            .spawn(move || writer(writer_log, rx, writer_sync, options.max_batch.max(1)))?;
+        Ok((Self { tx, log, sync }, handle))
+    }
+
+    /// Writes `jobs` as one batch on the calling thread and hands it to the sync thread; each
+    /// receiver resolves when its append is durable. For a caller that gathers its own batches
+    /// (the engine writes what it decided in one go): it saves waking the writer thread, a wait
+    /// for a CPU on a busy machine.
+    pub fn write_now(&self, jobs: Vec<(Append, oneshot::Sender<AppendOutcome>)>) {
+        write(&self.log, jobs, &self.sync);
     }
 
     /// Queues an append and returns at once; the receiver resolves when its batch is durable.
@@ -84,34 +99,54 @@ struct Pending {
     )>,
 }
 
-fn writer(log: Log, rx: mpsc::Receiver<Job>, sync: mpsc::Sender<Pending>, max_batch: usize) {
+fn writer(
+    log: Log,
+    rx: mpsc::Receiver<Job>,
+    sync: Arc<Mutex<mpsc::Sender<Pending>>>,
+    max_batch: usize,
+) {
     while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+        let mut jobs = vec![(first.append, first.done)];
         while jobs.len() < max_batch {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(job) => jobs.push((job.append, job.done)),
                 Err(_) => break,
             }
         }
-        let (appends, senders): (Vec<Append>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.append, j.done)).unzip();
-        match log.write_batch(&appends) {
-            Ok((results, written)) => {
-                let pending = Pending {
-                    written,
-                    outcomes: senders.into_iter().zip(results).collect(),
-                };
-                if sync.send(pending).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "event log batch failed");
-                let msg = e.to_string();
-                for done in senders {
-                    let _ = done.send(Err(Error::BatchFailed(msg.clone())));
-                }
-            }
+        write(&log, jobs, &sync);
+    }
+}
+
+/// Writes one batch and hands it to the sync thread; a failed batch is answered at once.
+fn write(
+    log: &Log,
+    jobs: Vec<(Append, oneshot::Sender<AppendOutcome>)>,
+    sync: &Mutex<mpsc::Sender<Pending>>,
+) {
+    if jobs.is_empty() {
+        return;
+    }
+    let (appends, senders): (Vec<Append>, Vec<_>) = jobs.into_iter().unzip();
+    let fail = |senders: Vec<oneshot::Sender<AppendOutcome>>, msg: String| {
+        for done in senders {
+            let _ = done.send(Err(Error::BatchFailed(msg.clone())));
+        }
+    };
+    let Ok(sync) = sync.lock() else {
+        return fail(senders, "the log's writer failed".into());
+    };
+    match log.write_batch(&appends) {
+        Ok((results, written)) => {
+            let pending = Pending {
+                written,
+                outcomes: senders.into_iter().zip(results).collect(),
+            };
+            // A gone sync thread drops the senders: their receivers see the log closed.
+            let _ = sync.send(pending);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "event log batch failed");
+            fail(senders, e.to_string());
         }
     }
 }

@@ -5,10 +5,11 @@
 //! decision was made on ([`Expected`]), and the command id with the reply to give a re-sent
 //! command. An append is one checksummed frame in the current segment file under `wal/`.
 //! [`Log::append_batch`] writes many appends with **one** `write` and **one** `fdatasync`, and
-//! only then moves the durable head that readers see. [`GroupCommit`] splits that over two
-//! threads: a writer gathers concurrent appends into shared batches and writes them, a sync
-//! thread fsyncs behind it (one fsync for every batch written meanwhile); an append's outcome is
-//! sent only after the fsync that covers it.
+//! only then moves the durable head that readers see. [`GroupCommit`] splits that in two: a
+//! writer (its own thread gathering concurrent appends, or a caller that batches itself with
+//! [`GroupCommit::write_now`]) writes shared batches, a sync thread fsyncs behind it (one fsync
+//! for every batch written meanwhile); an append's outcome is sent only after the fsync that
+//! covers it.
 //!
 //! The segments are the truth and the index is derived. Recent frames are indexed in memory
 //! and go to sled (under `index/`) a few times a second, only once durable, one insert at a time

@@ -166,6 +166,84 @@ async fn group_commit_serves_many_concurrent_appenders() {
     assert!((1..=200).contains(&fsyncs), "{fsyncs} fsyncs");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_written_by_their_caller_and_by_the_writer_thread_interleave_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let (gc, _thread) = GroupCommit::start(log.clone(), GroupCommitOptions::default()).unwrap();
+    // One caller writes its own batches while others go through the writer thread.
+    let batcher = {
+        let gc = gc.clone();
+        std::thread::spawn(move || {
+            let mut receivers = Vec::new();
+            for b in 0..50 {
+                let mut jobs = Vec::new();
+                for i in 0..4 {
+                    let (done, rx) = tokio::sync::oneshot::channel();
+                    jobs.push((
+                        Append {
+                            events: vec![ev("own", &format!("{b}/{i}"))],
+                            ..Append::default()
+                        },
+                        done,
+                    ));
+                    receivers.push(rx);
+                }
+                gc.write_now(jobs);
+            }
+            receivers
+        })
+    };
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let gc = gc.clone();
+        tasks.push(tokio::spawn(async move {
+            gc.append(append(vec![ev(&format!("s{}", i % 5), "x")]))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await.unwrap().unwrap().is_ok());
+    }
+    let mut positions = Vec::new();
+    for rx in batcher.join().unwrap() {
+        let committed = rx.await.unwrap().unwrap().unwrap();
+        // Durable once answered.
+        assert!(log.head() >= committed.last_position);
+        positions.push(committed.first_position);
+    }
+    // The caller's appends landed in the order it wrote them, with the versions of one stream.
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    assert_eq!(log.head(), 300);
+    assert_eq!(log.stream_version("own").unwrap(), 200);
+    let own = log.read_stream("own", 1).unwrap();
+    let payloads: Vec<String> = own
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..50)
+        .flat_map(|b| (0..4).map(move |i| format!("{b}/{i}")))
+        .collect();
+    assert_eq!(payloads, expected);
+    // A refused append in a caller's batch is answered as refused and the rest land.
+    let (ok_tx, ok_rx) = tokio::sync::oneshot::channel();
+    let (bad_tx, bad_rx) = tokio::sync::oneshot::channel();
+    gc.write_now(vec![
+        (
+            Append {
+                expected: vec![("own".into(), Expected::Exact(7))],
+                events: vec![ev("own", "stale")],
+                ..Append::default()
+            },
+            bad_tx,
+        ),
+        (append(vec![ev("own", "fresh")]), ok_tx),
+    ]);
+    assert!(bad_rx.await.unwrap().unwrap().is_err());
+    assert_eq!(ok_rx.await.unwrap().unwrap().unwrap().first_position, 301);
+    assert_eq!(log.stream_version("own").unwrap(), 201);
+}
+
 #[test]
 fn every_position_and_every_stream_version_reads_back_as_written() {
     let dir = tempfile::tempdir().unwrap();
