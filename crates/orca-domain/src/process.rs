@@ -116,6 +116,14 @@ pub fn current_step(p: &v1::Process) -> Option<&v1::Step> {
         .find(|s| s.status == StepStatus::Pending.as_str())
 }
 
+/// Whether the task scheduled by the event at version `scheduled` of a process stream still waits
+/// for a worker, given the stream's version now: the task is the last thing a waiting process
+/// records, so anything after it (the step's report, a failure) means it was done or dropped.
+/// What lets a dispatcher that knows only stream versions send a task again, and only then.
+pub fn task_awaited(scheduled: u64, stream_version: u64) -> bool {
+    scheduled == stream_version
+}
+
 /// The process's status; an unreadable one counts as failed.
 pub fn status(p: &v1::Process) -> ProcessStatus {
     p.status.parse().unwrap_or(ProcessStatus::Failed)

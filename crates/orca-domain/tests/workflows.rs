@@ -447,3 +447,67 @@ fn a_worker_failure_fails_the_process_and_keeps_the_lock() {
     assert_eq!(sub.locked_by_process_id, d.process.process_id);
     assert_eq!(sub.status, "active");
 }
+
+#[test]
+fn a_scheduled_task_is_awaited_until_anything_follows_it_on_the_process_stream() {
+    let mut s = Scenario::new();
+    let started = s
+        .start(v1::StartProcess {
+            workflow: "create_user_group".into(),
+            customer_id: Uuid::from_u128(42).to_string(),
+            input: Some(orca_domain::json::json_to_struct(
+                json!({"group_name": "Ops"}).as_object().unwrap(),
+            )),
+            ..Default::default()
+        })
+        .unwrap();
+    let scheduled = started
+        .events
+        .iter()
+        .find(|e| event_name(e.body.as_ref().unwrap()) == "task_scheduled")
+        .unwrap();
+    let stream = scheduled.stream.clone();
+    // The decision that schedules a task ends the process stream with it.
+    let version_now = s.process.as_ref().unwrap().version;
+    assert!(orca_domain::process::task_awaited(
+        scheduled.version,
+        version_now
+    ));
+    // The worker's report records after it: the task is no longer awaited.
+    let reported = s
+        .report(
+            4,
+            1,
+            Ok(json!({"subscription": {"user_group": {"group_id": 7}}})),
+        )
+        .unwrap();
+    assert!(reported.events.iter().any(|e| e.stream == stream));
+    let version_now = s.process.as_ref().unwrap().version;
+    assert!(!orca_domain::process::task_awaited(
+        scheduled.version,
+        version_now
+    ));
+    // So does a failure.
+    let mut f = Scenario::new();
+    let started = f
+        .start(v1::StartProcess {
+            workflow: "create_user_group".into(),
+            customer_id: Uuid::from_u128(42).to_string(),
+            input: Some(orca_domain::json::json_to_struct(
+                json!({"group_name": "Ops"}).as_object().unwrap(),
+            )),
+            ..Default::default()
+        })
+        .unwrap();
+    let scheduled = started
+        .events
+        .iter()
+        .find(|e| event_name(e.body.as_ref().unwrap()) == "task_scheduled")
+        .unwrap()
+        .version;
+    f.report(4, 1, Err("directory down".into())).unwrap();
+    assert!(!orca_domain::process::task_awaited(
+        scheduled,
+        f.process.as_ref().unwrap().version
+    ));
+}

@@ -415,9 +415,10 @@ impl Outbox {
                 EventSent::Unasked
             };
         }
-        // Only while the process waits for it: anything after it on the process stream (the
-        // step's report, a failure) means a worker has done or dropped it already.
-        if name != "task_scheduled" || self.log.stream_version(&r.stream)? != r.version {
+        // Only while the process waits for it.
+        if name != "task_scheduled"
+            || !orca_domain::process::task_awaited(r.version, self.log.stream_version(&r.stream)?)
+        {
             return Ok(sent);
         }
         let event = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
