@@ -218,7 +218,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes the appends decided so far as one batch; the sync thread makes them durable.
+    /// Writes the appends decided so far as one batch; the sync thread makes them durable. The
+    /// write lands in the page cache, short enough for an async worker; the fsync, which is not,
+    /// stays on the sync thread.
     fn write_decided(&mut self) {
         if !self.unwritten.is_empty() {
             self.writer.write_now(std::mem::take(&mut self.unwritten));
