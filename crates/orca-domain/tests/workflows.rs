@@ -109,17 +109,21 @@ impl Scenario {
         Ok(d)
     }
 
+    /// Starts a create workflow; it stops at its task step.
+    fn start_create(&mut self, name: &str) -> Decision {
+        self.start(v1::StartProcess {
+            workflow: "create_user_group".into(),
+            customer_id: Uuid::from_u128(42).to_string(),
+            input: Some(orca_domain::json::json_to_struct(
+                json!({"group_name": name}).as_object().unwrap(),
+            )),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
     fn create(&mut self, name: &str) -> Decision {
-        let d = self
-            .start(v1::StartProcess {
-                workflow: "create_user_group".into(),
-                customer_id: Uuid::from_u128(42).to_string(),
-                input: Some(orca_domain::json::json_to_struct(
-                    json!({"group_name": name}).as_object().unwrap(),
-                )),
-                ..Default::default()
-            })
-            .unwrap();
+        let d = self.start_create(name);
         self.report(
             4,
             1,
@@ -448,66 +452,37 @@ fn a_worker_failure_fails_the_process_and_keeps_the_lock() {
     assert_eq!(sub.status, "active");
 }
 
-#[test]
-fn a_scheduled_task_is_awaited_until_anything_follows_it_on_the_process_stream() {
-    let mut s = Scenario::new();
-    let started = s
-        .start(v1::StartProcess {
-            workflow: "create_user_group".into(),
-            customer_id: Uuid::from_u128(42).to_string(),
-            input: Some(orca_domain::json::json_to_struct(
-                json!({"group_name": "Ops"}).as_object().unwrap(),
-            )),
-            ..Default::default()
-        })
-        .unwrap();
-    let scheduled = started
-        .events
-        .iter()
-        .find(|e| event_name(e.body.as_ref().unwrap()) == "task_scheduled")
-        .unwrap();
-    let stream = scheduled.stream.clone();
-    // The decision that schedules a task ends the process stream with it.
-    let version_now = s.process.as_ref().unwrap().version;
-    assert!(orca_domain::process::task_awaited(
-        scheduled.version,
-        version_now
-    ));
-    // The worker's report records after it: the task is no longer awaited.
-    let reported = s
-        .report(
-            4,
-            1,
-            Ok(json!({"subscription": {"user_group": {"group_id": 7}}})),
-        )
-        .unwrap();
-    assert!(reported.events.iter().any(|e| e.stream == stream));
-    let version_now = s.process.as_ref().unwrap().version;
-    assert!(!orca_domain::process::task_awaited(
-        scheduled.version,
-        version_now
-    ));
-    // So does a failure.
-    let mut f = Scenario::new();
-    let started = f
-        .start(v1::StartProcess {
-            workflow: "create_user_group".into(),
-            customer_id: Uuid::from_u128(42).to_string(),
-            input: Some(orca_domain::json::json_to_struct(
-                json!({"group_name": "Ops"}).as_object().unwrap(),
-            )),
-            ..Default::default()
-        })
-        .unwrap();
-    let scheduled = started
-        .events
+/// The process stream version of a decision's task_scheduled event.
+fn scheduled_version(d: &Decision) -> u64 {
+    d.events
         .iter()
         .find(|e| event_name(e.body.as_ref().unwrap()) == "task_scheduled")
         .unwrap()
-        .version;
+        .version
+}
+
+fn process_version(s: &Scenario) -> u64 {
+    s.process.as_ref().unwrap().version
+}
+
+#[test]
+fn a_scheduled_task_is_awaited_until_anything_follows_it_on_the_process_stream() {
+    use orca_domain::process::task_awaited;
+    let mut s = Scenario::new();
+    let scheduled = scheduled_version(&s.start_create("Ops"));
+    // The decision that schedules a task ends the process stream with it.
+    assert!(task_awaited(scheduled, process_version(&s)));
+    // The worker's report records after it: the task is no longer awaited.
+    s.report(
+        4,
+        1,
+        Ok(json!({"subscription": {"user_group": {"group_id": 7}}})),
+    )
+    .unwrap();
+    assert!(!task_awaited(scheduled, process_version(&s)));
+    // So does a failure.
+    let mut f = Scenario::new();
+    let scheduled = scheduled_version(&f.start_create("Ops"));
     f.report(4, 1, Err("directory down".into())).unwrap();
-    assert!(!orca_domain::process::task_awaited(
-        scheduled,
-        f.process.as_ref().unwrap().version
-    ));
+    assert!(!task_awaited(scheduled, process_version(&f)));
 }
