@@ -711,8 +711,13 @@ async fn someone_elses_stream(env: &Env) -> async_nats::jetstream::stream::Strea
     js.get_stream("ORCA_EVENTS").await.unwrap()
 }
 
-/// Starts the service, which must stop on its own and say `why`.
-async fn assert_the_service_refuses(env: &Env, why: &str) {
+/// Starts the service, which must stop on its own, say `why`, and leave `stream` as it was.
+async fn assert_the_service_refuses(
+    env: &Env,
+    stream: &mut async_nats::jetstream::stream::Stream,
+    why: &str,
+) {
+    let before = stream.info().await.unwrap().state.clone();
     let mut orca = spawn_serve(&env.nats.url(), &env.data());
     let status = orca
         .wait_exit(LONG)
@@ -720,6 +725,12 @@ async fn assert_the_service_refuses(env: &Env, why: &str) {
     assert!(!status.success());
     let log = orca.log_text();
     assert!(log.contains(why), "says why ({why}): {log}");
+    let after = stream.info().await.unwrap().state.clone();
+    assert_eq!(
+        (after.messages, after.first_sequence, after.last_sequence),
+        (before.messages, before.first_sequence, before.last_sequence),
+        "the stream is untouched"
+    );
 }
 
 /// A service that created one subscription and published it all, stopped.
@@ -733,27 +744,19 @@ async fn a_log_that_published(env: &Env) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_stream_holding_someone_elses_messages_is_refused_and_left_alone() {
     let env = Env::new().await;
-    someone_elses_stream(&env).await;
+    let mut stream = someone_elses_stream(&env).await;
     // A fresh log of nothing cannot have published three events.
-    assert_the_service_refuses(&env, "does not belong to this event log").await;
-    assert_eq!(
-        events_in_jetstream(&env).await,
-        3,
-        "the stream is untouched"
-    );
+    assert_the_service_refuses(&env, &mut stream, "does not belong to this event log").await;
+    assert_eq!(events_in_jetstream(&env).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_whose_last_message_is_not_the_logs_event_there_is_refused() {
     let env = Env::new().await;
     a_log_that_published(&env).await;
-    someone_elses_stream(&env).await;
-    assert_the_service_refuses(&env, "is not the event at log position 3").await;
-    assert_eq!(
-        events_in_jetstream(&env).await,
-        3,
-        "the stream is untouched"
-    );
+    let mut stream = someone_elses_stream(&env).await;
+    assert_the_service_refuses(&env, &mut stream, "is not the event at log position 3").await;
+    assert_eq!(events_in_jetstream(&env).await, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,9 +773,10 @@ async fn a_purged_stream_this_log_never_published_that_far_is_refused() {
     stream.purge().await.unwrap();
     assert_the_service_refuses(
         &env,
+        &mut stream,
         "its last message 3 is gone (purged?) and this log only knows it published up to 0",
     )
     .await;
     let state = stream.info().await.unwrap().state.clone();
-    assert_eq!((state.messages, state.last_sequence), (0, 3), "untouched");
+    assert_eq!((state.messages, state.last_sequence), (0, 3));
 }
