@@ -3,7 +3,9 @@
 //! writes them itself, [`GroupCommit::write_now`]); a sync thread fsyncs behind it, one fsync for
 //! every batch written meanwhile. An append's outcome is sent only after the fsync that covers
 //! it, so the writer's CPU work and the disk's wait overlap without weakening durability. An index
-//! thread moves the in-memory index to sled behind them, so that sled's work never delays an fsync.
+//! thread moves the in-memory index to sled behind them, so that sled's work never delays an fsync,
+//! and a prefill thread keeps zeros written ahead of the writer, so that an fsync writes frames
+//! and not the file's growth.
 
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -11,7 +13,7 @@ use std::thread::JoinHandle;
 use tokio::sync::oneshot;
 
 use crate::error::{AppendError, Error};
-use crate::log::{Append, Committed, Log, Written};
+use crate::log::{Append, Committed, Log, Prefill, Written};
 
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
@@ -55,10 +57,16 @@ impl GroupCommit {
         std::thread::Builder::new()
             .name("orca-log-index".into())
             .spawn(move || indexer(index_log, index_rx))?;
+        // Dropped with the sync thread, which ends the prefill thread.
+        let (prefill_tx, prefill_rx) = mpsc::sync_channel::<()>(1);
+        let prefill_log = log.clone();
+        std::thread::Builder::new()
+            .name("orca-log-prefill".into())
+            .spawn(move || prefiller(prefill_log, prefill_rx))?;
         let sync_log = log.clone();
         std::thread::Builder::new()
             .name("orca-log-sync".into())
-            .spawn(move || syncer(sync_log, sync_rx, index_tx))?;
+            .spawn(move || syncer(sync_log, sync_rx, index_tx, prefill_tx))?;
         let sync = Arc::new(Mutex::new(sync_tx));
         let (writer_log, writer_sync) = (log.clone(), sync.clone());
         let handle = std::thread::Builder::new()
@@ -151,7 +159,12 @@ fn write(
     }
 }
 
-fn syncer(log: Log, rx: mpsc::Receiver<Pending>, index: mpsc::SyncSender<()>) {
+fn syncer(
+    log: Log,
+    rx: mpsc::Receiver<Pending>,
+    index: mpsc::SyncSender<()>,
+    _prefill: mpsc::SyncSender<()>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batches = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -190,6 +203,21 @@ fn indexer(log: Log, rx: mpsc::Receiver<()>) {
                 flush_index(&log);
                 return;
             }
+        }
+    }
+}
+
+/// How often the prefill thread looks at the writer's place.
+const PREFILL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Keeps zeros ahead of the writer ([`Log::prefill`]) until the sync thread ends. A failure only
+/// stops the prefilling: appends go on, growing the segment as they write.
+fn prefiller(log: Log, rx: mpsc::Receiver<()>) {
+    let mut look = Prefill::default();
+    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PREFILL_EVERY) {
+        if let Err(e) = log.prefill(&mut look) {
+            tracing::warn!(error = %e, "cannot write zeros ahead of the event log's writer; appends go on without");
+            return;
         }
     }
 }

@@ -137,6 +137,28 @@ struct Tail {
     segment: u64,
     file: Arc<File>,
     offset: u64,
+    /// End of what the segment file holds (frames, then zeros written ahead; see
+    /// [`Log::prefill`]).
+    filled: u64,
+}
+
+/// How far [`Log::prefill`] keeps zeros written ahead of the writer while it writes.
+const PREFILL_AHEAD: u64 = 4 << 20;
+
+/// Zeros written (and synced) at a time: a group commit's fsync that runs meanwhile waits for
+/// at most this much besides its own frames.
+const PREFILL_CHUNK: usize = 256 << 10;
+
+static ZEROS: [u8; PREFILL_CHUNK] = [0; PREFILL_CHUNK];
+
+/// What [`Log::prefill`] keeps between calls.
+#[derive(Default)]
+pub(crate) struct Prefill {
+    /// Where the writer was at the last look.
+    segment: u64,
+    offset: u64,
+    /// The segment being filled, through a handle of its own.
+    file: Option<(u64, File)>,
 }
 
 /// One written batch on its way to the disk.
@@ -562,6 +584,7 @@ impl Log {
             file.write_all_at(&buf, tail.offset)
                 .map_err(|e| self.poison(e))?;
             tail.offset += buf.len() as u64;
+            tail.filled = tail.filled.max(tail.offset);
             tail.next = position;
             for (location, first, append, versions) in &frames {
                 seq = m.add(
@@ -605,7 +628,9 @@ impl Log {
         let next = tail.segment + 1;
         let segments = &self.inner.segments;
         segments.create(next)?;
-        tail.file = Arc::new(segments.open_for_write(next)?);
+        let file = segments.open_for_write(next)?;
+        tail.filled = file.metadata()?.len();
+        tail.file = Arc::new(file);
         tail.segment = next;
         tail.offset = 0;
         Ok(())
@@ -680,6 +705,58 @@ impl Log {
             .map_err(|e| self.poison(e))?;
         self.memtable()?.retire(&generation);
         Ok(())
+    }
+
+    /// Keeps zeros written and synced ahead of the writer in the current segment while it is
+    /// being written ([`PREFILL_AHEAD`]), a chunk at a time.
+    ///
+    /// A frame written over zeros changes neither the file's size nor its extents, so the group
+    /// commit's fsync writes the data and nothing else; a frame that grows the file makes the
+    /// fsync also write the inode and the block bitmaps, each a separate wait for the disk.
+    /// Recovery reads zeros as the end of the written part, so the zeros change nothing a reader
+    /// sees. The zeros are synced through a handle of their own: a write-back error is then
+    /// still reported to the group commit's fsync, which poisons the log; here it only stops
+    /// the prefilling.
+    pub(crate) fn prefill(&self, look: &mut Prefill) -> Result<(), Error> {
+        use std::os::unix::fs::FileExt;
+        if !self.inner.fsync {
+            return Ok(());
+        }
+        {
+            let tail = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+            let moved = (tail.segment, tail.offset) != (look.segment, look.offset);
+            (look.segment, look.offset) = (tail.segment, tail.offset);
+            if !moved {
+                // Idle: nothing to keep ahead of.
+                return Ok(());
+            }
+        }
+        loop {
+            let file = {
+                let mut tail = self.inner.writer.lock().map_err(|_| Error::Closed)?;
+                let target = tail
+                    .offset
+                    .saturating_add(PREFILL_AHEAD)
+                    .min(self.inner.segment_bytes);
+                if tail.filled >= target {
+                    return Ok(());
+                }
+                if look.file.as_ref().is_none_or(|(n, _)| *n != tail.segment) {
+                    let file = self.inner.segments.open_for_write(tail.segment)?;
+                    look.file = Some((tail.segment, file));
+                }
+                let Some((_, file)) = &look.file else {
+                    return Ok(());
+                };
+                let len = usize::try_from(target - tail.filled)
+                    .map_or(PREFILL_CHUNK, |n| n.min(PREFILL_CHUNK));
+                // Under the writer's lock: a frame must never land where zeros are on their way.
+                file.write_all_at(&ZEROS[..len], tail.filled)?;
+                tail.filled += len as u64;
+                file
+            };
+            file.sync_data()?;
+        }
     }
 }
 
@@ -799,11 +876,13 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
         break;
     }
     let file = segments.open_for_write(segment)?;
+    let filled = file.metadata()?.len().max(offset);
     Ok(Tail {
         next: head + 1,
         segment,
         file: Arc::new(file),
         offset,
+        filled,
     })
 }
 

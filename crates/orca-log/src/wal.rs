@@ -7,7 +7,9 @@
 //! none). Positions are the first position plus the event's index. Segments are files named by
 //! their sequence number under `wal/`; a new one starts once the current one passes
 //! [`SEGMENT_BYTES`]. The written part of a segment ends at the end of the file, or where a frame
-//! header reads zero: a crash can leave zeros where the file grew but the data never landed.
+//! header reads zero: zeros are written ahead of the writer on purpose (so that an fsync does not
+//! also have to write the file's growth), and a crash can leave zeros where the file grew but
+//! the data never landed.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -244,6 +244,68 @@ async fn batches_written_by_their_caller_and_by_the_writer_thread_interleave_in_
     assert_eq!(log.stream_version("own").unwrap(), 201);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zeros_written_ahead_of_the_writer_end_the_log_and_take_later_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |gc: GroupCommit, from: usize| async move {
+        for i in from..from + 20 {
+            let r = gc
+                .append(append(vec![ev("a", &format!("after-{i}")), ev("b", "x")]))
+                .await;
+            assert!(r.unwrap().is_ok());
+        }
+    };
+    let (segment, filled) = {
+        let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+        let (gc, thread) = GroupCommit::start(log.clone(), GroupCommitOptions::default()).unwrap();
+        write(gc.clone(), 0).await;
+        let segment = segment_files(dir.path()).pop().unwrap();
+        // While the log is written, zeros go ahead of it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::metadata(&segment).unwrap().len() < 256 << 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no zeros written ahead"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let filled = std::fs::metadata(&segment).unwrap().len();
+        let bytes = std::fs::read(&segment).unwrap();
+        assert!(bytes[4096..].iter().all(|b| *b == 0));
+        // Later frames land right after the earlier ones, over the zeros.
+        write(gc.clone(), 20).await;
+        drop(gc);
+        thread.join().unwrap();
+        (segment, filled)
+    };
+    let bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.windows(8).position(|w| w == b"after-39").unwrap();
+    assert!(
+        (at as u64) < filled,
+        "frame at {at}, zeros from below {filled}"
+    );
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    assert_eq!(log.head(), 80);
+    let a: Vec<String> = log
+        .read_stream("a", 1)
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8(r.payload.clone()).unwrap())
+        .collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("after-{i}")).collect();
+    assert_eq!(a, expected);
+    assert_eq!(log.stream_version("b").unwrap(), 40);
+    // The writer goes on after the last frame, not after the zeros.
+    let r = log
+        .append_batch(&[append(vec![ev("a", "reopened")])])
+        .unwrap();
+    assert_eq!(r[0].as_ref().unwrap().first_position, 81);
+    drop(log);
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    assert_eq!(log.get(81).unwrap().unwrap().payload, b"reopened");
+    assert_eq!(log.stream_version("a").unwrap(), 41);
+}
+
 #[test]
 fn every_position_and_every_stream_version_reads_back_as_written() {
     let dir = tempfile::tempdir().unwrap();
