@@ -244,6 +244,58 @@ async fn batches_written_by_their_caller_and_by_the_writer_thread_interleave_in_
     assert_eq!(log.stream_version("own").unwrap(), 201);
 }
 
+#[test]
+fn appends_are_answered_in_the_order_written() {
+    const BATCHES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let (gc, _thread) = GroupCommit::start(log.clone(), GroupCommitOptions::default()).unwrap();
+    // Batches a little apart, so that most get an fsync of their own.
+    let (tx, written) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        for i in 0..BATCHES {
+            let (done, rx) = tokio::sync::oneshot::channel();
+            gc.write_now(vec![(append(vec![ev(&format!("s{}", i % 9), "x")]), done)]);
+            tx.send(rx).unwrap();
+            std::thread::sleep(std::time::Duration::from_micros(150));
+        }
+    });
+    // Scanned from the last: an answer seen means every earlier append was answered before it,
+    // so an earlier one still waiting when looked at afterwards was answered out of order.
+    let mut receivers = Vec::new();
+    let mut answered: Vec<Option<u64>> = Vec::new();
+    while receivers.len() < BATCHES || answered.iter().any(Option::is_none) {
+        for rx in written.try_iter() {
+            receivers.push(rx);
+            answered.push(None);
+        }
+        let mut later_answered = false;
+        for (i, rx) in receivers.iter_mut().enumerate().rev() {
+            if answered[i].is_none() {
+                match rx.try_recv() {
+                    Ok(outcome) => {
+                        let committed = outcome.unwrap().unwrap();
+                        assert!(
+                            log.head() >= committed.last_position,
+                            "answered before durable"
+                        );
+                        answered[i] = Some(committed.first_position);
+                    }
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => assert!(
+                        !later_answered,
+                        "append {i} was still waiting after a later one was answered"
+                    ),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            later_answered |= answered[i].is_some();
+        }
+    }
+    writer.join().unwrap();
+    let positions: Vec<u64> = answered.into_iter().map(Option::unwrap).collect();
+    assert_eq!(positions, (1..=BATCHES as u64).collect::<Vec<u64>>());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zeros_written_ahead_of_the_writer_end_the_log_and_take_later_frames() {
     let dir = tempfile::tempdir().unwrap();
