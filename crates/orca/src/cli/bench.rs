@@ -85,11 +85,6 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| tmp.path().join("data"));
 
-    // Raw baselines first, on an idle machine.
-    let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
-    let fsync = fsync_baseline(&tmp.path().join("fsync.bin")).await?;
-    let rtt = nats_baseline(&url).await?;
-
     let client = OrcaClient::connect(&url, &g.prefix).await?;
     let mut local = None;
     if !a.external {
@@ -169,6 +164,14 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         let _ = worker.await;
         service.stop(Duration::from_secs(10)).await?;
     }
+    // Read before the baselines run: the memory they hold is not the workload's.
+    let peak_rss = rss_kib("VmHWM:");
+
+    // Raw baselines after the workload, which has stopped: the machine is idle again.
+    eprintln!("measuring the raw baselines…");
+    let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
+    let fsync = fsync_baseline(&tmp.path().join("fsync.bin")).await?;
+    let rtt = nats_baseline(&url).await?;
     drop(nats);
 
     let wps = a.workflows as f64 / elapsed;
@@ -191,7 +194,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             "max": h.max() as f64 / 1000.0,
             "over_10ms": h.count_between(10_001, u64::MAX),
         })),
-        "rss_kib": {"before": rss0, "samples": rss_samples, "peak": rss_kib("VmHWM:")},
+        "rss_kib": {"before": rss0, "samples": rss_samples, "peak": peak_rss},
         "baseline": {
             "sled_batched_append_events_per_sec": sled_eps,
             "fsync_4k_ms": {"p50": ms(&fsync, 0.5), "p99": ms(&fsync, 0.99)},
@@ -248,7 +251,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             "  RSS before / quarters  {} MiB / {:?} MiB, peak {} MiB",
             rss0 / 1024,
             rss_samples.iter().map(|k| k / 1024).collect::<Vec<_>>(),
-            rss_kib("VmHWM:") / 1024
+            peak_rss / 1024
         );
         println!("baselines, same run:");
         println!(
