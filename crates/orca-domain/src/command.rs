@@ -84,6 +84,25 @@ fn meta(command_id: &str, actor: &str) -> Result<Meta, Rejection> {
     })
 }
 
+/// Refuses a JSON object that nests deeper than [`json::MAX_DEPTH`].
+fn shallow(field: &str, o: Map<String, Json>) -> Result<Map<String, Json>, Rejection> {
+    let depth = json::object_depth(&o);
+    if depth > json::MAX_DEPTH {
+        return Err(Rejection::fields(
+            Code::InvalidArgument,
+            format!("{field} nests too deeply"),
+            vec![FieldError::new(
+                field,
+                format!(
+                    "objects and arrays nest {depth} levels deep; at most {} are allowed",
+                    json::MAX_DEPTH
+                ),
+            )],
+        ));
+    }
+    Ok(o)
+}
+
 fn opt<T>(
     field: &str,
     text: &str,
@@ -113,7 +132,7 @@ impl TryFrom<&v1::StartProcess> for Checked<StartProcess> {
                 product: (!w.product.trim().is_empty()).then(|| w.product.trim().to_owned()),
                 customer_id: opt("customer_id", &w.customer_id, CustomerId::parse)?,
                 subscription_id: opt("subscription_id", &w.subscription_id, SubscriptionId::parse)?,
-                input: json::opt_struct_to_json(w.input.as_ref()),
+                input: shallow("input", json::opt_struct_to_json(w.input.as_ref()))?,
             },
             meta: meta(&w.command_id, &w.actor)?,
         })
@@ -141,7 +160,10 @@ impl TryFrom<&v1::CompleteTask> for Checked<TaskReport> {
                 process_id: report_ids(&w.process_id, w.attempt)?,
                 step_index: w.step_index,
                 attempt: w.attempt,
-                outcome: Ok(json::opt_struct_to_json(w.result.as_ref())),
+                outcome: Ok(shallow(
+                    "result",
+                    json::opt_struct_to_json(w.result.as_ref()),
+                )?),
             },
             meta: meta(&w.command_id, &w.actor)?,
         })

@@ -486,3 +486,87 @@ fn a_scheduled_task_is_awaited_until_anything_follows_it_on_the_process_stream()
     f.report(4, 1, Err("directory down".into())).unwrap();
     assert!(!task_awaited(scheduled, process_version(&f)));
 }
+
+/// `{"deep": {"deep": … 1}}`, objects nesting `levels` deep.
+fn nested(levels: usize) -> Json {
+    let mut v = json!(1);
+    for _ in 0..levels {
+        v = json!({ "deep": v });
+    }
+    v
+}
+
+fn complete(process_id: &str, result: &Json) -> v1::CompleteTask {
+    v1::CompleteTask {
+        process_id: process_id.into(),
+        step_index: 4,
+        attempt: 1,
+        result: Some(orca_domain::json::json_to_struct(
+            result.as_object().unwrap(),
+        )),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn inputs_and_results_nesting_too_deeply_are_refused_and_what_is_accepted_reads_back() {
+    use orca_domain::json::MAX_DEPTH;
+    use orca_proto::{Message, decode_stored_event, encode_stored_event};
+
+    let mut s = Scenario::new();
+    let r = s
+        .start(v1::StartProcess {
+            workflow: "create_user_group".into(),
+            customer_id: Uuid::from_u128(42).to_string(),
+            input: Some(orca_domain::json::json_to_struct(
+                json!({"group_name": "Ops", "extra": nested(MAX_DEPTH)})
+                    .as_object()
+                    .unwrap(),
+            )),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(r.code, Code::InvalidArgument);
+    assert_eq!(r.field_errors[0].field, "input");
+    assert!(s.process.is_none());
+
+    s.start_create("Ops");
+    let process_id = s.process.as_ref().unwrap().process_id.clone();
+    let too_deep = complete(&process_id, &nested(MAX_DEPTH + 1));
+    let r = Checked::<TaskReport>::try_from(&too_deep).unwrap_err();
+    assert_eq!(r.code, Code::InvalidArgument);
+    assert_eq!(r.field_errors[0].field, "result");
+
+    // The deepest result accepted goes into the step log and the state, and every place that
+    // carries it decodes again: the stored events and a list of processes, protobuf and JSON.
+    let mut result = nested(MAX_DEPTH);
+    result["subscription"] = json!({"user_group": {"group_id": 4711}});
+    let checked = Checked::<TaskReport>::try_from(&complete(&process_id, &result)).unwrap();
+    let outcome = checked.command.outcome.unwrap();
+    assert_eq!(orca_domain::json::object_depth(&outcome), MAX_DEPTH);
+    let d = s.report(4, 1, Ok(Json::Object(outcome))).unwrap();
+    assert_eq!(d.process.status, "completed");
+    for (i, e) in d.events.iter().enumerate() {
+        let back = decode_stored_event(&encode_stored_event(e), e.position, &e.stream, e.version)
+            .map_err(|err| format!("event {i} does not read back: {}", err.to_string().len()));
+        assert!(back.as_ref() == Ok(e), "{:?}", back.err());
+    }
+    let list = v1::ProcessList {
+        processes: vec![d.process.clone()],
+        ..Default::default()
+    };
+    assert_eq!(
+        v1::ProcessList::decode(&*list.encode_to_vec()),
+        Ok(list.clone())
+    );
+    let text = serde_json::to_vec(&list).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<v1::ProcessList>(&text).unwrap(),
+        list
+    );
+    assert!(d.process.steps.iter().any(|st| {
+        st.result
+            .as_ref()
+            .is_some_and(|r| r.fields.contains_key("deep"))
+    }));
+}
