@@ -780,3 +780,42 @@ async fn a_purged_stream_this_log_never_published_that_far_is_refused() {
     let state = stream.info().await.unwrap().state.clone();
     assert_eq!((state.messages, state.last_sequence), (0, 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_orca_refuses_fails_its_step_with_the_reason_instead_of_leaving_it_waiting() {
+    use orca_worker::{TaskOutcome, Worker, WorkerOptions};
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    // A handler whose result nests deeper than orca takes.
+    let worker = Worker::new(
+        async_nats::connect(env.nats.url()).await.unwrap(),
+        WorkerOptions::default(),
+    )
+    .handle("provision_user_group", |_task: v1::Task| async {
+        let mut deep = json!(1);
+        for _ in 0..=orca_domain::json::MAX_DEPTH {
+            deep = json!({ "deep": deep });
+        }
+        TaskOutcome::Ok(deep.as_object().cloned().unwrap())
+    });
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(worker.run(shutdown));
+
+    let a = accepted(&env.client.start(&create_cmd("Deep")).await.unwrap());
+    let p = env
+        .client
+        .wait_process(&a.process_id, a.position, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "failed");
+    let step = &p.steps[4];
+    assert_eq!(
+        (step.name.as_str(), step.status.as_str()),
+        ("provision_user_group", "failed")
+    );
+    assert!(
+        step.error.contains("INVALID_ARGUMENT") && step.error.contains("nest"),
+        "the step's error says why its result was refused: {}",
+        step.error
+    );
+}

@@ -231,7 +231,13 @@ async fn consume(
 enum Disposition {
     Ack,
     Retry,
+    /// orca refused the result itself (too large, too deep, malformed): the reason, to report
+    /// as the step's failure, so that its process fails visibly instead of waiting forever.
+    ResultRefused(String),
 }
+
+/// Codes of a rejected `complete` that blame its result, not the moment it was sent.
+const RESULT_REFUSED: [&str; 3] = ["INVALID_ARGUMENT", "PAYLOAD_TOO_LARGE", "MALFORMED_REQUEST"];
 
 async fn run_one(
     client: &Client,
@@ -248,9 +254,12 @@ async fn run_one(
         }
     };
     let outcome = handler.run(task.clone()).await;
-    let disposition = report(client, options, &task, outcome).await;
+    let mut disposition = report(client, options, &task, outcome).await;
+    if let Disposition::ResultRefused(reason) = disposition {
+        disposition = report(client, options, &task, TaskOutcome::Failed(reason)).await;
+    }
     let _ = match disposition {
-        Disposition::Ack => msg.ack().await,
+        Disposition::Ack | Disposition::ResultRefused(_) => msg.ack().await,
         Disposition::Retry => {
             msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
                 .await
@@ -285,7 +294,8 @@ async fn report(
                 step_index: task.step_index,
                 attempt: task.attempt,
                 error,
-                command_id: format!("task:{}:report", task.task_id),
+                // Not the complete's id: a result refused is followed by this failure.
+                command_id: format!("task:{}:fail", task.task_id),
                 actor: options.actor.clone(),
             }
             .encode_to_vec(),
@@ -308,6 +318,26 @@ async fn report(
         Ok(Some(Outcome::Rejected(r))) if r.code == "UNAVAILABLE" => {
             tracing::warn!(task = %task.task_id, message = %r.message, "orca unavailable; retrying");
             Disposition::Retry
+        }
+        Ok(Some(Outcome::Rejected(r)))
+            if verb == "complete" && RESULT_REFUSED.contains(&r.code.as_str()) =>
+        {
+            tracing::warn!(task = %task.task_id, code = %r.code, message = %r.message, "result refused; reporting the step failed");
+            let details: Vec<String> = r
+                .field_errors
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect();
+            Disposition::ResultRefused(if details.is_empty() {
+                format!("orca refused the step's result ({}): {}", r.code, r.message)
+            } else {
+                format!(
+                    "orca refused the step's result ({}): {} ({})",
+                    r.code,
+                    r.message,
+                    details.join("; ")
+                )
+            })
         }
         Ok(Some(Outcome::Rejected(r))) => {
             // TASK_NOT_CURRENT and the like: the result can never apply; retrying cannot help.
