@@ -819,3 +819,50 @@ async fn a_result_orca_refuses_fails_its_step_with_the_reason_instead_of_leaving
         step.error
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_too_large_for_one_nats_message_comes_in_smaller_pages_that_miss_nothing() {
+    const PROCESSES: usize = 600;
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    // No worker: the processes wait at their task step, each view a few KiB of JSON.
+    let replies = futures::future::join_all((0..PROCESSES).map(|i| {
+        let client = env.client.clone();
+        async move { client.start(&create_cmd(&format!("group {i}"))).await }
+    }))
+    .await;
+    let last = replies
+        .iter()
+        .map(|r| accepted(r.as_ref().unwrap()).position)
+        .max()
+        .unwrap();
+
+    let max_payload = env.client.nats().server_info().max_payload;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let body = json!({"limit": 1000, "pageToken": token, "minPosition": last.to_string()});
+        let reply = env
+            .client
+            .raw("query.process.list", Bytes::from(body.to_string()), true)
+            .await
+            .expect("an answer, not a timeout");
+        assert!(reply.len() <= max_payload, "{} bytes", reply.len());
+        let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+        assert!(reply.get("error").is_none(), "{reply}");
+        for p in reply["processes"].as_array().unwrap() {
+            assert!(seen.insert(p["processId"].as_str().unwrap().to_owned()));
+        }
+        pages += 1;
+        match reply["nextPageToken"].as_str() {
+            Some(t) if !t.is_empty() => token = t.to_owned(),
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), PROCESSES);
+    assert!(
+        pages > 1,
+        "the {PROCESSES} processes did not need more than one page"
+    );
+}

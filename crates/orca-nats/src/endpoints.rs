@@ -90,7 +90,12 @@ pub(crate) struct Ctx {
     pub published: watch::Receiver<u64>,
     pub catalog: Arc<Catalog>,
     pub options: BusOptions,
+    /// Largest reply NATS carries (the server's max_payload, less room for headers).
+    pub reply_limit: usize,
 }
+
+/// Room left in a NATS message for a reply's subject and headers.
+const REPLY_HEADROOM: usize = 4096;
 
 /// What the endpoints serve from.
 pub struct Backend {
@@ -127,6 +132,11 @@ pub async fn serve(
         published: backend.published,
         catalog: backend.catalog,
         options,
+        reply_limit: client
+            .server_info()
+            .max_payload
+            .saturating_sub(REPLY_HEADROOM)
+            .max(REPLY_HEADROOM),
     });
     let mut endpoints = Vec::new();
     for (name, subject, kind) in ENDPOINTS {

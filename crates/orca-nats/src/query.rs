@@ -61,6 +61,38 @@ async fn caught_up(ctx: &Ctx, position: u64) -> Result<(), v1::Rejected> {
     }
 }
 
+/// A list reply, whose page can be made smaller.
+trait Paged: Reply {
+    fn items(&self) -> usize;
+}
+
+impl Paged for v1::SubscriptionList {
+    fn items(&self) -> usize {
+        self.subscriptions.len()
+    }
+}
+
+impl Paged for v1::ProcessList {
+    fn items(&self) -> usize {
+        self.processes.len()
+    }
+}
+
+/// The reply that says the answer does not fit in one NATS message.
+fn too_large<R: Reply>(bytes: usize, ctx: &Ctx, enc: Encoding) -> Bytes {
+    let reply = R::rejected(
+        Rejection::new(
+            Code::PayloadTooLarge,
+            format!(
+                "the reply would be {bytes} bytes, over the {} a NATS message may carry here",
+                ctx.reply_limit
+            ),
+        )
+        .to_proto(),
+    );
+    codec::encode(&reply, enc)
+}
+
 /// Decodes the request, answers it, encodes the reply in the request's encoding.
 async fn run<Q, R, Fut>(
     payload: &[u8],
@@ -77,7 +109,46 @@ where
         Err(r) => R::rejected(r.to_proto()),
         Ok(q) => answer(q).await.unwrap_or_else(R::rejected),
     };
-    codec::encode(&reply, enc)
+    let bytes = codec::encode(&reply, enc);
+    if bytes.len() > ctx.reply_limit {
+        return too_large::<R>(bytes.len(), ctx, enc);
+    }
+    bytes
+}
+
+/// [`run`] for a list: a page whose reply would not fit in one NATS message is made smaller
+/// (its `next_page_token` then goes on from there), down to one item.
+async fn run_paged<Q, R, Fut>(
+    payload: &[u8],
+    enc: Encoding,
+    ctx: &Ctx,
+    limit_of: impl Fn(&Q) -> u32,
+    answer: impl Fn(Q, usize) -> Fut,
+) -> Bytes
+where
+    Q: Message + Default + DeserializeOwned + Clone,
+    R: Paged,
+    Fut: Future<Output = Result<R, v1::Rejected>>,
+{
+    let q = match codec::decode::<Q>(payload, enc, ctx.options.max_payload) {
+        Err(r) => return codec::encode(&R::rejected(r.to_proto()), enc),
+        Ok(q) => q,
+    };
+    let mut limit = limit(limit_of(&q));
+    loop {
+        let reply = match answer(q.clone(), limit).await {
+            Ok(r) => r,
+            Err(e) => return codec::encode(&R::rejected(e), enc),
+        };
+        let bytes = codec::encode(&reply, enc);
+        if bytes.len() <= ctx.reply_limit {
+            return bytes;
+        }
+        if reply.items() <= 1 {
+            return too_large::<R>(bytes.len(), ctx, enc);
+        }
+        limit = reply.items() / 2;
+    }
 }
 
 pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
@@ -111,7 +182,8 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             .await
         }
         Kind::ListSubscriptions => {
-            run(payload, enc, ctx, |q: v1::ListSubscriptions| async move {
+            let limit_of = |q: &v1::ListSubscriptions| q.limit;
+            run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
                 caught_up(ctx, q.min_position).await?;
                 let filter = orca_views::SubscriptionFilter {
                     status: q.status,
@@ -120,7 +192,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
                 };
                 let page = ctx
                     .views
-                    .list_subscriptions(&filter, limit(q.limit), &q.page_token)
+                    .list_subscriptions(&filter, limit, &q.page_token)
                     .map_err(store_error)?;
                 Ok(v1::SubscriptionList {
                     subscriptions: page.items,
@@ -131,7 +203,8 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             .await
         }
         Kind::ListProcesses => {
-            run(payload, enc, ctx, |q: v1::ListProcesses| async move {
+            let limit_of = |q: &v1::ListProcesses| q.limit;
+            run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
                 caught_up(ctx, q.min_position).await?;
                 let filter = orca_views::ProcessFilter {
                     status: q.status,
@@ -140,7 +213,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
                 };
                 let page = ctx
                     .views
-                    .list_processes(&filter, limit(q.limit), &q.page_token)
+                    .list_processes(&filter, limit, &q.page_token)
                     .map_err(store_error)?;
                 Ok(v1::ProcessList {
                     processes: page.items,
