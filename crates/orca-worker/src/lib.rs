@@ -27,4 +27,4 @@
 pub mod example;
 mod worker;
 
-pub use worker::{Error, Handler, TaskOutcome, Worker, WorkerOptions, state};
+pub use worker::{Error, Handler, MAX_CONCURRENCY, TaskOutcome, Worker, WorkerOptions, state};

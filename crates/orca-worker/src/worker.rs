@@ -58,12 +58,15 @@ pub fn state(task: &v1::Task) -> Map<String, Json> {
     json::opt_struct_to_json(task.state.as_ref())
 }
 
+/// Most tasks one worker runs at once per step; a larger `concurrency` is taken as this.
+pub const MAX_CONCURRENCY: usize = 65_536;
+
 /// How the worker takes and reports tasks.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Subject prefix of the orca service (default `orca`).
     pub prefix: String,
-    /// Tasks run at once per step (default 256).
+    /// Tasks run at once per step (default 256, at most [`MAX_CONCURRENCY`]).
     pub concurrency: usize,
     /// How long a task may run before JetStream hands it to another worker (default 60 s).
     pub ack_wait: Duration,
@@ -125,7 +128,9 @@ impl Worker {
                 }
             }
         };
-        let options = Arc::new(self.options);
+        let mut options = self.options;
+        options.concurrency = options.concurrency.clamp(1, MAX_CONCURRENCY);
+        let options = Arc::new(options);
         let mut loops = tokio::task::JoinSet::new();
         for (step, handler) in self.handlers {
             let client = self.client.clone();
@@ -133,7 +138,7 @@ impl Worker {
             let stream = stream.clone();
             let shutdown = shutdown.clone();
             loops.spawn(async move {
-                let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+                let permits = Arc::new(Semaphore::new(options.concurrency));
                 // Re-subscribes when the consumer or the server goes away (e.g. a restart).
                 while !*shutdown.borrow() {
                     if let Err(e) = consume(&client, &stream, &options, &step, &handler, &permits, shutdown.clone()).await {
@@ -146,7 +151,8 @@ impl Worker {
                     }
                 }
                 // Let running tasks report before returning.
-                let _ = permits.acquire_many(u32::try_from(options.concurrency.max(1)).unwrap_or(1)).await;
+                // MAX_CONCURRENCY fits a u32.
+                let _ = permits.acquire_many(u32::try_from(options.concurrency).unwrap_or(u32::MAX)).await;
                 Ok::<(), Error>(())
             });
         }
@@ -176,7 +182,8 @@ async fn consume(
                 filter_subject: format!("{}.task.{step}", options.prefix),
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: options.ack_wait,
-                max_ack_pending: i64::try_from(options.concurrency * 4).unwrap_or(1024),
+                max_ack_pending: i64::try_from(options.concurrency.saturating_mul(4))
+                    .unwrap_or(i64::MAX),
                 ..Default::default()
             },
         )

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, short = 'n', default_value_t = 20_000)]
     pub workflows: usize,
     /// Workflows in flight at once.
-    #[arg(long, short = 'c', default_value_t = 256)]
+    #[arg(long, short = 'c', default_value_t = 256, value_parser = super::parse_concurrency)]
     pub concurrency: usize,
     /// Keep the log here (a temporary directory when not given).
     #[arg(long)]
@@ -40,7 +40,7 @@ pub struct Args {
     pub baseline_events: usize,
     /// Start workflows at this rate per second (open loop, still at most --concurrency in
     /// flight) instead of as fast as completions allow: latency at a given load.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Drive an already running service (`orca serve`, with `orca worker example` beside it)
     /// at --nats-url instead of starting one in this process. RSS is then this client's only.
@@ -49,6 +49,15 @@ pub struct Args {
     /// sled page cache of the service's log index and views, each, in MiB (as `orca serve`).
     #[arg(long, env = "ORCA_CACHE_MIB", default_value_t = 16)]
     pub cache_mib: u64,
+}
+
+/// `--rate`: a finite number of workflows per second, from 0.01 to 1,000,000.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if !(0.01..=1_000_000.0).contains(&r) {
+        return Err("must be from 0.01 to 1000000 workflows/s".into());
+    }
+    Ok(r)
 }
 
 fn rss_kib(field: &str) -> u64 {
@@ -71,8 +80,8 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
-    if a.workflows == 0 || a.concurrency == 0 {
-        bail!("--workflows and --concurrency must be at least 1");
+    if a.workflows == 0 {
+        bail!("--workflows must be at least 1");
     }
     let nats = match &g.nats_url {
         Some(_) => None,
@@ -493,4 +502,23 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
     }
     responder.abort();
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+    use crate::cli::parse_concurrency;
+
+    #[test]
+    fn rates_and_concurrency_outside_what_the_runtime_can_pace_are_refused() {
+        for bad in ["inf", "NaN", "0", "-5", "1e-320", "2e6", "fast"] {
+            assert!(parse_rate(bad).is_err(), "--rate {bad}");
+        }
+        assert_eq!(parse_rate("1000"), Ok(1000.0));
+        for bad in ["0", "65537", "18446744073709551615", "-1", "many"] {
+            assert!(parse_concurrency(bad).is_err(), "--concurrency {bad}");
+        }
+        assert_eq!(parse_concurrency("65536"), Ok(65_536));
+        assert_eq!(parse_concurrency("1"), Ok(1));
+    }
 }

@@ -52,3 +52,15 @@ pub async fn signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+/// `--concurrency`: 1 to [`orca_worker::MAX_CONCURRENCY`].
+pub fn parse_concurrency(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if !(1..=orca_worker::MAX_CONCURRENCY).contains(&n) {
+        return Err(format!(
+            "must be from 1 to {}",
+            orca_worker::MAX_CONCURRENCY
+        ));
+    }
+    Ok(n)
+}

@@ -14,7 +14,7 @@ pub enum Command {
     /// and deprovision_user_group.
     Example {
         /// Tasks run at once per step.
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = super::parse_concurrency)]
         concurrency: usize,
     },
 }
