@@ -570,3 +570,98 @@ fn inputs_and_results_nesting_too_deeply_are_refused_and_what_is_accepted_reads_
             .is_some_and(|r| r.fields.contains_key("deep"))
     }));
 }
+
+/// The default catalog plus workflows that only tests use.
+fn with_workflows(extra: &str) -> Scenario {
+    let mut s = Scenario::new();
+    s.catalog = Catalog::from_toml(&format!(
+        "{}\n{extra}",
+        orca_domain::catalog::DEFAULT_CATALOG
+    ))
+    .unwrap();
+    s
+}
+
+fn start_on_subscription(s: &mut Scenario, workflow: &str) -> Result<Decision, Rejection> {
+    let id = s.subscription.as_ref().unwrap().subscription_id.clone();
+    s.start(v1::StartProcess {
+        workflow: workflow.into(),
+        subscription_id: id,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn only_validate_and_system_workflows_start_on_an_out_of_sync_subscription() {
+    let mut s = with_workflows(
+        r#"
+[[workflow]]
+name = "validate_user_group"
+target = "validate"
+product = "UserGroup"
+version = 1
+steps = ["init", "store_process_subscription(validate)", "done"]
+
+[[workflow]]
+name = "repair_user_group"
+target = "system"
+product = "UserGroup"
+version = 1
+steps = ["init", "store_process_subscription(system)", "done"]
+
+[[workflow]]
+name = "modify_user_group"
+target = "modify"
+product = "UserGroup"
+version = 1
+steps = ["init", "store_process_subscription(modify)", "unsync", "resync", "done"]
+"#,
+    );
+    s.create("Ops");
+    s.subscription.as_mut().unwrap().in_sync = false;
+    let out_of_sync = s.subscription.clone();
+
+    let r = start_on_subscription(&mut s, "modify_user_group").unwrap_err();
+    assert_eq!(r.code, Code::SubscriptionOutOfSync);
+    assert_eq!(
+        start_on_subscription(&mut s, "terminate_user_group")
+            .unwrap_err()
+            .code,
+        Code::SubscriptionOutOfSync
+    );
+    for workflow in ["validate_user_group", "repair_user_group"] {
+        s.subscription.clone_from(&out_of_sync);
+        let d = start_on_subscription(&mut s, workflow).unwrap();
+        assert_eq!(d.process.status, "completed", "{workflow}");
+    }
+}
+
+#[test]
+fn a_lifecycle_change_off_the_allowed_edges_fails_its_step_and_changes_nothing() {
+    let mut s = with_workflows(
+        r#"
+[[workflow]]
+name = "reprovision_user_group"
+target = "modify"
+product = "UserGroup"
+version = 1
+steps = ["init", "store_process_subscription(modify)", "unsync", "set_status(provisioning)", "resync", "done"]
+"#,
+    );
+    s.create("Ops");
+    let d = start_on_subscription(&mut s, "reprovision_user_group").unwrap();
+    assert_eq!(d.process.status, "failed");
+    let step = &d.process.steps[3];
+    assert_eq!(
+        (step.name.as_str(), step.status.as_str()),
+        ("set_status", "failed")
+    );
+    assert!(
+        step.error
+            .contains("cannot move from active to provisioning"),
+        "{}",
+        step.error
+    );
+    assert!(!names(&d).contains(&"subscription_status_changed"));
+    assert_eq!(d.subscription.as_ref().unwrap().status, "active");
+}
