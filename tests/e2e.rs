@@ -448,7 +448,7 @@ async fn kill_9_after_acks_loses_nothing_and_in_flight_processes_finish() {
     orca.kill9();
     let last = acked.iter().map(|a| a.position).max().unwrap();
 
-    let _orca = env.serve().await;
+    let mut orca = env.serve().await;
     assert!(
         env.head().await >= last,
         "every acknowledged event survived kill -9"
@@ -470,6 +470,15 @@ async fn kill_9_after_acks_loses_nothing_and_in_flight_processes_finish() {
             .unwrap();
         assert_eq!(sub.status, "active");
     }
+    // Views that lived through the kill equal the ones the log replays to.
+    assert!(orca.terminate(), "graceful stop");
+    let out = std::process::Command::new(orca_bin())
+        .args(["views", "verify", "--json", "--data-dir"])
+        .arg(env.data())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["equal"], true, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
