@@ -878,7 +878,9 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
     let file = segments.open_for_write(segment)?;
     let filled = file.metadata()?.len().max(offset);
     Ok(Tail {
-        next: head + 1,
+        next: head.checked_add(1).ok_or_else(|| Error::Corrupt {
+            what: format!("the index names position {head}, past the last a log can hold"),
+        })?,
         segment,
         file: Arc::new(file),
         offset,
