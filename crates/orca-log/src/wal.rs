@@ -248,11 +248,16 @@ impl Segments {
                 j += 1;
             }
             let file = self.reader(first.segment)?;
+            // Checked against the file before anything is allocated for it: a damaged index
+            // must not make a read ask for gigabytes.
             let span = usize::try_from(end - first.offset)
                 .ok()
-                .filter(|n| *n <= u32::MAX as usize * 2)
+                .filter(|_| end <= file.metadata().map_or(0, |m| m.len()))
                 .ok_or_else(|| Error::Corrupt {
-                    what: format!("frame at {}:{}", first.segment, first.offset),
+                    what: format!(
+                        "frame at {}:{} ends past its segment",
+                        first.segment, first.offset
+                    ),
                 })?;
             let mut buf = vec![0u8; span];
             file.read_exact_at(&mut buf, first.offset)?;
