@@ -48,9 +48,38 @@ fn decide(wire: &v1::StartProcess) {
         subscription_id: SubscriptionId(uuid::Uuid::from_u128(u128::MAX - 1)),
     };
     match orca_domain::start_process(&catalog, &cmd.command, None, ids, &mut env) {
-        Ok(d) => assert!(!d.events.is_empty()),
+        Ok(d) => {
+            assert!(!d.events.is_empty());
+            for e in &d.events {
+                reads_back(e);
+            }
+        }
         Err(r) => assert!(!r.code.as_str().is_empty()),
     }
+}
+
+/// What is accepted is written; what is written must decode again (replay, views, outbox).
+fn reads_back(e: &v1::Event) {
+    let bytes = orca_proto::encode_stored_event(e);
+    let back = orca_proto::decode_stored_event(&bytes, e.position, &e.stream, e.version);
+    assert!(
+        back.as_ref() == Ok(e),
+        "an accepted event does not read back"
+    );
+}
+
+/// JSON nesting anywhere from 0 to 60 levels deep, well past what orca takes and past what
+/// protobuf decodes, each level an object or an array.
+fn deep_json_value() -> impl Strategy<Value = Json> {
+    (prop::collection::vec(any::<bool>(), 0..60), any::<i64>()).prop_map(|(levels, leaf)| {
+        levels.into_iter().fold(Json::from(leaf), |inner, array| {
+            if array {
+                Json::Array(vec![inner])
+            } else {
+                serde_json::json!({ "k": inner })
+            }
+        })
+    })
 }
 
 proptest! {
@@ -88,5 +117,49 @@ proptest! {
         let bytes = wire.encode_to_vec();
         let back = decode::<v1::StartProcess>(&bytes, Encoding::Proto, 1 << 20).unwrap();
         decide(&back);
+    }
+
+    #[test]
+    fn arbitrary_task_results_are_refused_as_too_deep_or_read_back_once_recorded(
+        result in prop::collection::btree_map("[a-z]{1,3}", deep_json_value(), 0..3),
+    ) {
+        let map = result.into_iter().collect();
+        let wire = v1::CompleteTask {
+            process_id: uuid::Uuid::from_u128(7).to_string(),
+            step_index: 4,
+            attempt: 1,
+            result: Some(orca_proto::json::json_to_struct(&map)),
+            ..Default::default()
+        };
+        let too_deep = orca_domain::json::object_depth(&map) > orca_domain::json::MAX_DEPTH;
+        let back = match decode::<v1::CompleteTask>(&wire.encode_to_vec(), Encoding::Proto, 1 << 20) {
+            Ok(back) => back,
+            Err(r) => {
+                // Past protobuf's own nesting limit: refused before orca looks at it.
+                prop_assert_eq!(r.code, orca_domain::Code::MalformedRequest);
+                prop_assert!(too_deep);
+                return Ok(());
+            }
+        };
+        match Checked::<TaskReport>::try_from(&back) {
+            Ok(c) => {
+                let result = c.command.outcome.unwrap();
+                prop_assert!(!too_deep);
+                reads_back(&v1::Event {
+                    event_id: "e".into(),
+                    body: Some(v1::event::Body::StepCompleted(v1::StepCompleted {
+                        index: 4,
+                        result: Some(orca_proto::json::json_to_struct(&result)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                });
+            }
+            Err(r) => {
+                prop_assert_eq!(r.code, orca_domain::Code::InvalidArgument);
+                prop_assert_eq!(r.field_errors[0].field.as_str(), "result");
+                prop_assert!(too_deep);
+            }
+        }
     }
 }
