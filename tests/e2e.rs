@@ -472,6 +472,11 @@ async fn kill_9_after_acks_loses_nothing_and_in_flight_processes_finish() {
     }
     // Views that lived through the kill equal the ones the log replays to.
     assert!(orca.terminate(), "graceful stop");
+    assert_views_verify(&env);
+}
+
+/// `orca views verify` on a stopped service's data: its views equal those the log replays to.
+fn assert_views_verify(env: &Env) {
     let out = std::process::Command::new(orca_bin())
         .args(["views", "verify", "--json", "--data-dir"])
         .arg(env.data())
@@ -479,6 +484,7 @@ async fn kill_9_after_acks_loses_nothing_and_in_flight_processes_finish() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["equal"], true, "{report}");
+    assert!(out.status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -520,14 +526,7 @@ async fn replaying_the_log_rebuilds_views_identical_to_the_live_ones() {
     assert!(orca.terminate(), "graceful stop");
 
     // Through the CLI.
-    let out = std::process::Command::new(orca_bin())
-        .args(["views", "verify", "--json", "--data-dir"])
-        .arg(env.data())
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["equal"], true, "{report}");
-    assert!(out.status.success());
+    assert_views_verify(&env);
 
     // And by hand: a fresh directory, byte for byte.
     let log = orca::service::open_log(&env.data(), 8 << 20).unwrap();
