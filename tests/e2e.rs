@@ -794,38 +794,52 @@ async fn a_result_orca_refuses_fails_its_step_with_the_reason_instead_of_leaving
     use orca_worker::{TaskOutcome, Worker, WorkerOptions};
     let env = Env::new().await;
     let _orca = env.serve().await;
-    // A handler whose result nests deeper than orca takes.
+    // A handler whose result orca cannot take: nested deeper than it keeps, over its request
+    // limit, or over what one NATS message carries at all.
     let worker = Worker::new(
         async_nats::connect(env.nats.url()).await.unwrap(),
         WorkerOptions::default(),
     )
-    .handle("provision_user_group", |_task: v1::Task| async {
-        let mut deep = json!(1);
-        for _ in 0..=orca_domain::json::MAX_DEPTH {
-            deep = json!({ "deep": deep });
-        }
-        TaskOutcome::Ok(deep.as_object().cloned().unwrap())
+    .handle("provision_user_group", |task: v1::Task| async move {
+        let result = match orca_worker::state(&task)["group_name"].as_str() {
+            Some("Deep") => {
+                let mut deep = json!(1);
+                for _ in 0..=orca_domain::json::MAX_DEPTH {
+                    deep = json!({ "deep": deep });
+                }
+                deep
+            }
+            Some("Large") => json!({ "blob": "x".repeat(300 << 10) }),
+            _ => json!({ "blob": "x".repeat(2 << 20) }),
+        };
+        TaskOutcome::Ok(result.as_object().cloned().unwrap())
     });
     let (_stop, shutdown) = tokio::sync::watch::channel(false);
     tokio::spawn(worker.run(shutdown));
 
-    let a = accepted(&env.client.start(&create_cmd("Deep")).await.unwrap());
-    let p = env
-        .client
-        .wait_process(&a.process_id, a.position, LONG)
-        .await
-        .unwrap();
-    assert_eq!(p.status, "failed");
-    let step = &p.steps[4];
-    assert_eq!(
-        (step.name.as_str(), step.status.as_str()),
-        ("provision_user_group", "failed")
-    );
-    assert!(
-        step.error.contains("INVALID_ARGUMENT") && step.error.contains("nest"),
-        "the step's error says why its result was refused: {}",
-        step.error
-    );
+    for (name, reason) in [
+        ("Deep", "nests too deeply"),
+        ("Large", "PAYLOAD_TOO_LARGE"),
+        ("Huge", "more than a NATS message may carry"),
+    ] {
+        let a = accepted(&env.client.start(&create_cmd(name)).await.unwrap());
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "failed", "{name}");
+        let step = &p.steps[4];
+        assert_eq!(
+            (step.name.as_str(), step.status.as_str()),
+            ("provision_user_group", "failed")
+        );
+        assert!(
+            step.error.contains(reason),
+            "the step's error says why its result was refused: {}",
+            step.error
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -873,4 +887,81 @@ async fn a_list_too_large_for_one_nats_message_comes_in_smaller_pages_that_miss_
         pages > 1,
         "the {PROCESSES} processes did not need more than one page"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_too_large_for_a_json_reply_is_refused_alone_and_paging_goes_on_past_it() {
+    use orca_worker::{TaskOutcome, Worker, WorkerOptions};
+    let env = Env::new().await;
+    let _orca = serve_with(&env.nats.url(), &env.data(), "262144").await;
+    // Control characters: 200 KiB in protobuf, six times that escaped in JSON, and a process
+    // view holds its result twice (step log and state).
+    let worker = Worker::new(
+        async_nats::connect(env.nats.url()).await.unwrap(),
+        WorkerOptions::default(),
+    )
+    .handle("provision_user_group", |task: v1::Task| async move {
+        let mut result = json!({"subscription": {"user_group": {"group_id": 7}}});
+        if orca_worker::state(&task)["group_name"] == "Escapes" {
+            result["blob"] = json!("\u{1}".repeat(200 << 10));
+        }
+        TaskOutcome::Ok(result.as_object().cloned().unwrap())
+    });
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(worker.run(shutdown));
+    let mut ids = Vec::new();
+    let mut last = 0;
+    for name in ["Old", "Escapes", "New"] {
+        let a = accepted(&env.client.start(&create_cmd(name)).await.unwrap());
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "completed", "{:?}", p.steps[4].error);
+        last = p.position;
+        ids.push(a.process_id.clone());
+    }
+
+    let list = |token: String| {
+        let body = json!({"limit": 10, "pageToken": token, "minPosition": last.to_string()});
+        let client = env.client.clone();
+        async move {
+            let reply = client
+                .raw("query.process.list", Bytes::from(body.to_string()), true)
+                .await
+                .expect("an answer, not a timeout");
+            serde_json::from_slice::<serde_json::Value>(&reply).unwrap()
+        }
+    };
+    let page = |v: &serde_json::Value| -> (Vec<String>, String) {
+        let items = v["processes"].as_array().cloned().unwrap_or_default();
+        let ids = items
+            .iter()
+            .map(|p| p["processId"].as_str().unwrap().to_owned())
+            .collect();
+        (ids, v["nextPageToken"].as_str().unwrap_or("").to_owned())
+    };
+    // Newest first: the one that fits, then the refusal, then past it.
+    let first = list(String::new()).await;
+    let (items, token) = page(&first);
+    assert_eq!(items, vec![ids[2].clone()]);
+    let second = list(token).await;
+    assert_eq!(second["error"]["code"], "PAYLOAD_TOO_LARGE", "{second}");
+    let (items, token) = page(&second);
+    assert!(items.is_empty() && !token.is_empty(), "{second}");
+    let third = list(token).await;
+    assert_eq!(page(&third), (vec![ids[0].clone()], String::new()));
+
+    // Alone, the same view comes as protobuf, and as JSON it is refused, not dropped.
+    let p = env.client.process(&ids[1], last).await.unwrap();
+    assert_eq!(p.process.unwrap().status, "completed");
+    let body = json!({"processId": ids[1]});
+    let reply = env
+        .client
+        .raw("query.process.get", Bytes::from(body.to_string()), true)
+        .await
+        .expect("an answer, not a timeout");
+    let reply: serde_json::Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["error"]["code"], "PAYLOAD_TOO_LARGE", "{reply}");
 }

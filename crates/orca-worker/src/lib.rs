@@ -6,8 +6,9 @@
 //! `orca.cmd.task.complete` or `orca.cmd.task.fail`. The report's command id is derived from the
 //! task id, so a redelivered task reports idempotently; the message is acked only once orca has
 //! answered, so nothing is lost if a worker or orca dies mid-task. A result orca refuses (too
-//! large, nested too deeply) is reported as the step's failure with orca's reason, so its process
-//! fails where an operator sees it instead of waiting for a result that can never be taken.
+//! large for orca or for a NATS message, nested too deeply) is reported as the step's failure
+//! with the reason, so its process fails where an operator sees it instead of waiting for a
+//! result that can never be taken.
 //!
 //! ```no_run
 //! # async fn demo(client: async_nats::Client) -> Result<(), orca_worker::Error> {

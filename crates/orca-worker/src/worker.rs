@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, pull};
 use async_nats::jetstream::{self, AckKind};
-use async_nats::{Client, HeaderMap};
+use async_nats::{Client, HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use orca_proto::v1::{self, command_reply::Outcome};
@@ -243,8 +243,15 @@ enum Disposition {
     ResultRefused(String),
 }
 
-/// Codes of a rejected `complete` that blame its result, not the moment it was sent.
-const RESULT_REFUSED: [&str; 3] = ["INVALID_ARGUMENT", "PAYLOAD_TOO_LARGE", "MALFORMED_REQUEST"];
+/// Whether a rejected `complete` blames its result (too large, too deep to decode or to keep),
+/// not the moment it was sent or the worker's own metadata.
+fn blames_result(r: &v1::Rejected) -> bool {
+    match r.code.as_str() {
+        "PAYLOAD_TOO_LARGE" | "MALFORMED_REQUEST" => true,
+        "INVALID_ARGUMENT" => r.field_errors.iter().any(|f| f.field == "result"),
+        _ => false,
+    }
+}
 
 async fn run_one(
     client: &Client,
@@ -309,12 +316,19 @@ async fn report(
             "fail",
         ),
     };
+    let payload_len = payload.len();
     let request = async_nats::Request::new()
         .payload(Bytes::from(payload))
         .headers(HeaderMap::new())
         .timeout(Some(options.request_timeout));
     let reply = match client.send_request(subject, request).await {
         Ok(m) => m,
+        Err(e) if verb == "complete" && e.kind() == RequestErrorKind::MaxPayloadExceeded => {
+            tracing::warn!(task = %task.task_id, bytes = payload_len, "result too large for NATS; reporting the step failed");
+            return Disposition::ResultRefused(format!(
+                "the step's result is {payload_len} bytes, more than a NATS message may carry"
+            ));
+        }
         Err(e) => {
             tracing::warn!(error = %e, task = %task.task_id, "report not answered; the task will be retried");
             return Disposition::Retry;
@@ -326,9 +340,7 @@ async fn report(
             tracing::warn!(task = %task.task_id, message = %r.message, "orca unavailable; retrying");
             Disposition::Retry
         }
-        Ok(Some(Outcome::Rejected(r)))
-            if verb == "complete" && RESULT_REFUSED.contains(&r.code.as_str()) =>
-        {
+        Ok(Some(Outcome::Rejected(r))) if verb == "complete" && blames_result(&r) => {
             tracing::warn!(task = %task.task_id, code = %r.code, message = %r.message, "result refused; reporting the step failed");
             let details: Vec<String> = r
                 .field_errors
