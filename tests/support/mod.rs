@@ -110,7 +110,15 @@ impl Drop for Proc {
 
 /// `orca serve` on `nats` with `data_dir`; returns once it answers queries.
 pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
-    let proc = spawn_serve(nats, data_dir);
+    serve_with(nats, data_dir, TEST_MAX_PAYLOAD).await
+}
+
+/// Requests the tests' services take: small, so that limits are quick to reach.
+const TEST_MAX_PAYLOAD: &str = "65536";
+
+/// [`serve`] with its own `--max-payload`.
+pub async fn serve_with(nats: &str, data_dir: &Path, max_payload: &str) -> Proc {
+    let proc = spawn_serve_with(nats, data_dir, max_payload);
     let client = OrcaClient::connect(nats, "orca").await.expect("connect");
     wait_until(Duration::from_secs(20), || {
         let c = client.clone();
@@ -122,6 +130,10 @@ pub async fn serve(nats: &str, data_dir: &Path) -> Proc {
 
 /// `orca serve` on `nats` with `data_dir`, started and left alone.
 pub fn spawn_serve(nats: &str, data_dir: &Path) -> Proc {
+    spawn_serve_with(nats, data_dir, TEST_MAX_PAYLOAD)
+}
+
+fn spawn_serve_with(nats: &str, data_dir: &Path, max_payload: &str) -> Proc {
     let dir = data_dir.to_string_lossy().into_owned();
     Proc::spawn(
         &[
@@ -131,7 +143,7 @@ pub fn spawn_serve(nats: &str, data_dir: &Path) -> Proc {
             "--data-dir",
             &dir,
             "--max-payload",
-            "65536",
+            max_payload,
         ],
         data_dir.with_extension("serve.log"),
     )

@@ -64,17 +64,24 @@ async fn caught_up(ctx: &Ctx, position: u64) -> Result<(), v1::Rejected> {
 /// A list reply, whose page can be made smaller.
 trait Paged: Reply {
     fn items(&self) -> usize;
+    fn token(&mut self) -> &mut String;
 }
 
 impl Paged for v1::SubscriptionList {
     fn items(&self) -> usize {
         self.subscriptions.len()
     }
+    fn token(&mut self) -> &mut String {
+        &mut self.next_page_token
+    }
 }
 
 impl Paged for v1::ProcessList {
     fn items(&self) -> usize {
         self.processes.len()
+    }
+    fn token(&mut self) -> &mut String {
+        &mut self.next_page_token
     }
 }
 
@@ -136,7 +143,7 @@ where
     };
     let mut limit = limit(limit_of(&q));
     loop {
-        let reply = match answer(q.clone(), limit).await {
+        let mut reply = match answer(q.clone(), limit).await {
             Ok(r) => r,
             Err(e) => return codec::encode(&R::rejected(e), enc),
         };
@@ -145,7 +152,21 @@ where
             return bytes;
         }
         if reply.items() <= 1 {
-            return too_large::<R>(bytes.len(), ctx, enc);
+            // One view alone is too large: say so, and let the next page go on past it.
+            let mut refused = R::rejected(
+                Rejection::new(
+                    Code::PayloadTooLarge,
+                    format!(
+                        "the page's first view is {} bytes as a reply, over the {} a NATS \
+                         message may carry here; next_page_token goes on past it",
+                        bytes.len(),
+                        ctx.reply_limit
+                    ),
+                )
+                .to_proto(),
+            );
+            *refused.token() = std::mem::take(reply.token());
+            return codec::encode(&refused, enc);
         }
         limit = reply.items() / 2;
     }

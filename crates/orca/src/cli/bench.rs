@@ -176,7 +176,8 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     // Read before the baselines run: the memory they hold is not the workload's.
     let peak_rss = rss_kib("VmHWM:");
 
-    // Raw baselines after the workload, which has stopped: the machine is idle again.
+    // Raw baselines after the workload, which has stopped: nothing else of orca's runs in this
+    // process now (an --external service may still be catching up on its views).
     eprintln!("measuring the raw baselines…");
     let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
     let fsync = fsync_baseline(&tmp.path().join("fsync.bin")).await?;
