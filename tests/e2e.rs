@@ -887,6 +887,36 @@ async fn a_list_too_large_for_one_nats_message_comes_in_smaller_pages_that_miss_
         pages > 1,
         "the {PROCESSES} processes did not need more than one page"
     );
+
+    // The CLI pages the same way: it says how to go on, and going on repeats nothing.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(orca_bin())
+            .args(["process", "list", "--nats-url", &env.nats.url()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().next().unwrap().to_owned())
+            .collect();
+        let hint = String::from_utf8_lossy(&out.stderr).into_owned();
+        (ids, hint)
+    };
+    let (first, hint) = cli(&["--limit", "3"]);
+    assert_eq!(first.len(), 3);
+    let token = hint
+        .split("--page-token ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no hint to go on: {hint}"))
+        .to_owned();
+    let (next, _) = cli(&["--limit", "3", "--page-token", &token]);
+    assert_eq!(next.len(), 3);
+    assert!(
+        next.iter()
+            .all(|id| !first.contains(id) && seen.contains(id))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,9 +67,13 @@ pub enum Command {
         /// Only processes of this subscription.
         #[arg(long)]
         subscription: Option<String>,
-        /// Most to show.
+        /// Most to show (a page may hold fewer when its reply would not fit in one NATS
+        /// message; the next page then goes on from there).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Go on from where an earlier list stopped (its `next_page_token`).
+        #[arg(long)]
+        page_token: Option<String>,
     },
 }
 
@@ -219,6 +223,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             workflow,
             subscription,
             limit,
+            page_token,
         } => {
             let reply = client
                 .processes(&v1::ListProcesses {
@@ -226,6 +231,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                     workflow: workflow.unwrap_or_default(),
                     subscription_id: subscription.unwrap_or_default(),
                     limit,
+                    page_token: page_token.unwrap_or_default(),
                     ..Default::default()
                 })
                 .await?;
@@ -237,6 +243,12 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             } else {
                 for p in &reply.processes {
                     println!("{}", render::process_line(p));
+                }
+                if !reply.next_page_token.is_empty() {
+                    eprintln!(
+                        "more: add --page-token {} for the next page",
+                        reply.next_page_token
+                    );
                 }
             }
         }

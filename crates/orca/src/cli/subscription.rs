@@ -28,9 +28,13 @@ pub enum Command {
         /// Only this customer.
         #[arg(long)]
         customer: Option<String>,
-        /// Most to show.
+        /// Most to show (a page may hold fewer when its reply would not fit in one NATS
+        /// message; the next page then goes on from there).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Go on from where an earlier list stopped (its `next_page_token`).
+        #[arg(long)]
+        page_token: Option<String>,
     },
 }
 
@@ -51,6 +55,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             product,
             customer,
             limit,
+            page_token,
         } => {
             let reply = client
                 .subscriptions(&v1::ListSubscriptions {
@@ -58,6 +63,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                     product: product.unwrap_or_default(),
                     customer_id: customer.unwrap_or_default(),
                     limit,
+                    page_token: page_token.unwrap_or_default(),
                     ..Default::default()
                 })
                 .await?;
@@ -69,6 +75,12 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             } else {
                 for s in &reply.subscriptions {
                     println!("{}", render::subscription_line(s));
+                }
+                if !reply.next_page_token.is_empty() {
+                    eprintln!(
+                        "more: add --page-token {} for the next page",
+                        reply.next_page_token
+                    );
                 }
             }
         }
