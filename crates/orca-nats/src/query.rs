@@ -85,9 +85,9 @@ impl Paged for v1::ProcessList {
     }
 }
 
-/// The reply that says the answer does not fit in one NATS message.
-fn too_large<R: Reply>(bytes: usize, ctx: &Ctx, enc: Encoding) -> Bytes {
-    let reply = R::rejected(
+/// The reply that says the answer, `bytes` long, does not fit in one NATS message.
+fn too_large<R: Reply>(bytes: usize, ctx: &Ctx) -> R {
+    R::rejected(
         Rejection::new(
             Code::PayloadTooLarge,
             format!(
@@ -96,8 +96,7 @@ fn too_large<R: Reply>(bytes: usize, ctx: &Ctx, enc: Encoding) -> Bytes {
             ),
         )
         .to_proto(),
-    );
-    codec::encode(&reply, enc)
+    )
 }
 
 /// Decodes the request, answers it, encodes the reply in the request's encoding.
@@ -118,7 +117,7 @@ where
     };
     let bytes = codec::encode(&reply, enc);
     if bytes.len() > ctx.reply_limit {
-        return too_large::<R>(bytes.len(), ctx, enc);
+        return codec::encode(&too_large::<R>(bytes.len(), ctx), enc);
     }
     bytes
 }
@@ -153,18 +152,7 @@ where
         }
         if reply.items() <= 1 {
             // One view alone is too large: say so, and let the next page go on past it.
-            let mut refused = R::rejected(
-                Rejection::new(
-                    Code::PayloadTooLarge,
-                    format!(
-                        "the page's first view is {} bytes as a reply, over the {} a NATS \
-                         message may carry here; next_page_token goes on past it",
-                        bytes.len(),
-                        ctx.reply_limit
-                    ),
-                )
-                .to_proto(),
-            );
+            let mut refused = too_large::<R>(bytes.len(), ctx);
             *refused.token() = std::mem::take(reply.token());
             return codec::encode(&refused, enc);
         }
