@@ -64,3 +64,10 @@ pub fn parse_concurrency(s: &str) -> Result<usize, String> {
     }
     Ok(n)
 }
+
+/// After a list page in text: how to get the next one, on stderr so stdout stays the items.
+pub fn more(next_page_token: &str) {
+    if !next_page_token.is_empty() {
+        eprintln!("more: add --page-token {next_page_token} for the next page");
+    }
+}

@@ -244,12 +244,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 for p in &reply.processes {
                     println!("{}", render::process_line(p));
                 }
-                if !reply.next_page_token.is_empty() {
-                    eprintln!(
-                        "more: add --page-token {} for the next page",
-                        reply.next_page_token
-                    );
-                }
+                super::more(&reply.next_page_token);
             }
         }
     }

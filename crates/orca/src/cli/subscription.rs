@@ -76,12 +76,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 for s in &reply.subscriptions {
                     println!("{}", render::subscription_line(s));
                 }
-                if !reply.next_page_token.is_empty() {
-                    eprintln!(
-                        "more: add --page-token {} for the next page",
-                        reply.next_page_token
-                    );
-                }
+                super::more(&reply.next_page_token);
             }
         }
     }
