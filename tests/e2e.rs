@@ -227,6 +227,12 @@ async fn every_rejection_has_its_code_and_appends_nothing() {
     let mut c = create_cmd("x");
     c.customer_id = "not-a-uuid".into();
     cases.push(("INVALID_ARGUMENT", c));
+    let mut c = create_cmd("x");
+    c.input = input(&[
+        ("group_name", json!("Ops")),
+        ("extra", nested_json(orca_domain::json::MAX_DEPTH)),
+    ]);
+    cases.push(("INVALID_ARGUMENT", c));
     cases.push((
         "SUBSCRIPTION_NOT_FOUND",
         terminate_cmd(&uuid::Uuid::new_v4().to_string()),
@@ -791,31 +797,20 @@ async fn a_purged_stream_this_log_never_published_that_far_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_orca_refuses_fails_its_step_with_the_reason_instead_of_leaving_it_waiting() {
-    use orca_worker::{TaskOutcome, Worker, WorkerOptions};
+    use orca_worker::TaskOutcome;
     let env = Env::new().await;
     let _orca = env.serve().await;
     // A handler whose result orca cannot take: nested deeper than it keeps, over its request
     // limit, or over what one NATS message carries at all.
-    let worker = Worker::new(
-        async_nats::connect(env.nats.url()).await.unwrap(),
-        WorkerOptions::default(),
-    )
-    .handle("provision_user_group", |task: v1::Task| async move {
+    let _stop = provision_worker(&env, |task: v1::Task| async move {
         let result = match orca_worker::state(&task)["group_name"].as_str() {
-            Some("Deep") => {
-                let mut deep = json!(1);
-                for _ in 0..=orca_domain::json::MAX_DEPTH {
-                    deep = json!({ "deep": deep });
-                }
-                deep
-            }
+            Some("Deep") => nested_json(orca_domain::json::MAX_DEPTH + 1),
             Some("Large") => json!({ "blob": "x".repeat(300 << 10) }),
             _ => json!({ "blob": "x".repeat(2 << 20) }),
         };
         TaskOutcome::Ok(result.as_object().cloned().unwrap())
-    });
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(worker.run(shutdown));
+    })
+    .await;
 
     for (name, reason) in [
         ("Deep", "nests too deeply"),
@@ -921,24 +916,19 @@ async fn a_list_too_large_for_one_nats_message_comes_in_smaller_pages_that_miss_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_too_large_for_a_json_reply_is_refused_alone_and_paging_goes_on_past_it() {
-    use orca_worker::{TaskOutcome, Worker, WorkerOptions};
+    use orca_worker::TaskOutcome;
     let env = Env::new().await;
     let _orca = serve_with(&env.nats.url(), &env.data(), "262144").await;
     // Control characters: 200 KiB in protobuf, six times that escaped in JSON, and a process
     // view holds its result twice (step log and state).
-    let worker = Worker::new(
-        async_nats::connect(env.nats.url()).await.unwrap(),
-        WorkerOptions::default(),
-    )
-    .handle("provision_user_group", |task: v1::Task| async move {
+    let _stop = provision_worker(&env, |task: v1::Task| async move {
         let mut result = json!({"subscription": {"user_group": {"group_id": 7}}});
         if orca_worker::state(&task)["group_name"] == "Escapes" {
             result["blob"] = json!("\u{1}".repeat(200 << 10));
         }
         TaskOutcome::Ok(result.as_object().cloned().unwrap())
-    });
-    let (_stop, shutdown) = tokio::sync::watch::channel(false);
-    tokio::spawn(worker.run(shutdown));
+    })
+    .await;
     let mut ids = Vec::new();
     let mut last = 0;
     for name in ["Old", "Escapes", "New"] {

@@ -265,3 +265,27 @@ pub fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect()
 }
+
+/// A step worker in this test's process, running `handler` for provision_user_group until the
+/// returned sender is dropped or says stop.
+pub async fn provision_worker(
+    env: &Env,
+    handler: impl orca_worker::Handler,
+) -> tokio::sync::watch::Sender<bool> {
+    let worker = orca_worker::Worker::new(
+        async_nats::connect(env.nats.url()).await.expect("connect"),
+        orca_worker::WorkerOptions::default(),
+    )
+    .handle("provision_user_group", handler);
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(worker.run(shutdown));
+    stop
+}
+
+/// `{"deep": {"deep": … 1}}`, objects nesting `levels` deep.
+pub fn nested_json(levels: usize) -> serde_json::Value {
+    (0..levels).fold(
+        serde_json::json!(1),
+        |v, _| serde_json::json!({ "deep": v }),
+    )
+}
