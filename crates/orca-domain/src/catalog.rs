@@ -197,6 +197,14 @@ pub struct StepDef {
 }
 
 impl StepDef {
+    /// The kind's name on the wire and in views: `builtin` or `task`.
+    pub fn kind_name(kind: &StepKind) -> &'static str {
+        match kind {
+            StepKind::Builtin(_) => "builtin",
+            StepKind::Task => "task",
+        }
+    }
+
     /// The form recorded in `ProcessStarted`.
     pub fn to_proto(&self) -> v1::StepDef {
         match &self.kind {

@@ -3,18 +3,18 @@
 //! - [`catalog`]: products, tasks and workflows, parsed from TOML and checked once.
 //! - [`lifecycle`], [`status`]: subscription lifecycle edges; process and step statuses.
 //! - [`form`]: input form validation and JSON Schema.
-//! - [`command`]: wire commands decoded into domain commands (`TryFrom`, never a panic).
-//! - [`decide`]: `start_process` and `report_task` — command + state in, events or a
-//!   [`Rejection`] out. Builtin steps run inside the decision ([`stepper`](crate::decide)); task
-//!   steps stop it and become `TaskScheduled` events that the runtime hands to step workers.
-//! - [`subscription`], [`process`]: `evolve` folds events into the aggregates; the same fold
-//!   builds the views, so replay equals live.
+//! - [`command`]: every [`Command`], one file each: decoded from the wire with `TryFrom` (never
+//!   a panic) and decided by [`decide`] — command + [`Loaded`] state in, events or a
+//!   [`Rejection`] out. Builtin steps run inside the decision (the stepper); task steps stop it
+//!   and become `TaskScheduled` events that the runtime hands to step workers.
+//! - [`ProcessState`], [`SubscriptionState`]: the aggregates, with `evolve` folding their events;
+//!   the same fold builds the views ([`view`]: the one place wire views are made), so replay
+//!   equals live.
 //!
 //! Nothing here reads a clock or makes an id: [`Env`] brings them in.
 
 pub mod catalog;
 pub mod command;
-pub mod decide;
 mod event;
 pub mod form;
 pub mod ids;
@@ -25,10 +25,13 @@ mod rejection;
 pub mod status;
 mod stepper;
 pub mod subscription;
+pub mod view;
 
 pub use catalog::{Catalog, CatalogError};
-pub use decide::{Decision, NewIds, report_task, start_process};
+pub use command::{Checked, Command, Decision, Loaded, Meta, decide};
 pub use event::{Env, body_field, event_name, event_subject, subject_for};
 pub use lifecycle::Lifecycle;
+pub use process::ProcessState;
 pub use rejection::{Code, FieldError, Rejection};
 pub use status::{ProcessStatus, StepStatus, Target};
+pub use subscription::SubscriptionState;

@@ -4,9 +4,10 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A subscription's lifecycle status, with orchestrator-core's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Lifecycle {
     /// Just created; nothing provisioned.
+    #[default]
     Initial,
     /// Being provisioned in the OSS/BSS.
     Provisioning,

@@ -1,130 +1,255 @@
-//! The process aggregate: how its events change it, and where it stands.
+//! The process aggregate: its state, how its events change it, and what it waits for.
+
+use std::collections::BTreeSet;
 
 use orca_proto::v1::{self, event::Body};
+use orca_proto::{Struct, Timestamp};
 
-use crate::status::{ProcessStatus, StepStatus};
+use crate::catalog::{StepDef, StepKind};
+use crate::ids::{ProcessId, SubscriptionId};
+use crate::json;
+use crate::status::{ProcessStatus, StepStatus, Target};
 
-/// Applies one of the process's events. Pure and total: replaying a stream rebuilds it.
-pub fn evolve(p: &mut v1::Process, event: &v1::Event) {
-    let at = event.occurred_at;
-    match &event.body {
-        Some(Body::ProcessStarted(e)) => {
-            p.process_id = e.process_id.clone();
-            p.workflow = e.workflow.clone();
-            p.workflow_version = e.workflow_version;
-            p.target = e.target.clone();
-            p.product = e.product.clone();
-            p.customer_id = e.customer_id.clone();
-            p.subscription_id = e.subscription_id.clone();
-            p.status = ProcessStatus::Created.as_str().into();
-            p.actor = event.actor.clone();
-            p.started_at = at;
-            let mut state = e.input.clone().unwrap_or_default();
-            let mut put = |k: &str, v: &str| {
-                if !v.is_empty() {
-                    state.fields.insert(k.into(), crate::json::string(v));
-                }
-            };
-            put("process_id", &e.process_id);
-            put("workflow_name", &e.workflow);
-            put("workflow_target", &e.target);
-            put("product", &e.product);
-            put("customer_id", &e.customer_id);
-            put("subscription_id", &e.subscription_id);
-            p.state = Some(state);
-            p.steps = e
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| v1::Step {
-                    index: u32::try_from(i).unwrap_or(u32::MAX),
-                    name: s.name.clone(),
-                    kind: s.kind.clone(),
-                    status: StepStatus::Pending.as_str().into(),
-                    argument: s.argument.clone(),
-                    ..Default::default()
-                })
-                .collect();
+/// One run of a workflow, as its events made it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProcessState {
+    /// Its id.
+    pub id: ProcessId,
+    /// Workflow name.
+    pub workflow: String,
+    /// Version of the workflow definition it runs.
+    pub workflow_version: u32,
+    /// What the workflow does to its subscription.
+    pub target: Target,
+    /// Product name.
+    pub product: String,
+    /// Customer id (text: what the start named, or the subscription's).
+    pub customer_id: String,
+    /// Target subscription, once known (a create knows it after `create_subscription`).
+    pub subscription_id: Option<SubscriptionId>,
+    /// Where it stands.
+    pub status: ProcessStatus,
+    /// The input and every step result, merged.
+    pub state: Struct,
+    /// Its steps, as the workflow's definition was when it started.
+    pub steps: Vec<StepState>,
+    /// Steps started and not yet finished: tasks out with a worker. A set, not a cursor, so that
+    /// steps may run side by side.
+    pub outstanding: BTreeSet<u32>,
+    /// Who started it.
+    pub actor: String,
+    /// When it started.
+    pub started_at: Option<Timestamp>,
+    /// When its last event happened.
+    pub last_modified_at: Option<Timestamp>,
+    /// The failed step and its error.
+    pub failed_reason: String,
+    /// Stream version: how many events it has (0: it does not exist).
+    pub version: u64,
+    /// Log position of its last event.
+    pub position: u64,
+}
+
+/// One step of a process and how it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepState {
+    /// Position in the workflow.
+    pub index: u32,
+    /// Name.
+    pub name: String,
+    /// How it runs; `Err` when the recorded definition cannot be read (running it fails it).
+    pub kind: Result<StepKind, String>,
+    /// Its argument as recorded (a builtin's, e.g. `active`).
+    pub argument: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// Attempts made (tasks).
+    pub attempts: u32,
+    /// When it started.
+    pub started_at: Option<Timestamp>,
+    /// When it finished.
+    pub completed_at: Option<Timestamp>,
+    /// Why it failed.
+    pub error: String,
+    /// What it returned.
+    pub result: Option<Struct>,
+}
+
+impl StepState {
+    fn new(index: u32, def: &v1::StepDef) -> Self {
+        Self {
+            index,
+            name: def.name.clone(),
+            kind: StepDef::from_proto(def).map(|d| d.kind),
+            argument: def.argument.clone(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at: None,
+            completed_at: None,
+            error: String::new(),
+            result: None,
         }
-        Some(Body::StepCompleted(e)) => {
-            if let Some(step) = step_mut(p, e.index) {
-                step.status = e.status.clone();
-                step.attempts = step.attempts.max(e.attempt);
-                if step.started_at.is_none() {
+    }
+
+    /// Whether it has yet to finish.
+    pub fn is_pending(&self) -> bool {
+        self.status == StepStatus::Pending
+    }
+}
+
+impl ProcessState {
+    /// Whether the process exists (has events).
+    pub fn exists(&self) -> bool {
+        self.version > 0
+    }
+
+    /// The stream holding its events.
+    pub fn stream(&self) -> String {
+        self.id.stream()
+    }
+
+    /// Applies one of the process's events. Pure and total: replaying a stream rebuilds it.
+    pub fn evolve(&mut self, event: &v1::Event) {
+        let at = event.occurred_at;
+        match &event.body {
+            Some(Body::ProcessStarted(e)) => self.started(e, &event.actor, at),
+            Some(Body::StepCompleted(e)) => {
+                self.outstanding.remove(&e.index);
+                let status = e.status.parse().unwrap_or(StepStatus::Failed);
+                if let Some(step) = self.step_mut(e.index) {
+                    step.status = status;
+                    step.attempts = step.attempts.max(e.attempt);
+                    if step.started_at.is_none() {
+                        step.started_at = at;
+                    }
+                    step.completed_at = at;
+                    step.error.clone_from(&e.error);
+                    step.result.clone_from(&e.result);
+                }
+                if let Some(result) = e.result.as_ref().filter(|_| status != StepStatus::Failed) {
+                    self.state.fields.extend(result.fields.clone());
+                    if self.subscription_id.is_none()
+                        && let Some(id) = result
+                            .fields
+                            .get("subscription_id")
+                            .and_then(json::as_str)
+                            .and_then(|s| SubscriptionId::parse("subscription_id", s).ok())
+                    {
+                        self.subscription_id = Some(id);
+                    }
+                }
+                if self.status == ProcessStatus::Created {
+                    self.status = ProcessStatus::Running;
+                }
+            }
+            Some(Body::TaskScheduled(e)) => {
+                self.outstanding.insert(e.index);
+                if let Some(step) = self.step_mut(e.index) {
+                    step.attempts = e.attempt;
                     step.started_at = at;
                 }
-                step.completed_at = at;
-                step.error = e.error.clone();
-                step.result = e.result.clone();
+                self.status = ProcessStatus::Running;
             }
-            if let Some(result) = e
-                .result
-                .as_ref()
-                .filter(|_| e.status != StepStatus::Failed.as_str())
-            {
-                let state = p.state.get_or_insert_with(Default::default);
-                state.fields.extend(result.fields.clone());
-                if let Some(id) = result
-                    .fields
-                    .get("subscription_id")
-                    .and_then(crate::json::as_str)
-                    .filter(|_| p.subscription_id.is_empty())
-                {
-                    p.subscription_id = id.to_owned();
-                }
+            Some(Body::ProcessCompleted(_)) => self.status = ProcessStatus::Completed,
+            Some(Body::ProcessFailed(e)) => {
+                self.status = ProcessStatus::Failed;
+                self.failed_reason = format!("{}: {}", e.name, e.error);
             }
-            if p.status == ProcessStatus::Created.as_str() {
-                p.status = ProcessStatus::Running.as_str().into();
-            }
+            Some(
+                Body::SubscriptionCreated(_)
+                | Body::SubscriptionProcessLinked(_)
+                | Body::SubscriptionDescriptionChanged(_)
+                | Body::SubscriptionResourcesChanged(_)
+                | Body::SubscriptionStatusChanged(_)
+                | Body::SubscriptionSyncChanged(_)
+                | Body::SubscriptionProcessReleased(_),
+            )
+            | None => {}
         }
-        Some(Body::TaskScheduled(e)) => {
-            if let Some(step) = step_mut(p, e.index) {
-                step.attempts = e.attempt;
-                step.started_at = at;
-            }
-            p.status = ProcessStatus::Running.as_str().into();
-        }
-        Some(Body::ProcessCompleted(_)) => p.status = ProcessStatus::Completed.as_str().into(),
-        Some(Body::ProcessFailed(e)) => {
-            p.status = ProcessStatus::Failed.as_str().into();
-            p.failed_reason = format!("{}: {}", e.name, e.error);
-        }
-        Some(
-            Body::SubscriptionCreated(_)
-            | Body::SubscriptionProcessLinked(_)
-            | Body::SubscriptionDescriptionChanged(_)
-            | Body::SubscriptionResourcesChanged(_)
-            | Body::SubscriptionStatusChanged(_)
-            | Body::SubscriptionSyncChanged(_)
-            | Body::SubscriptionProcessReleased(_),
-        )
-        | None => {}
+        self.version = event.version;
+        self.position = event.position;
+        self.last_modified_at = at;
     }
-    p.version = event.version;
-    p.position = event.position;
-    p.last_modified_at = at;
-}
 
-fn step_mut(p: &mut v1::Process, index: u32) -> Option<&mut v1::Step> {
-    usize::try_from(index).ok().and_then(|i| p.steps.get_mut(i))
-}
+    fn started(&mut self, e: &v1::ProcessStarted, actor: &str, at: Option<Timestamp>) {
+        self.id = ProcessId::parse("process_id", &e.process_id).unwrap_or_default();
+        self.workflow.clone_from(&e.workflow);
+        self.workflow_version = e.workflow_version;
+        self.target = e.target.parse().unwrap_or(Target::System);
+        self.product.clone_from(&e.product);
+        self.customer_id.clone_from(&e.customer_id);
+        self.subscription_id = SubscriptionId::parse("subscription_id", &e.subscription_id).ok();
+        self.status = ProcessStatus::Created;
+        actor.clone_into(&mut self.actor);
+        self.started_at = at;
+        let mut state = e.input.clone().unwrap_or_default();
+        for (k, v) in [
+            ("process_id", &e.process_id),
+            ("workflow_name", &e.workflow),
+            ("workflow_target", &e.target),
+            ("product", &e.product),
+            ("customer_id", &e.customer_id),
+            ("subscription_id", &e.subscription_id),
+        ] {
+            if !v.is_empty() {
+                state.fields.insert(k.into(), json::string(v));
+            }
+        }
+        self.state = state;
+        self.steps = e
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StepState::new(u32::try_from(i).unwrap_or(u32::MAX), s))
+            .collect();
+    }
 
-/// The first step not yet run, if any.
-pub fn current_step(p: &v1::Process) -> Option<&v1::Step> {
-    p.steps
-        .iter()
-        .find(|s| s.status == StepStatus::Pending.as_str())
-}
+    fn step_mut(&mut self, index: u32) -> Option<&mut StepState> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.steps.get_mut(i))
+    }
 
-/// Whether the task scheduled by the event at version `scheduled` of a process stream still waits
-/// for a worker, given the stream's version now: the task is the last thing a waiting process
-/// records, so anything after it (the step's report, a failure) means it was done or dropped.
-/// What lets a dispatcher that knows only stream versions send a task again, and only then.
-pub fn task_awaited(scheduled: u64, stream_version: u64) -> bool {
-    scheduled == stream_version
-}
+    /// The step at `index`.
+    pub fn step(&self, index: u32) -> Option<&StepState> {
+        usize::try_from(index).ok().and_then(|i| self.steps.get(i))
+    }
 
-/// The process's status; an unreadable one counts as failed.
-pub fn status(p: &v1::Process) -> ProcessStatus {
-    p.status.parse().unwrap_or(ProcessStatus::Failed)
+    /// The steps to start next: none while any step is outstanding or the process has stopped,
+    /// else the first step not yet run.
+    pub fn next_steps(&self) -> Vec<u32> {
+        if !self.outstanding.is_empty() || !self.status.runs_steps() {
+            return Vec::new();
+        }
+        self.steps
+            .iter()
+            .find(|s| s.is_pending())
+            .map(|s| vec![s.index])
+            .unwrap_or_default()
+    }
+
+    /// Whether attempt `attempt` of the task at step `index` is what the process waits for: the
+    /// rule behind "a result of an attempt that is no longer current is ignored" (invariant 9)
+    /// and behind sending a task to a worker again.
+    pub fn awaits(&self, index: u32, attempt: u32) -> Result<(), String> {
+        if !self.status.runs_steps() {
+            return Err(format!("process is {}", self.status));
+        }
+        if !self.outstanding.contains(&index) {
+            return Err(match self.step(index) {
+                Some(s) => format!("step {index} ({}) is {}", s.name, s.status),
+                None => format!("the process has no step {index}"),
+            });
+        }
+        match self.step(index) {
+            Some(s) if s.kind != Ok(StepKind::Task) => {
+                Err(format!("step {index} ({}) is not a task", s.name))
+            }
+            Some(s) if s.attempts != attempt => {
+                Err(format!("the current attempt is {}", s.attempts))
+            }
+            Some(_) => Ok(()),
+            None => Err(format!("the process has no step {index}")),
+        }
+    }
 }

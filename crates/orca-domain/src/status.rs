@@ -9,7 +9,7 @@ use std::str::FromStr;
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
         pub enum $name { $($(#[$vdoc])* $variant),+ }
 
         impl $name {
@@ -44,6 +44,7 @@ string_enum!(
     /// Status of a process.
     ProcessStatus {
         /// Recorded, no step run yet.
+        #[default]
         Created => "created",
         /// Steps are being run.
         Running => "running",
@@ -69,6 +70,14 @@ string_enum!(
 );
 
 impl ProcessStatus {
+    /// Whether the process goes on by itself: its steps run as soon as nothing is outstanding.
+    pub fn runs_steps(self) -> bool {
+        matches!(
+            self,
+            ProcessStatus::Created | ProcessStatus::Running | ProcessStatus::Resumed
+        )
+    }
+
     /// Whether the process will run no more steps.
     pub fn is_finished(self) -> bool {
         matches!(self, ProcessStatus::Completed | ProcessStatus::Aborted)
@@ -94,6 +103,7 @@ string_enum!(
     /// Status of one step in a process's step log.
     StepStatus {
         /// Not run yet (or its task is out with a worker).
+        #[default]
         Pending => "pending",
         /// Ran and succeeded.
         Success => "success",
@@ -130,6 +140,7 @@ string_enum!(
     /// What a workflow does to a subscription.
     Target {
         /// Makes a new subscription.
+        #[default]
         Create => "create",
         /// Changes an existing one.
         Modify => "modify",

@@ -1,28 +1,26 @@
 //! The workflow stepper: runs builtin steps, schedules task steps, records every result.
 
-use std::str::FromStr;
-
 use orca_proto::Struct;
 use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
 
-use crate::catalog::{Builtin, Product, StepDef, StepKind};
-use crate::decide::Decision;
+use crate::catalog::{Builtin, Product, StepKind};
+use crate::command::Decision;
 use crate::event::Env;
 use crate::form::render;
-use crate::ids::SubscriptionId;
+use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::lifecycle::Lifecycle;
-use crate::process;
+use crate::process::ProcessState;
 use crate::status::StepStatus;
-use crate::subscription;
+use crate::subscription::SubscriptionState;
 
 /// A decision in progress: working copies of the aggregates and the events so far.
 pub(crate) struct Run<'a, 'e> {
     product: &'a Product,
     env: &'a mut Env<'e>,
-    process: v1::Process,
-    subscription: Option<v1::Subscription>,
+    process: ProcessState,
+    subscription: Option<SubscriptionState>,
     events: Vec<v1::Event>,
     /// Id `create_subscription` uses.
     pub new_subscription_id: Option<SubscriptionId>,
@@ -34,8 +32,8 @@ impl<'a, 'e> Run<'a, 'e> {
     pub fn new(
         product: &'a Product,
         env: &'a mut Env<'e>,
-        process: v1::Process,
-        subscription: Option<v1::Subscription>,
+        process: ProcessState,
+        subscription: Option<SubscriptionState>,
     ) -> Self {
         Self {
             product,
@@ -51,61 +49,63 @@ impl<'a, 'e> Run<'a, 'e> {
         Decision {
             events: self.events,
             expected,
-            process: self.process,
+            process: Some(self.process),
             subscription: self.subscription,
         }
     }
 
-    pub fn emit_process(&mut self, body: Body) {
-        let stream = format!("process-{}", self.process_id(&body));
-        let ev = self.env.event(stream, self.process.version + 1, body);
-        process::evolve(&mut self.process, &ev);
+    /// Records an event on the process stream (`id` names it: the process may not exist yet).
+    pub fn emit_process(&mut self, id: ProcessId, body: Body) {
+        let ev = self.env.event(id.stream(), self.process.version + 1, body);
+        self.process.evolve(&ev);
         self.events.push(ev);
     }
 
-    fn process_id(&self, body: &Body) -> String {
-        match body {
-            Body::ProcessStarted(s) => s.process_id.clone(),
-            _ => self.process.process_id.clone(),
-        }
+    fn emit(&mut self, body: Body) {
+        self.emit_process(self.process.id, body);
     }
 
     fn emit_subscription(&mut self, body: Body) -> Result<(), String> {
-        let sub = self.subscription.get_or_insert_with(Default::default);
-        let id = match &body {
-            Body::SubscriptionCreated(c) => c.subscription_id.clone(),
-            _ if sub.subscription_id.is_empty() => {
-                return Err("the process has no subscription".into());
-            }
-            _ => sub.subscription_id.clone(),
+        let id = match (&body, &self.subscription) {
+            (Body::SubscriptionCreated(_), _) => self
+                .new_subscription_id
+                .ok_or("create_subscription runs only when a create workflow starts")?,
+            (_, Some(s)) if s.exists() => s.id,
+            _ => return Err("the process has no subscription".into()),
         };
-        let ev = self
-            .env
-            .event(format!("subscription-{id}"), sub.version + 1, body);
-        subscription::evolve(sub, &ev);
+        let sub = self.subscription.get_or_insert_with(Default::default);
+        let ev = self.env.event(id.stream(), sub.version + 1, body);
+        sub.evolve(&ev);
         self.events.push(ev);
         Ok(())
     }
 
-    fn sub(&self) -> Result<&v1::Subscription, String> {
+    fn sub(&self) -> Result<&SubscriptionState, String> {
         self.subscription
             .as_ref()
-            .filter(|s| !s.subscription_id.is_empty())
+            .filter(|s| s.exists())
             .ok_or_else(|| "the process has no subscription".to_owned())
+    }
+
+    fn step_name(&self, index: u32) -> String {
+        self.process
+            .step(index)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
     }
 
     fn step_completed(
         &mut self,
         index: u32,
-        name: &str,
         status: StepStatus,
         attempt: u32,
         result: Map<String, Json>,
         error: String,
     ) {
-        self.emit_process(Body::StepCompleted(v1::StepCompleted {
+        let name = self.step_name(index);
+        self.emit(Body::StepCompleted(v1::StepCompleted {
             index,
-            name: name.to_owned(),
+            name,
             status: status.as_str().into(),
             result: (!result.is_empty()).then(|| json::json_to_struct(&result)),
             error,
@@ -114,131 +114,127 @@ impl<'a, 'e> Run<'a, 'e> {
     }
 
     /// Records a failed step and fails the process there.
-    pub fn fail_step(&mut self, index: u32, name: &str, attempt: u32, error: String) {
+    pub fn fail_step(&mut self, index: u32, attempt: u32, error: String) {
         self.step_completed(
             index,
-            name,
             StepStatus::Failed,
             attempt,
             Map::new(),
             error.clone(),
         );
-        self.emit_process(Body::ProcessFailed(v1::ProcessFailed {
+        let name = self.step_name(index);
+        self.emit(Body::ProcessFailed(v1::ProcessFailed {
             index,
-            name: name.to_owned(),
+            name,
             error,
         }));
     }
 
-    /// Runs steps until one must wait for a worker, one fails, or the process completes.
+    /// Runs steps until the process waits for something outside (a worker), a step fails, or the
+    /// process completes.
     pub fn advance(&mut self) {
-        while let Some(step) = process::current_step(&self.process).cloned() {
-            let def = StepDef::from_proto(&v1::StepDef {
-                name: step.name.clone(),
-                kind: step.kind.clone(),
-                argument: step.argument.clone(),
-            });
-            let def = match def {
-                Ok(d) => d,
-                Err(e) => {
-                    self.fail_step(step.index, &step.name, 1, e);
-                    return;
-                }
-            };
-            let builtin = match def.kind {
-                StepKind::Task => {
-                    if step.attempts == 0 {
-                        self.schedule(&step, 1);
-                    }
-                    return;
-                }
-                StepKind::Builtin(b) => b,
-            };
-            // A failed step leaves no trace but its failure: roll back what it emitted. Builtins
-            // emit only subscription events, so the subscription is all there is to restore.
-            let saved = (
-                self.subscription.clone(),
-                self.events.len(),
-                self.process.version,
-            );
-            match self.builtin(builtin, &step.argument) {
-                Ok(result) => {
-                    let status = if builtin == Builtin::Done {
-                        StepStatus::Complete
-                    } else {
-                        StepStatus::Success
-                    };
-                    self.step_completed(step.index, &step.name, status, 1, result, String::new());
-                    if builtin == Builtin::Done {
-                        self.finish_process();
-                        return;
-                    }
-                }
-                Err(error) => {
-                    debug_assert_eq!(
-                        self.process.version, saved.2,
-                        "builtins never emit process events"
-                    );
-                    self.subscription = saved.0;
-                    self.events.truncate(saved.1);
-                    self.fail_step(step.index, &step.name, 1, error);
+        loop {
+            let next = self.process.next_steps();
+            if next.is_empty() {
+                return;
+            }
+            for index in next {
+                if !self.start_step(index) {
                     return;
                 }
             }
         }
     }
 
+    /// Starts one step: runs a builtin to its end, hands a task to the workers. False when the
+    /// process stopped (the step failed, or it was `done`).
+    fn start_step(&mut self, index: u32) -> bool {
+        let Some(step) = self.process.step(index) else {
+            return false;
+        };
+        let (argument, attempts) = (step.argument.clone(), step.attempts);
+        let builtin = match step.kind.clone() {
+            Err(e) => {
+                self.fail_step(index, 1, e);
+                return false;
+            }
+            Ok(StepKind::Task) => {
+                self.schedule(index, attempts + 1);
+                return true;
+            }
+            Ok(StepKind::Builtin(b)) => b,
+        };
+        // A failed step leaves no trace but its failure: roll back what it emitted. Builtins
+        // emit only subscription events, so the subscription is all there is to restore.
+        let saved = (self.subscription.clone(), self.events.len());
+        match self.builtin(builtin, &argument) {
+            Ok(result) => {
+                let done = builtin == Builtin::Done;
+                let status = if done {
+                    StepStatus::Complete
+                } else {
+                    StepStatus::Success
+                };
+                self.step_completed(index, status, 1, result, String::new());
+                if done {
+                    self.finish_process();
+                }
+                !done
+            }
+            Err(error) => {
+                self.subscription = saved.0;
+                self.events.truncate(saved.1);
+                self.fail_step(index, 1, error);
+                false
+            }
+        }
+    }
+
     fn finish_process(&mut self) {
-        self.emit_process(Body::ProcessCompleted(v1::ProcessCompleted {}));
-        let pid = self.process.process_id.clone();
+        self.emit(Body::ProcessCompleted(v1::ProcessCompleted {}));
+        let pid = self.process.id;
         if self
             .subscription
             .as_ref()
-            .is_some_and(|s| s.locked_by_process_id == pid)
+            .is_some_and(|s| s.locked_by == Some(pid))
         {
             // The subscription exists: emitting cannot fail.
             let _ = self.emit_subscription(Body::SubscriptionProcessReleased(
                 v1::SubscriptionProcessReleased {
-                    process_id: pid,
-                    process_status: self.process.status.clone(),
+                    process_id: pid.to_string(),
+                    process_status: self.process.status.as_str().into(),
                 },
             ));
         }
     }
 
-    fn schedule(&mut self, step: &v1::Step, attempt: u32) {
-        let task_id = format!("{}/{}/{}", self.process.process_id, step.index, attempt);
-        self.emit_process(Body::TaskScheduled(v1::TaskScheduled {
-            index: step.index,
-            name: step.name.clone(),
+    fn schedule(&mut self, index: u32, attempt: u32) {
+        let name = self.step_name(index);
+        let task_id = format!("{}/{}/{}", self.process.id, index, attempt);
+        self.emit(Body::TaskScheduled(v1::TaskScheduled {
+            index,
+            name,
             attempt,
             task_id,
             workflow: self.process.workflow.clone(),
-            state: self.process.state.clone(),
-            // The process trail grows with every workflow run; workers do not need it.
-            subscription: self.subscription.clone().map(|s| v1::Subscription {
-                processes: Vec::new(),
-                ..s
-            }),
+            state: Some(self.process.state.clone()),
+            subscription: self
+                .subscription
+                .as_ref()
+                .filter(|s| s.exists())
+                .map(SubscriptionState::to_view_without_trail),
         }));
     }
 
-    /// Applies a worker's result to the current task step. False if the result was refused (the
-    /// step then failed).
-    pub fn complete_task(
-        &mut self,
-        index: u32,
-        name: &str,
-        attempt: u32,
-        result: &Map<String, Json>,
-    ) -> bool {
+    /// Applies a worker's result to its task step. False if the result was refused (the step
+    /// then failed).
+    pub fn complete_task(&mut self, index: u32, attempt: u32, result: &Map<String, Json>) -> bool {
         // Resource updates emit only subscription events.
         let saved = (self.subscription.clone(), self.events.len());
         match self.apply_resources(result) {
             Ok(()) => {
                 self.step_completed(
                     index,
-                    name,
                     StepStatus::Success,
                     attempt,
                     result.clone(),
@@ -249,7 +245,7 @@ impl<'a, 'e> Run<'a, 'e> {
             Err(error) => {
                 self.subscription = saved.0;
                 self.events.truncate(saved.1);
-                self.fail_step(index, name, attempt, error);
+                self.fail_step(index, attempt, error);
                 false
             }
         }
@@ -297,7 +293,7 @@ impl<'a, 'e> Run<'a, 'e> {
     fn builtin(&mut self, b: Builtin, argument: &str) -> StepResult {
         let mut out = Map::new();
         match b {
-            Builtin::Init => {}
+            Builtin::Init | Builtin::Done => {}
             Builtin::CreateSubscription => {
                 let id = self
                     .new_subscription_id
@@ -322,22 +318,22 @@ impl<'a, 'e> Run<'a, 'e> {
             }
             Builtin::StoreProcessSubscription(target) => {
                 let sub = self.sub()?;
-                let pid = self.process.process_id.clone();
-                if !sub.locked_by_process_id.is_empty() && sub.locked_by_process_id != pid {
+                let pid = self.process.id;
+                if let Some(holder) = sub.locked_by.filter(|h| *h != pid) {
                     return Err(format!(
-                        "subscription {} is held by process {}",
-                        sub.subscription_id, sub.locked_by_process_id
+                        "subscription {} is held by process {holder}",
+                        sub.id
                     ));
                 }
                 let link = v1::SubscriptionProcessLinked {
-                    process_id: pid,
+                    process_id: pid.to_string(),
                     workflow: self.process.workflow.clone(),
                     target: target.as_str().into(),
                 };
                 self.emit_subscription(Body::SubscriptionProcessLinked(link))?;
             }
             Builtin::InitializeSubscription => {
-                let input = json::opt_struct_to_json(self.process.state.as_ref());
+                let input = json::struct_to_json(&self.process.state);
                 let mut per_block: Vec<(String, Map<String, Json>)> = Vec::new();
                 for (key, value) in &input {
                     if let Some(block) = self
@@ -377,16 +373,11 @@ impl<'a, 'e> Run<'a, 'e> {
                 self.move_to(Lifecycle::Provisioning)?;
                 out.insert("description".into(), Json::String(description));
             }
-            Builtin::SetStatus(to) => {
-                self.move_to(to)?;
-            }
+            Builtin::SetStatus(to) => self.move_to(to)?,
             Builtin::Unsync => {
                 let sub = self.sub()?;
                 if !sub.in_sync {
-                    return Err(format!(
-                        "subscription {} is already out of sync",
-                        sub.subscription_id
-                    ));
+                    return Err(format!("subscription {} is already out of sync", sub.id));
                 }
                 self.emit_subscription(Body::SubscriptionSyncChanged(
                     v1::SubscriptionSyncChanged { in_sync: false },
@@ -398,26 +389,26 @@ impl<'a, 'e> Run<'a, 'e> {
                     v1::SubscriptionSyncChanged { in_sync: true },
                 ))?;
             }
-            Builtin::Done => {}
         }
         Ok(out)
     }
 
-    /// A lifecycle change along an allowed edge with the target state's mandatory resources set.
+    /// A lifecycle change along an allowed edge with the target state's mandatory resources set
+    /// (invariant 6).
     fn move_to(&mut self, to: Lifecycle) -> Result<(), String> {
         let sub = self.sub()?;
-        let from = Lifecycle::from_str(&sub.status)?;
+        let from = sub.status;
         if !from.can_move_to(to) {
             return Err(format!(
                 "subscription {} cannot move from {from} to {to}",
-                sub.subscription_id
+                sub.id
             ));
         }
-        let missing = subscription::missing_for(self.product, sub, to);
+        let missing = sub.missing_for(self.product, to);
         if !missing.is_empty() {
             return Err(format!(
                 "subscription {} cannot be {to}: missing mandatory resources {}",
-                sub.subscription_id,
+                sub.id,
                 missing.join(", ")
             ));
         }

@@ -1,141 +1,156 @@
-//! The subscription aggregate: how its events change it, and what its state allows.
+//! The subscription aggregate: its state, how its events change it, and what its state allows.
 
 use std::str::FromStr;
 
-use orca_proto::v1::{self, event::Body};
-use serde_json::{Map, Value as Json};
-
 use crate::catalog::Product;
-use crate::json;
+use crate::ids::{ProcessId, SubscriptionId};
 use crate::lifecycle::Lifecycle;
+use orca_proto::v1::{self, event::Body};
+use orca_proto::{Struct, Timestamp};
 
-/// Applies one of the subscription's events. Pure and total: replaying a stream rebuilds it.
-pub fn evolve(sub: &mut v1::Subscription, event: &v1::Event) {
-    let at = event.occurred_at;
-    match &event.body {
-        Some(Body::SubscriptionCreated(e)) => {
-            sub.subscription_id = e.subscription_id.clone();
-            sub.product = e.product.clone();
-            sub.customer_id = e.customer_id.clone();
-            sub.status = e.status.clone();
-            sub.in_sync = false;
-            sub.blocks = e.blocks.clone();
-            sub.created_at = at;
-        }
-        Some(Body::SubscriptionProcessLinked(e)) => {
-            sub.locked_by_process_id = e.process_id.clone();
-            sub.processes.push(v1::ProcessLink {
-                process_id: e.process_id.clone(),
-                workflow: e.workflow.clone(),
-                target: e.target.clone(),
-                linked_at: at,
-            });
-        }
-        Some(Body::SubscriptionDescriptionChanged(e)) => sub.description = e.description.clone(),
-        Some(Body::SubscriptionResourcesChanged(e)) => {
-            let values = e.values.clone().unwrap_or_default();
-            match sub.blocks.iter_mut().find(|b| b.name == e.block) {
-                Some(block) => block
-                    .resources
-                    .get_or_insert_with(Default::default)
-                    .fields
-                    .extend(values.fields),
-                None => sub.blocks.push(v1::Block {
-                    name: e.block.clone(),
-                    resources: Some(values),
-                }),
-            }
-        }
-        Some(Body::SubscriptionStatusChanged(e)) => {
-            sub.status = e.to.clone();
-            if e.to == Lifecycle::Active.as_str() && sub.start_date.is_none() {
-                sub.start_date = at;
-            }
-            if e.to == Lifecycle::Terminated.as_str() {
-                sub.end_date = at;
-            }
-        }
-        Some(Body::SubscriptionSyncChanged(e)) => sub.in_sync = e.in_sync,
-        Some(Body::SubscriptionProcessReleased(e)) => {
-            if sub.locked_by_process_id == e.process_id {
-                sub.locked_by_process_id.clear();
-            }
-        }
-        // Process events never reach a subscription stream.
-        Some(
-            Body::ProcessStarted(_)
-            | Body::StepCompleted(_)
-            | Body::TaskScheduled(_)
-            | Body::ProcessCompleted(_)
-            | Body::ProcessFailed(_),
-        )
-        | None => {}
+/// A customer's instance of a product, as its events made it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SubscriptionState {
+    /// Its id.
+    pub id: SubscriptionId,
+    /// Product name.
+    pub product: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// Human description.
+    pub description: String,
+    /// Lifecycle state.
+    pub status: Lifecycle,
+    /// Whether it agrees with the OSS/BSS; only validate and system workflows start when not.
+    pub in_sync: bool,
+    /// When it went active first.
+    pub start_date: Option<Timestamp>,
+    /// When it was terminated.
+    pub end_date: Option<Timestamp>,
+    /// Free-text note.
+    pub note: String,
+    /// Resource values per product block, in the product's block order.
+    pub blocks: Vec<(String, Struct)>,
+    /// The unfinished process holding it.
+    pub locked_by: Option<ProcessId>,
+    /// Every process recorded against it (the administrative trail).
+    pub processes: Vec<v1::ProcessLink>,
+    /// Stream version (0: it does not exist).
+    pub version: u64,
+    /// When it was created.
+    pub created_at: Option<Timestamp>,
+    /// When its last event happened.
+    pub updated_at: Option<Timestamp>,
+    /// Log position of its last event.
+    pub position: u64,
+}
+
+impl SubscriptionState {
+    /// Whether the subscription exists (has events).
+    pub fn exists(&self) -> bool {
+        self.version > 0
     }
-    sub.version = event.version;
-    sub.position = event.position;
-    sub.updated_at = at;
-}
 
-/// The subscription's lifecycle state.
-pub fn lifecycle(sub: &v1::Subscription) -> Result<Lifecycle, String> {
-    Lifecycle::from_str(&sub.status)
-}
+    /// The stream holding its events.
+    pub fn stream(&self) -> String {
+        self.id.stream()
+    }
 
-/// A resource's value, if set.
-pub fn resource<'a>(
-    sub: &'a v1::Subscription,
-    block: &str,
-    name: &str,
-) -> Option<&'a orca_proto::Value> {
-    sub.blocks
-        .iter()
-        .find(|b| b.name == block)
-        .and_then(|b| b.resources.as_ref())
-        .and_then(|r| r.fields.get(name))
-        .filter(|v| {
-            !matches!(
-                v.kind,
-                None | Some(orca_proto::google::protobuf::value::Kind::NullValue(_))
+    /// Applies one of the subscription's events. Pure and total: replaying a stream rebuilds it.
+    pub fn evolve(&mut self, event: &v1::Event) {
+        let at = event.occurred_at;
+        match &event.body {
+            Some(Body::SubscriptionCreated(e)) => {
+                self.id = SubscriptionId::parse("subscription_id", &e.subscription_id)
+                    .unwrap_or_default();
+                self.product.clone_from(&e.product);
+                self.customer_id.clone_from(&e.customer_id);
+                self.status = Lifecycle::from_str(&e.status).unwrap_or_default();
+                self.in_sync = false;
+                self.blocks = e
+                    .blocks
+                    .iter()
+                    .map(|b| (b.name.clone(), b.resources.clone().unwrap_or_default()))
+                    .collect();
+                self.created_at = at;
+            }
+            Some(Body::SubscriptionProcessLinked(e)) => {
+                self.locked_by = ProcessId::parse("process_id", &e.process_id).ok();
+                self.processes.push(v1::ProcessLink {
+                    process_id: e.process_id.clone(),
+                    workflow: e.workflow.clone(),
+                    target: e.target.clone(),
+                    linked_at: at,
+                });
+            }
+            Some(Body::SubscriptionDescriptionChanged(e)) => {
+                self.description.clone_from(&e.description);
+            }
+            Some(Body::SubscriptionResourcesChanged(e)) => {
+                let values = e.values.clone().unwrap_or_default();
+                match self.blocks.iter_mut().find(|(name, _)| *name == e.block) {
+                    Some((_, resources)) => resources.fields.extend(values.fields),
+                    None => self.blocks.push((e.block.clone(), values)),
+                }
+            }
+            Some(Body::SubscriptionStatusChanged(e)) => {
+                if let Ok(to) = Lifecycle::from_str(&e.to) {
+                    self.status = to;
+                    if to == Lifecycle::Active && self.start_date.is_none() {
+                        self.start_date = at;
+                    }
+                    if to == Lifecycle::Terminated {
+                        self.end_date = at;
+                    }
+                }
+            }
+            Some(Body::SubscriptionSyncChanged(e)) => self.in_sync = e.in_sync,
+            Some(Body::SubscriptionProcessReleased(e)) => {
+                if self
+                    .locked_by
+                    .is_some_and(|p| p.to_string() == e.process_id)
+                {
+                    self.locked_by = None;
+                }
+            }
+            // Process events never reach a subscription stream.
+            Some(
+                Body::ProcessStarted(_)
+                | Body::StepCompleted(_)
+                | Body::TaskScheduled(_)
+                | Body::ProcessCompleted(_)
+                | Body::ProcessFailed(_),
             )
-        })
-}
-
-/// Mandatory resources of `state` that the subscription lacks, as `block.resource`.
-pub fn missing_for(product: &Product, sub: &v1::Subscription, state: Lifecycle) -> Vec<String> {
-    product
-        .mandatory
-        .get(&state)
-        .into_iter()
-        .flatten()
-        .filter(|(block, res)| resource(sub, block, res).is_none())
-        .map(|(block, res)| format!("{block}.{res}"))
-        .collect()
-}
-
-/// The subscription as a JSON object (for templates and task payloads).
-pub fn to_json(sub: &v1::Subscription) -> Map<String, Json> {
-    match serde_json::to_value(sub) {
-        Ok(Json::Object(m)) => m,
-        _ => Map::new(),
+            | None => {}
+        }
+        self.version = event.version;
+        self.position = event.position;
+        self.updated_at = at;
     }
-}
 
-/// Looks up `subscription.<field>` or `subscription.<block>.<resource>` for templates.
-pub fn template_value(sub: &v1::Subscription, key: &str) -> Option<String> {
-    let key = key.strip_prefix("subscription.")?;
-    let text = |v: &Json| match v {
-        Json::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    match key.split_once('.') {
-        Some((block, res)) => resource(sub, block, res).map(|v| text(&json::value_to_json(v))),
-        None => match key {
-            "description" => Some(sub.description.clone()),
-            "status" => Some(sub.status.clone()),
-            "subscription_id" | "id" => Some(sub.subscription_id.clone()),
-            "customer_id" => Some(sub.customer_id.clone()),
-            "product" => Some(sub.product.clone()),
-            _ => None,
-        },
+    /// A resource's value, if set.
+    pub fn resource(&self, block: &str, name: &str) -> Option<&orca_proto::Value> {
+        self.blocks
+            .iter()
+            .find(|(b, _)| b == block)
+            .and_then(|(_, r)| r.fields.get(name))
+            .filter(|v| {
+                !matches!(
+                    v.kind,
+                    None | Some(orca_proto::google::protobuf::value::Kind::NullValue(_))
+                )
+            })
+    }
+
+    /// Mandatory resources of `state` that the subscription lacks, as `block.resource`.
+    pub fn missing_for(&self, product: &Product, state: Lifecycle) -> Vec<String> {
+        product
+            .mandatory
+            .get(&state)
+            .into_iter()
+            .flatten()
+            .filter(|(block, res)| self.resource(block, res).is_none())
+            .map(|(block, res)| format!("{block}.{res}"))
+            .collect()
     }
 }

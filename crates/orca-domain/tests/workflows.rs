@@ -1,10 +1,9 @@
 //! Given (state) / when (command) / then (events or rejection) for the seed workflows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orca_domain::command::{Checked, StartProcess, TaskReport};
-use orca_domain::ids::{ProcessId, SubscriptionId};
 use orca_domain::{
-    Catalog, Code, Decision, Env, NewIds, Rejection, event_name, report_task, start_process,
+    Catalog, Checked, Code, Command, Decision, Env, Loaded, ProcessState, Rejection,
+    SubscriptionState, decide, event_name,
 };
 use orca_proto::v1;
 use serde_json::{Value as Json, json};
@@ -13,8 +12,8 @@ use uuid::Uuid;
 /// Holds the aggregates between commands, as the engine would.
 struct Scenario {
     catalog: Catalog,
-    subscription: Option<v1::Subscription>,
-    process: Option<v1::Process>,
+    subscription: Option<SubscriptionState>,
+    process: Option<ProcessState>,
     next_id: u128,
 }
 
@@ -28,51 +27,42 @@ impl Scenario {
         }
     }
 
-    fn id(&mut self) -> Uuid {
-        self.next_id += 1;
-        Uuid::from_u128(self.next_id)
-    }
-
-    fn env_ids(&mut self) -> NewIds {
-        NewIds {
-            process_id: ProcessId(self.id()),
-            subscription_id: SubscriptionId(self.id()),
-        }
-    }
-
     fn apply(&mut self, d: &Decision) {
-        self.process = Some(d.process.clone());
+        if d.process.is_some() {
+            self.process.clone_from(&d.process);
+        }
         if d.subscription.is_some() {
-            self.subscription = d.subscription.clone();
+            self.subscription.clone_from(&d.subscription);
         }
     }
 
-    fn start(&mut self, wire: v1::StartProcess) -> Result<Decision, Rejection> {
-        let cmd = Checked::<StartProcess>::try_from(&wire)?;
-        let ids = self.env_ids();
-        let mut counter = 1000u128;
-        let mut new_id = move || {
+    /// Decides `cmd` on the state held, as of `seconds`, and keeps what it changed.
+    fn decide(&mut self, cmd: &Checked<Command>, seconds: i64) -> Result<Decision, Rejection> {
+        let mut counter = self.next_id;
+        let mut new_id = || {
             counter += 1;
             Uuid::from_u128(counter)
         };
         let mut env = Env {
-            now: orca_proto::Timestamp {
-                seconds: 1_700_000_000,
-                nanos: 0,
-            },
+            now: orca_proto::Timestamp { seconds, nanos: 0 },
             actor: "tester",
             command_id: "c",
             new_id: &mut new_id,
         };
-        let d = start_process(
-            &self.catalog,
-            &cmd.command,
-            self.subscription.as_ref(),
-            ids,
-            &mut env,
-        )?;
+        let loaded = Loaded {
+            process: self.process.clone(),
+            subscription: self.subscription.clone(),
+        };
+        let d = decide(&self.catalog, &loaded, &cmd.command, &mut env);
+        self.next_id = counter;
+        let d = d?;
         self.apply(&d);
         Ok(d)
+    }
+
+    fn start(&mut self, wire: v1::StartProcess) -> Result<Decision, Rejection> {
+        let cmd = Checked::<Command>::try_from(&wire)?;
+        self.decide(&cmd, 1_700_000_000)
     }
 
     fn report(
@@ -81,32 +71,26 @@ impl Scenario {
         attempt: u32,
         outcome: Result<Json, String>,
     ) -> Result<Decision, Rejection> {
-        let p = self.process.clone().unwrap();
-        let report = TaskReport {
-            process_id: orca_domain::ids::ProcessId::parse("p", &p.process_id)?,
-            step_index,
-            attempt,
-            outcome: outcome.map(|j| j.as_object().cloned().unwrap_or_default()),
+        let process_id = self.process.as_ref().unwrap().id.to_string();
+        let cmd = match outcome {
+            Ok(result) => Checked::<Command>::try_from(&v1::CompleteTask {
+                process_id,
+                step_index,
+                attempt,
+                result: Some(orca_domain::json::json_to_struct(
+                    result.as_object().unwrap(),
+                )),
+                ..Default::default()
+            })?,
+            Err(error) => Checked::<Command>::try_from(&v1::FailTask {
+                process_id,
+                step_index,
+                attempt,
+                error,
+                ..Default::default()
+            })?,
         };
-        let mut new_id = Uuid::new_v4;
-        let mut env = Env {
-            now: orca_proto::Timestamp {
-                seconds: 1_700_000_001,
-                nanos: 0,
-            },
-            actor: "worker",
-            command_id: "r",
-            new_id: &mut new_id,
-        };
-        let d = report_task(
-            &self.catalog,
-            &report,
-            Some(&p),
-            self.subscription.as_ref(),
-            &mut env,
-        )?;
-        self.apply(&d);
-        Ok(d)
+        self.decide(&cmd, 1_700_000_001)
     }
 
     /// Starts a create workflow; it stops at its task step.
@@ -134,7 +118,7 @@ impl Scenario {
     }
 
     fn terminate(&mut self) -> Result<Decision, Rejection> {
-        let id = self.subscription.as_ref().unwrap().subscription_id.clone();
+        let id = self.sub().subscription_id;
         self.start(v1::StartProcess {
             workflow: "terminate_user_group".into(),
             subscription_id: id,
@@ -142,15 +126,26 @@ impl Scenario {
         })
     }
 
+    /// The subscription's view.
+    fn sub(&self) -> v1::Subscription {
+        self.subscription.as_ref().unwrap().to_view()
+    }
+
     fn steps(&self) -> Vec<(String, String)> {
         self.process
             .as_ref()
             .unwrap()
+            .to_view()
             .steps
             .iter()
             .map(|s| (s.name.clone(), s.status.clone()))
             .collect()
     }
+}
+
+/// The view of the process a decision left.
+fn pv(d: &Decision) -> v1::Process {
+    d.process.as_ref().unwrap().to_view()
 }
 
 fn names(d: &Decision) -> Vec<&'static str> {
@@ -198,14 +193,14 @@ fn create_runs_builtins_until_the_task_then_finishes_on_its_result() {
     );
     // The decision read: subscription and process streams did not exist.
     assert!(d.expected.iter().all(|(_, v)| *v == 0));
-    let sub = s.subscription.clone().unwrap();
+    let sub = s.sub();
     assert_eq!(sub.status, "provisioning");
     assert_eq!(sub.description, "User group Ops");
     assert!(!sub.in_sync);
-    assert_eq!(sub.locked_by_process_id, d.process.process_id);
-    assert_eq!(d.process.status, "running");
-    assert_eq!(d.process.subscription_id, sub.subscription_id);
-    let state = orca_domain::json::opt_struct_to_json(d.process.state.as_ref());
+    assert_eq!(sub.locked_by_process_id, pv(&d).process_id);
+    assert_eq!(pv(&d).status, "running");
+    assert_eq!(pv(&d).subscription_id, sub.subscription_id);
+    let state = orca_domain::json::opt_struct_to_json(pv(&d).state.as_ref());
     assert_eq!(state["group_name"], "Ops");
     assert_eq!(state["subscription_id"], sub.subscription_id.as_str());
     assert_eq!(state["description"], "User group Ops");
@@ -217,7 +212,7 @@ fn create_runs_builtins_until_the_task_then_finishes_on_its_result() {
             Ok(json!({"subscription": {"user_group": {"group_id": 4711}}})),
         )
         .unwrap();
-    assert_eq!(done.process.status, "completed");
+    assert_eq!(pv(&done).status, "completed");
     assert_eq!(
         s.steps(),
         pairs(&[
@@ -231,12 +226,13 @@ fn create_runs_builtins_until_the_task_then_finishes_on_its_result() {
             ("done", "complete"),
         ])
     );
-    let sub = s.subscription.clone().unwrap();
+    let sub = s.sub();
     assert_eq!(sub.status, "active");
     assert!(sub.in_sync);
     assert!(sub.locked_by_process_id.is_empty());
     assert!(sub.start_date.is_some());
-    let group_id = orca_domain::subscription::resource(&sub, "user_group", "group_id").unwrap();
+    let state = s.subscription.as_ref().unwrap();
+    let group_id = state.resource("user_group", "group_id").unwrap();
     assert_eq!(orca_domain::json::value_to_json(group_id), json!(4711));
 }
 
@@ -245,10 +241,7 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
     let mut s = Scenario::new();
     s.create("Ops");
     let d = s.terminate().unwrap();
-    let sub_stream = format!(
-        "subscription-{}",
-        s.subscription.as_ref().unwrap().subscription_id
-    );
+    let sub_stream = format!("subscription-{}", s.sub().subscription_id);
     // Decided on the subscription's current version: the log refuses it if anything moved.
     assert!(d.expected.iter().any(|(st, v)| *st == sub_stream && *v > 0));
     assert_eq!(
@@ -273,7 +266,7 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
     s.subscription.as_mut().unwrap().in_sync = false;
 
     s.report(3, 1, Ok(json!({}))).unwrap();
-    let sub = s.subscription.clone().unwrap();
+    let sub = s.sub();
     assert_eq!(sub.status, "terminated");
     assert!(sub.in_sync);
     assert!(sub.end_date.is_some());
@@ -400,14 +393,14 @@ fn missing_mandatory_resources_fail_the_step_and_name_them() {
     .unwrap();
     // The worker returns no group id: set_status(active) must refuse.
     let d = s.report(4, 1, Ok(json!({"note": "forgot"}))).unwrap();
-    assert_eq!(d.process.status, "failed");
-    let step = &d.process.steps[5];
+    assert_eq!(pv(&d).status, "failed");
+    let step = &pv(&d).steps[5];
     assert_eq!(
         (step.name.as_str(), step.status.as_str()),
         ("set_status", "failed")
     );
     assert!(step.error.contains("user_group.group_id"), "{}", step.error);
-    let sub = s.subscription.clone().unwrap();
+    let sub = s.sub();
     assert_eq!(sub.status, "provisioning");
     assert!(!sub.in_sync);
 }
@@ -432,8 +425,8 @@ fn a_result_of_the_wrong_type_fails_the_task_step_and_changes_no_resource() {
             Ok(json!({"subscription": {"user_group": {"group_id": "abc"}}})),
         )
         .unwrap();
-    assert_eq!(d.process.status, "failed");
-    assert!(d.process.steps[4].error.contains("group_id"));
+    assert_eq!(pv(&d).status, "failed");
+    assert!(pv(&d).steps[4].error.contains("group_id"));
     assert_eq!(s.subscription.as_ref().unwrap().version, version);
     let d = s.report(4, 1, Err("boom".into()));
     assert_eq!(d.unwrap_err().code, Code::TaskNotCurrent);
@@ -445,46 +438,44 @@ fn a_worker_failure_fails_the_process_and_keeps_the_lock() {
     s.create("Ops");
     s.terminate().unwrap();
     let d = s.report(3, 1, Err("ldap down".into())).unwrap();
-    assert_eq!(d.process.status, "failed");
-    assert_eq!(d.process.failed_reason, "deprovision_user_group: ldap down");
-    let sub = s.subscription.clone().unwrap();
-    assert_eq!(sub.locked_by_process_id, d.process.process_id);
+    assert_eq!(pv(&d).status, "failed");
+    assert_eq!(pv(&d).failed_reason, "deprovision_user_group: ldap down");
+    let sub = s.sub();
+    assert_eq!(sub.locked_by_process_id, pv(&d).process_id);
     assert_eq!(sub.status, "active");
 }
 
-/// The process stream version of a decision's task_scheduled event.
-fn scheduled_version(d: &Decision) -> u64 {
-    d.events
-        .iter()
-        .find(|e| event_name(e.body.as_ref().unwrap()) == "task_scheduled")
-        .unwrap()
-        .version
-}
-
-fn process_version(s: &Scenario) -> u64 {
-    s.process.as_ref().unwrap().version
-}
-
 #[test]
-fn a_scheduled_task_is_awaited_until_anything_follows_it_on_the_process_stream() {
-    use orca_domain::process::task_awaited;
+fn a_scheduled_task_is_awaited_until_its_attempt_is_reported() {
     let mut s = Scenario::new();
-    let scheduled = scheduled_version(&s.start_create("Ops"));
-    // The decision that schedules a task ends the process stream with it.
-    assert!(task_awaited(scheduled, process_version(&s)));
-    // The worker's report records after it: the task is no longer awaited.
+    s.start_create("Ops");
+    let p = s.process.clone().unwrap();
+    assert_eq!(p.awaits(4, 1), Ok(()));
+    assert!(p.outstanding.contains(&4));
+    assert!(p.awaits(4, 2).unwrap_err().contains("current attempt is 1"));
+    assert!(p.awaits(3, 1).is_err());
+    // The worker's report ends the wait.
     s.report(
         4,
         1,
         Ok(json!({"subscription": {"user_group": {"group_id": 7}}})),
     )
     .unwrap();
-    assert!(!task_awaited(scheduled, process_version(&s)));
+    let p = s.process.clone().unwrap();
+    assert!(p.awaits(4, 1).unwrap_err().contains("completed"));
+    assert!(p.outstanding.is_empty());
     // So does a failure.
     let mut f = Scenario::new();
-    let scheduled = scheduled_version(&f.start_create("Ops"));
+    f.start_create("Ops");
     f.report(4, 1, Err("directory down".into())).unwrap();
-    assert!(!task_awaited(scheduled, process_version(&f)));
+    assert!(
+        f.process
+            .as_ref()
+            .unwrap()
+            .awaits(4, 1)
+            .unwrap_err()
+            .contains("failed")
+    );
 }
 
 /// `{"deep": {"deep": … 1}}`, objects nesting `levels` deep.
@@ -531,9 +522,9 @@ fn inputs_and_results_nesting_too_deeply_are_refused_and_what_is_accepted_reads_
     assert!(s.process.is_none());
 
     s.start_create("Ops");
-    let process_id = s.process.as_ref().unwrap().process_id.clone();
+    let process_id = s.process.as_ref().unwrap().id.to_string();
     let too_deep = complete(&process_id, &nested(MAX_DEPTH + 1));
-    let r = Checked::<TaskReport>::try_from(&too_deep).unwrap_err();
+    let r = Checked::<Command>::try_from(&too_deep).unwrap_err();
     assert_eq!(r.code, Code::InvalidArgument);
     assert_eq!(r.field_errors[0].field, "result");
 
@@ -541,18 +532,21 @@ fn inputs_and_results_nesting_too_deeply_are_refused_and_what_is_accepted_reads_
     // carries it decodes again: the stored events and a list of processes, protobuf and JSON.
     let mut result = nested(MAX_DEPTH);
     result["subscription"] = json!({"user_group": {"group_id": 4711}});
-    let checked = Checked::<TaskReport>::try_from(&complete(&process_id, &result)).unwrap();
-    let outcome = checked.command.outcome.unwrap();
+    let checked = Checked::<Command>::try_from(&complete(&process_id, &result)).unwrap();
+    let Command::Report(report) = checked.command else {
+        panic!("a report")
+    };
+    let outcome = report.outcome.unwrap();
     assert_eq!(orca_domain::json::object_depth(&outcome), MAX_DEPTH);
     let d = s.report(4, 1, Ok(Json::Object(outcome))).unwrap();
-    assert_eq!(d.process.status, "completed");
+    assert_eq!(pv(&d).status, "completed");
     for (i, e) in d.events.iter().enumerate() {
         let back = decode_stored_event(&encode_stored_event(e), e.position, &e.stream, e.version)
             .map_err(|err| format!("event {i} does not read back: {}", err.to_string().len()));
         assert!(back.as_ref() == Ok(e), "{:?}", back.err());
     }
     let list = v1::ProcessList {
-        processes: vec![d.process.clone()],
+        processes: vec![pv(&d)],
         ..Default::default()
     };
     assert_eq!(
@@ -564,7 +558,7 @@ fn inputs_and_results_nesting_too_deeply_are_refused_and_what_is_accepted_reads_
         serde_json::from_slice::<v1::ProcessList>(&text).unwrap(),
         list
     );
-    assert!(d.process.steps.iter().any(|st| {
+    assert!(pv(&d).steps.iter().any(|st| {
         st.result
             .as_ref()
             .is_some_and(|r| r.fields.contains_key("deep"))
@@ -583,7 +577,7 @@ fn with_workflows(extra: &str) -> Scenario {
 }
 
 fn start_on_subscription(s: &mut Scenario, workflow: &str) -> Result<Decision, Rejection> {
-    let id = s.subscription.as_ref().unwrap().subscription_id.clone();
+    let id = s.sub().subscription_id;
     s.start(v1::StartProcess {
         workflow: workflow.into(),
         subscription_id: id,
@@ -632,7 +626,7 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "resync", "done
     for workflow in ["validate_user_group", "repair_user_group"] {
         s.subscription.clone_from(&out_of_sync);
         let d = start_on_subscription(&mut s, workflow).unwrap();
-        assert_eq!(d.process.status, "completed", "{workflow}");
+        assert_eq!(pv(&d).status, "completed", "{workflow}");
     }
 }
 
@@ -650,8 +644,8 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "set_status(pro
     );
     s.create("Ops");
     let d = start_on_subscription(&mut s, "reprovision_user_group").unwrap();
-    assert_eq!(d.process.status, "failed");
-    let step = &d.process.steps[3];
+    assert_eq!(pv(&d).status, "failed");
+    let step = &pv(&d).steps[3];
     assert_eq!(
         (step.name.as_str(), step.status.as_str()),
         ("set_status", "failed")
@@ -663,5 +657,5 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "set_status(pro
         step.error
     );
     assert!(!names(&d).contains(&"subscription_status_changed"));
-    assert_eq!(d.subscription.as_ref().unwrap().status, "active");
+    assert_eq!(d.subscription.as_ref().unwrap().to_view().status, "active");
 }

@@ -1,10 +1,12 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use orca_domain::command::{Checked, Meta, StartProcess, TaskReport};
 use orca_domain::ids::{ProcessId, SubscriptionId};
-use orca_domain::{Catalog, Code, Decision, Env, NewIds, Rejection};
-use orca_log::{Append, AppendOutcome, Expected, GroupCommit, GroupCommitOptions, Log, NewEvent};
+use orca_domain::{
+    Catalog, Checked, Code, Command, Decision, Env, Loaded, Meta, ProcessState, Rejection,
+    SubscriptionState,
+};
+use orca_log::{Append, AppendOutcome, Expected, NewEvent, SharedLog};
 use orca_proto::{Message, Timestamp, v1};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -77,9 +79,9 @@ pub enum Error {
     Corrupt(String),
 }
 
-enum Request {
-    Start(Checked<StartProcess>, oneshot::Sender<v1::CommandReply>),
-    Report(Checked<TaskReport>, oneshot::Sender<v1::CommandReply>),
+struct Request {
+    command: Checked<Command>,
+    reply: oneshot::Sender<v1::CommandReply>,
 }
 
 /// Sends commands to the engine; cheap to clone.
@@ -89,21 +91,11 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Decides a start; resolves once its events are durable (or it was rejected).
-    pub async fn start(&self, cmd: Checked<StartProcess>) -> Result<v1::CommandReply, Error> {
-        let (tx, rx) = oneshot::channel();
+    /// Decides a command; resolves once its events are durable (or it was rejected).
+    pub async fn submit(&self, command: Checked<Command>) -> Result<v1::CommandReply, Error> {
+        let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::Start(cmd, tx))
-            .await
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)
-    }
-
-    /// Decides a task report.
-    pub async fn report(&self, cmd: Checked<TaskReport>) -> Result<v1::CommandReply, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Report(cmd, tx))
+            .send(Request { command, reply })
             .await
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
@@ -125,12 +117,11 @@ enum Pending {
 
 /// The decider. Owns the in-memory state; see the crate docs.
 pub struct Engine {
-    log: Log,
-    writer: GroupCommit,
+    log: SharedLog,
     catalog: Arc<Catalog>,
     options: EngineOptions,
-    subscriptions: Cache<String, v1::Subscription>,
-    processes: Cache<String, v1::Process>,
+    subscriptions: Cache<SubscriptionId, SubscriptionState>,
+    processes: Cache<ProcessId, ProcessState>,
     recent: Cache<String, v1::CommandReply>,
     next_position: u64,
     /// Set when an append did not land as decided: memory and disk may differ, so stop.
@@ -160,16 +151,10 @@ impl Engine {
     /// Starts the engine over `log` (which it writes alone) and returns its handle and task. The
     /// task ends when every handle is dropped, or with an error if the log fails.
     pub fn spawn(
-        log: Log,
+        log: SharedLog,
         catalog: Arc<Catalog>,
         options: EngineOptions,
     ) -> Result<(EngineHandle, JoinHandle<Result<(), Error>>), Error> {
-        let (writer, _thread) = GroupCommit::start(
-            log.clone(),
-            GroupCommitOptions {
-                max_batch: options.max_batch.max(1) * 2,
-            },
-        )?;
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (replies, pending) = mpsc::unbounded_channel();
         let (failed, _) = watch::channel(false);
@@ -178,7 +163,6 @@ impl Engine {
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             next_position: log.head() + 1,
             log,
-            writer,
             catalog,
             subscriptions: Cache::new(options.cache_capacity),
             processes: Cache::new(options.cache_capacity),
@@ -209,8 +193,9 @@ impl Engine {
             if *self.failed.borrow() {
                 rx.close();
                 while let Some(r) = rx.recv().await {
-                    let (Request::Start(_, to) | Request::Report(_, to)) = r;
-                    let _ = to.send(unavailable("the event log failed; the service is stopping"));
+                    let _ = r
+                        .reply
+                        .send(unavailable("the event log failed; the service is stopping"));
                 }
                 return Err(Error::Corrupt("the event log failed".into()));
             }
@@ -223,7 +208,7 @@ impl Engine {
     /// stays on the sync thread.
     fn write_decided(&mut self) {
         if !self.unwritten.is_empty() {
-            self.writer.write_now(std::mem::take(&mut self.unwritten));
+            self.log.append(std::mem::take(&mut self.unwritten));
         }
     }
 
@@ -233,16 +218,9 @@ impl Engine {
     }
 
     async fn handle(&mut self, request: Request) {
-        match request {
-            Request::Start(cmd, to) => {
-                let outcome = self.decide_start(&cmd).await;
-                self.settle(outcome, &cmd.meta, to).await;
-            }
-            Request::Report(cmd, to) => {
-                let outcome = self.decide_report(&cmd).await;
-                self.settle(outcome, &cmd.meta, to).await;
-            }
-        }
+        let outcome = self.decide(&request.command).await;
+        self.settle(outcome, &request.command.meta, request.reply)
+            .await;
     }
 
     /// The stored reply of an applied command id, if any.
@@ -350,13 +328,15 @@ impl Engine {
         } else {
             events = Vec::new();
         }
-        if orca_domain::process::status(&process).is_finished() {
-            self.processes.remove(&process.process_id);
-        } else {
-            self.processes.insert(process.process_id.clone(), process);
+        if let Some(p) = process {
+            if p.status.is_finished() {
+                self.processes.remove(&p.id);
+            } else {
+                self.processes.insert(p.id, p);
+            }
         }
-        if let Some(s) = subscription {
-            self.subscriptions.insert(s.subscription_id.clone(), s);
+        if let Some(s) = subscription.filter(SubscriptionState::exists) {
+            self.subscriptions.insert(s.id, s);
         }
         if let Some(id) = &meta.command_id {
             self.recent.insert(id.clone(), reply.clone());
@@ -371,41 +351,28 @@ impl Engine {
         });
     }
 
-    async fn decide_start(&mut self, cmd: &Checked<StartProcess>) -> Result<Outcome, Error> {
+    async fn decide(&mut self, cmd: &Checked<Command>) -> Result<Outcome, Error> {
         if let Some(reply) = self.replay_reply(&cmd.meta)? {
             return Ok(Outcome::Replayed(reply));
         }
-        let existing = match cmd.command.subscription_id {
-            Some(id) => self.subscription(&id.to_string()).await?,
+        let process = match cmd.command.process_id() {
+            Some(id) => Some(self.process(id).await?),
             None => None,
         };
-        let ids = NewIds {
-            process_id: ProcessId(Uuid::now_v7()),
-            subscription_id: SubscriptionId(Uuid::now_v7()),
+        let subscription = match cmd
+            .command
+            .subscription_id()
+            .or_else(|| process.as_ref().and_then(|p| p.subscription_id))
+        {
+            Some(id) => Some(self.subscription(id).await?),
+            None => None,
+        };
+        let state = Loaded {
+            process,
+            subscription,
         };
         Ok(with_env(&cmd.meta, |env| {
-            orca_domain::start_process(&self.catalog, &cmd.command, existing.as_ref(), ids, env)
-        })
-        .into())
-    }
-
-    async fn decide_report(&mut self, cmd: &Checked<TaskReport>) -> Result<Outcome, Error> {
-        if let Some(reply) = self.replay_reply(&cmd.meta)? {
-            return Ok(Outcome::Replayed(reply));
-        }
-        let process = self.process(&cmd.command.process_id.to_string()).await?;
-        let subscription = match process.as_ref().map(|p| p.subscription_id.clone()) {
-            Some(id) if !id.is_empty() => self.subscription(&id).await?,
-            _ => None,
-        };
-        Ok(with_env(&cmd.meta, |env| {
-            orca_domain::report_task(
-                &self.catalog,
-                &cmd.command,
-                process.as_ref(),
-                subscription.as_ref(),
-                env,
-            )
+            orca_domain::decide(&self.catalog, &state, &cmd.command, env)
         })
         .into())
     }
@@ -422,56 +389,44 @@ impl Engine {
         }
     }
 
-    async fn subscription(&mut self, id: &str) -> Result<Option<v1::Subscription>, Error> {
-        if let Some(s) = self.subscriptions.get(&id.to_owned()) {
-            return Ok(Some(s.clone()));
+    /// A subscription's state (version 0 when it does not exist).
+    async fn subscription(&mut self, id: SubscriptionId) -> Result<SubscriptionState, Error> {
+        if let Some(s) = self.subscriptions.get(&id) {
+            return Ok(s.clone());
         }
         self.write_decided();
-        let sub = self
-            .fold(
-                &format!("subscription-{id}"),
-                orca_domain::subscription::evolve,
-            )
-            .await?;
-        if let Some(s) = &sub {
-            self.subscriptions.insert(id.to_owned(), s.clone());
+        let sub: SubscriptionState = self.fold(&id.stream(), SubscriptionState::evolve).await?;
+        if sub.exists() {
+            self.subscriptions.insert(id, sub.clone());
         }
         Ok(sub)
     }
 
-    async fn process(&mut self, id: &str) -> Result<Option<v1::Process>, Error> {
-        if let Some(p) = self.processes.get(&id.to_owned()) {
-            return Ok(Some(p.clone()));
+    /// A process's state (version 0 when it does not exist).
+    async fn process(&mut self, id: ProcessId) -> Result<ProcessState, Error> {
+        if let Some(p) = self.processes.get(&id) {
+            return Ok(p.clone());
         }
         self.write_decided();
-        let p = self
-            .fold(&format!("process-{id}"), orca_domain::process::evolve)
-            .await?;
-        if let Some(p) = p
-            .as_ref()
-            .filter(|p| !orca_domain::process::status(p).is_finished())
-        {
-            self.processes.insert(id.to_owned(), p.clone());
+        let p: ProcessState = self.fold(&id.stream(), ProcessState::evolve).await?;
+        if p.exists() && !p.status.is_finished() {
+            self.processes.insert(id, p.clone());
         }
         Ok(p)
     }
 
-    /// Rebuilds an aggregate from its durable stream; `None` if the stream is empty.
+    /// Rebuilds an aggregate from its durable stream.
     async fn fold<T: Default>(
         &self,
         stream: &str,
         evolve: fn(&mut T, &v1::Event),
-    ) -> Result<Option<T>, Error> {
+    ) -> Result<T, Error> {
         self.settle_log().await?;
-        let events = self.read_stream(stream)?;
-        if events.is_empty() {
-            return Ok(None);
-        }
         let mut state = T::default();
-        for e in &events {
+        for e in &self.read_stream(stream)? {
             evolve(&mut state, e);
         }
-        Ok(Some(state))
+        Ok(state)
     }
 
     fn read_stream(&self, stream: &str) -> Result<Vec<v1::Event>, Error> {
@@ -493,6 +448,7 @@ fn with_env<R>(meta: &Meta, decide: impl FnOnce(&mut Env<'_>) -> R) -> R {
         .command_id
         .clone()
         .unwrap_or_else(|| Uuid::now_v7().to_string());
+    // Time-ordered: process and subscription ids sort by creation.
     let mut new_id = Uuid::now_v7;
     let mut env = Env {
         now: now(),

@@ -1,10 +1,12 @@
 //! The process manager: the one place where commands are decided.
 //!
-//! Commands reach the [`Engine`] through a channel. It takes them in batches, decides each one
-//! in order on its in-memory state (the domain's `start_process` / `report_task`, which run every
-//! builtin step they can), and writes the batch's events to the log at once, without waiting
-//! for the disk: while one batch is being fsynced the next is being decided. Replies go out in
-//! command order, each only after its events are durable.
+//! Commands reach the [`Engine`] through a channel ([`EngineHandle::submit`]). It takes them in
+//! batches, loads the state each names (the process, the subscription), decides it in order with
+//! the domain's one `decide` (which runs every builtin step it can), and writes the batch's
+//! events to the log at once, without waiting for the disk: while one batch is being fsynced the
+//! next is being decided. Replies go out in command order, each only after its events are
+//! durable. The log is any [`orca_log::EventLog`]: the disk log in service, the in-memory one in
+//! tests.
 //!
 //! Because decisions are made one at a time on fresh state, two racing commands on one
 //! subscription are decided in turn and the second sees the first (invariant 4); the log still

@@ -1,13 +1,14 @@
-//! The engine over a real sled log: idempotency, racing commands, rejections append nothing.
+//! The engine over the in-memory log (and once over the disk log): idempotency, racing commands,
+//! rejections append nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
 
-use orca_domain::Catalog;
-use orca_domain::command::{Checked, Meta, StartProcess, TaskReport};
+use orca_domain::command::{StartProcess, TaskReport};
 use orca_domain::ids::{CustomerId, ProcessId, SubscriptionId};
+use orca_domain::{Catalog, Checked, Command, Meta};
 use orca_engine::{Engine, EngineHandle, EngineOptions};
-use orca_log::{Log, LogOptions};
+use orca_log::{DiskLog, GroupCommitOptions, Log, LogOptions, MemLog, SharedLog};
 use orca_proto::v1::{self, command_reply::Outcome};
 use serde_json::json;
 use uuid::Uuid;
@@ -19,30 +20,37 @@ fn meta(id: Option<&str>) -> Meta {
     }
 }
 
-fn create(name: &str, id: Option<&str>) -> Checked<StartProcess> {
+fn start(cmd: StartProcess, id: Option<&str>) -> Checked<Command> {
     Checked {
-        command: StartProcess {
+        command: Command::Start(cmd),
+        meta: meta(id),
+    }
+}
+
+fn create(name: &str, id: Option<&str>) -> Checked<Command> {
+    start(
+        StartProcess {
             workflow: "create_user_group".into(),
             product: None,
             customer_id: Some(CustomerId(Uuid::new_v4())),
             subscription_id: None,
             input: json!({ "group_name": name }).as_object().unwrap().clone(),
         },
-        meta: meta(id),
-    }
+        id,
+    )
 }
 
-fn terminate(sub: &str) -> Checked<StartProcess> {
-    Checked {
-        command: StartProcess {
+fn terminate(sub: &str) -> Checked<Command> {
+    start(
+        StartProcess {
             workflow: "terminate_user_group".into(),
             product: None,
             customer_id: None,
             subscription_id: Some(SubscriptionId(sub.parse().unwrap())),
             input: Default::default(),
         },
-        meta: meta(None),
-    }
+        None,
+    )
 }
 
 fn accepted(r: &v1::CommandReply) -> &v1::Accepted {
@@ -66,13 +74,13 @@ async fn complete(
     result: serde_json::Value,
 ) -> v1::CommandReply {
     engine
-        .report(Checked {
-            command: TaskReport {
+        .submit(Checked {
+            command: Command::Report(TaskReport {
                 process_id: ProcessId(process.parse().unwrap()),
                 step_index: step,
                 attempt: 1,
                 outcome: Ok(result.as_object().unwrap().clone()),
-            },
+            }),
             meta: meta(None),
         })
         .await
@@ -80,8 +88,8 @@ async fn complete(
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
-    log: Log,
+    _dir: Option<tempfile::TempDir>,
+    log: SharedLog,
     engine: EngineHandle,
 }
 
@@ -90,8 +98,10 @@ fn fixture() -> Fixture {
 }
 
 fn fixture_with(options: EngineOptions) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    fixture_on(Arc::new(MemLog::new()), None, options)
+}
+
+fn fixture_on(log: SharedLog, dir: Option<tempfile::TempDir>, options: EngineOptions) -> Fixture {
     let catalog = Arc::new(Catalog::default_catalog().unwrap());
     let (engine, _task) = Engine::spawn(log.clone(), catalog, options).unwrap();
     Fixture {
@@ -101,8 +111,16 @@ fn fixture_with(options: EngineOptions) -> Fixture {
     }
 }
 
+/// An engine over the log of record, on disk.
+fn disk_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(&LogOptions::new(dir.path())).unwrap();
+    let log = DiskLog::start(log, GroupCommitOptions::default()).unwrap();
+    fixture_on(Arc::new(log), Some(dir), EngineOptions::default())
+}
+
 async fn active_group(f: &Fixture) -> String {
-    let r = f.engine.start(create("Ops", None)).await.unwrap();
+    let r = f.engine.submit(create("Ops", None)).await.unwrap();
     let a = accepted(&r).clone();
     let r = complete(
         &f.engine,
@@ -117,8 +135,8 @@ async fn active_group(f: &Fixture) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_comes_after_the_events_are_durable() {
-    let f = fixture();
-    let r = f.engine.start(create("Ops", None)).await.unwrap();
+    let f = disk_fixture();
+    let r = f.engine.submit(create("Ops", None)).await.unwrap();
     let a = accepted(&r);
     assert_eq!(a.position, 11);
     assert!(f.log.head() >= a.position);
@@ -135,15 +153,15 @@ async fn a_command_id_sent_twice_starts_one_process_with_the_same_reply() {
     let f = fixture();
     // Concurrently (the second is decided while the first is in flight) and again later.
     let (a, b) = tokio::join!(
-        f.engine.start(create("Ops", Some("cmd-1"))),
-        f.engine.start(create("Ops", Some("cmd-1")))
+        f.engine.submit(create("Ops", Some("cmd-1"))),
+        f.engine.submit(create("Ops", Some("cmd-1")))
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b);
     let head = f.log.head();
     let c = f
         .engine
-        .start(create("Other", Some("cmd-1")))
+        .submit(create("Other", Some("cmd-1")))
         .await
         .unwrap();
     assert_eq!(a, c);
@@ -159,7 +177,7 @@ async fn racing_terminates_start_exactly_one_process() {
         let engine = f.engine.clone();
         let cmd = terminate(&sub);
         tasks.push(tokio::spawn(
-            async move { engine.start(cmd).await.unwrap() },
+            async move { engine.submit(cmd).await.unwrap() },
         ));
     }
     let mut wins = 0;
@@ -184,17 +202,19 @@ async fn rejections_append_nothing() {
     let f = fixture();
     let sub = active_group(&f).await;
     let head = f.log.head();
-    let r = f.engine.start(create("", None)).await.unwrap();
+    let r = f.engine.submit(create("", None)).await.unwrap();
     assert_eq!(rejected(&r).code, "FORM_INVALID");
     let mut bad = create("x", None);
-    bad.command.workflow = "nope".into();
+    if let Command::Start(s) = &mut bad.command {
+        s.workflow = "nope".into();
+    }
     assert_eq!(
-        rejected(&f.engine.start(bad).await.unwrap()).code,
+        rejected(&f.engine.submit(bad).await.unwrap()).code,
         "UNKNOWN_WORKFLOW"
     );
     let r = f
         .engine
-        .start(terminate(&Uuid::new_v4().to_string()))
+        .submit(terminate(&Uuid::new_v4().to_string()))
         .await
         .unwrap();
     assert_eq!(rejected(&r).code, "SUBSCRIPTION_NOT_FOUND");
@@ -202,11 +222,11 @@ async fn rejections_append_nothing() {
     assert_eq!(rejected(&r).code, "PROCESS_NOT_FOUND");
     assert_eq!(f.log.head(), head);
     // Terminate, then terminate the terminated subscription.
-    let t = f.engine.start(terminate(&sub)).await.unwrap();
+    let t = f.engine.submit(terminate(&sub)).await.unwrap();
     let t = accepted(&t).clone();
     accepted(&complete(&f.engine, &t.process_id, 3, json!({})).await);
     let head = f.log.head();
-    let r = f.engine.start(terminate(&sub)).await.unwrap();
+    let r = f.engine.submit(terminate(&sub)).await.unwrap();
     assert_eq!(rejected(&r).code, "LIFECYCLE_INVALID");
     // A late duplicate of the worker's report.
     let r = complete(&f.engine, &t.process_id, 3, json!({})).await;
@@ -224,14 +244,14 @@ async fn state_evicted_from_memory_is_read_back_from_the_log() {
     for _ in 0..5 {
         active_group(&f).await;
     }
-    let r = f.engine.start(terminate(&first)).await.unwrap();
+    let r = f.engine.submit(terminate(&first)).await.unwrap();
     accepted(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_too_large_to_publish_is_rejected_and_appends_nothing() {
     let f = fixture();
-    let a = accepted(&f.engine.start(create("Ops", None)).await.unwrap()).clone();
+    let a = accepted(&f.engine.submit(create("Ops", None)).await.unwrap()).clone();
     let head = f.log.head();
     let big = "x".repeat(orca_engine::MAX_EVENT_BYTES + 1);
     let r = complete(&f.engine, &a.process_id, 4, json!({ "blob": big })).await;
@@ -260,7 +280,7 @@ async fn the_tap_sees_exactly_what_the_log_holds_once_it_is_durable() {
     });
     active_group(&f).await;
     // A rejected command decides nothing the tap could see.
-    let r = f.engine.start(create("", None)).await.unwrap();
+    let r = f.engine.submit(create("", None)).await.unwrap();
     rejected(&r);
     let seen = seen.lock().unwrap().clone();
     let stored: Vec<v1::Event> = f

@@ -26,7 +26,8 @@
 //! | `i` | segment, end offset and last position of the last frame indexed |
 //!
 //! Readers follow the log with [`Log::subscribe`] (a watch of the last durable position) and
-//! [`Log::read_from`].
+//! [`Log::read_from`]. The rest of orca sees the log through [`EventLog`]: [`DiskLog`] is the
+//! log of record, [`MemLog`] the same rules in memory for fast tests.
 
 mod error;
 mod group;
@@ -34,9 +35,11 @@ mod keys;
 mod log;
 mod memtable;
 mod sled_open;
+mod store;
 mod wal;
 
 pub use error::{AppendError, Error};
 pub use group::{AppendOutcome, GroupCommit, GroupCommitOptions};
 pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, Recorded};
 pub use sled_open::open_sled;
+pub use store::{DiskLog, EventLog, MemLog, ReadLog, SharedLog, SharedReader};

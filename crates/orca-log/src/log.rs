@@ -906,7 +906,7 @@ fn write_index(tree: &sled::Tree, index: &mut Memtable) -> Result<(), Error> {
     Ok(())
 }
 
-fn validate(append: &Append) -> Result<(), AppendError> {
+pub(crate) fn validate(append: &Append) -> Result<(), AppendError> {
     for e in &append.events {
         if e.stream.is_empty() || e.stream.len() > MAX_STREAM_LEN || e.stream.contains('\0') {
             return Err(AppendError::Invalid(format!(

@@ -7,11 +7,12 @@ use async_nats::Client;
 use async_nats::service::{Request, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
-use orca_domain::command::{Checked, StartProcess, TaskReport};
-use orca_domain::{Catalog, Code, Rejection};
+use orca_domain::{Catalog, Checked, Code, Command, Rejection};
 use orca_engine::EngineHandle;
+use orca_log::SharedReader;
 use orca_proto::v1;
 use orca_views::Views;
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -43,11 +44,22 @@ impl Default for BusOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Decodes a command endpoint's payload into the domain's command.
+type Decode = fn(&[u8], Encoding, usize) -> Result<Checked<Command>, Rejection>;
+
+/// The wire message `W` of a command endpoint, decoded and checked.
+fn command<W>(payload: &[u8], enc: Encoding, max: usize) -> Result<Checked<Command>, Rejection>
+where
+    W: orca_proto::Message + Default + DeserializeOwned,
+    for<'w> Checked<Command>: TryFrom<&'w W, Error = Rejection>,
+{
+    codec::decode::<W>(payload, enc, max).and_then(|w| Checked::try_from(&w))
+}
+
+#[derive(Clone, Copy)]
 pub(crate) enum Kind {
-    Start,
-    Complete,
-    Fail,
+    /// Decided by the engine; replies `CommandReply`.
+    Command(Decode),
     GetSubscription,
     ListSubscriptions,
     GetProcess,
@@ -59,9 +71,21 @@ pub(crate) enum Kind {
 
 /// Endpoint name, subject below the prefix, and kind.
 const ENDPOINTS: &[(&str, &str, Kind)] = &[
-    ("process-start", "cmd.process.start", Kind::Start),
-    ("task-complete", "cmd.task.complete", Kind::Complete),
-    ("task-fail", "cmd.task.fail", Kind::Fail),
+    (
+        "process-start",
+        "cmd.process.start",
+        Kind::Command(command::<v1::StartProcess>),
+    ),
+    (
+        "task-complete",
+        "cmd.task.complete",
+        Kind::Command(command::<v1::CompleteTask>),
+    ),
+    (
+        "task-fail",
+        "cmd.task.fail",
+        Kind::Command(command::<v1::FailTask>),
+    ),
     (
         "subscription-get",
         "query.subscription.get",
@@ -86,7 +110,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
 pub(crate) struct Ctx {
     pub engine: EngineHandle,
     pub views: Views,
-    pub log: orca_log::Log,
+    pub log: SharedReader,
     pub published: watch::Receiver<u64>,
     pub catalog: Arc<Catalog>,
     pub options: BusOptions,
@@ -104,7 +128,7 @@ pub struct Backend {
     /// Answers queries.
     pub views: Views,
     /// For the service info (log head).
-    pub log: orca_log::Log,
+    pub log: SharedReader,
     /// Position published so far (service info).
     pub published: watch::Receiver<u64>,
     /// The catalog (workflow list and forms).
@@ -196,31 +220,10 @@ async fn handle(kind: Kind, request: Request, ctx: Arc<Ctx>) {
 }
 
 async fn dispatch(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
-    let max = ctx.options.max_payload;
     match kind {
-        Kind::Start => {
-            let reply = match codec::decode::<v1::StartProcess>(payload, enc, max)
-                .and_then(|w| Checked::<StartProcess>::try_from(&w))
-            {
-                Ok(cmd) => ctx.engine.start(cmd).await.unwrap_or_else(engine_down),
-                Err(r) => r.to_reply(),
-            };
-            codec::encode(&reply, enc)
-        }
-        Kind::Complete => {
-            let reply = match codec::decode::<v1::CompleteTask>(payload, enc, max)
-                .and_then(|w| Checked::<TaskReport>::try_from(&w))
-            {
-                Ok(cmd) => ctx.engine.report(cmd).await.unwrap_or_else(engine_down),
-                Err(r) => r.to_reply(),
-            };
-            codec::encode(&reply, enc)
-        }
-        Kind::Fail => {
-            let reply = match codec::decode::<v1::FailTask>(payload, enc, max)
-                .and_then(|w| Checked::<TaskReport>::try_from(&w))
-            {
-                Ok(cmd) => ctx.engine.report(cmd).await.unwrap_or_else(engine_down),
+        Kind::Command(decode) => {
+            let reply = match decode(payload, enc, ctx.options.max_payload) {
+                Ok(cmd) => ctx.engine.submit(cmd).await.unwrap_or_else(engine_down),
                 Err(r) => r.to_reply(),
             };
             codec::encode(&reply, enc)

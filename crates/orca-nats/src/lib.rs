@@ -36,6 +36,9 @@ pub enum Error {
     /// A stored event does not decode.
     #[error("corrupt event at position {0}")]
     Corrupt(u64),
+    /// The outbox's checkpoint file cannot be read or written.
+    #[error("outbox checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 impl Error {

@@ -8,17 +8,20 @@
 //! stream's last sequence and goes on from there — forward past what is already stored, or back
 //! to republish what a crashed server lost. The stream, not a local checkpoint, says what is
 //! published. Scheduled tasks also go to the work queue (deduplicated by `Nats-Msg-Id`), so
-//! dispatch needs nothing but the log; a local checkpoint records how far events *and* tasks are
-//! acknowledged, so a task whose event made it but which itself did not is sent again after a
-//! crash (workers report idempotently, so a task sent twice has one effect). A task goes out only
-//! while its process still waits for it (its stream has nothing after the task): events that a
-//! lost or deleted stream needs again are republished, but the steps they scheduled long ago do
-//! not reach a worker again.
+//! dispatch needs nothing but the log; a local checkpoint (a file of its own beside the log)
+//! records how far events *and* tasks are acknowledged, so a task whose event made it but which
+//! itself did not is sent again after a crash (workers report idempotently, so a task sent twice
+//! has one effect). A task goes out only while its process still waits for it, as the process's
+//! state says ([`orca_domain::ProcessState::awaits`]): events that a lost or deleted stream needs
+//! again are republished, but the steps they scheduled long ago do not reach a worker again.
 //!
 //! A stream whose last message is gone (purged, or deleted by hand) cannot say whose events it
 //! held; publishing goes on after its last sequence if this log's checkpoint says it published
 //! that far, and stops with the reason otherwise.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -26,7 +29,8 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::{self};
 use bytes::Bytes;
-use orca_log::Log;
+use orca_domain::ProcessState;
+use orca_log::SharedReader;
 use orca_proto::{Message, v1};
 use tokio::sync::watch;
 
@@ -70,7 +74,35 @@ enum Failure {
     Permanent(Error),
 }
 
-const CHECKPOINT: &[u8] = b"published";
+/// How far events and tasks are acknowledged: 8 bytes, big-endian, in a file of its own. Not
+/// fsynced: one lost with a crash is only further back, and the event stream says the rest.
+struct Checkpoint(File);
+
+impl Checkpoint {
+    fn open(path: &Path) -> Result<(Self, u64), Error> {
+        let io = |e: std::io::Error| Error::Checkpoint(format!("{}: {e}", path.display()));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        let mut at = [0u8; 8];
+        let read = file.read_at(&mut at, 0).map_err(io)?;
+        let at = if read == 8 { u64::from_be_bytes(at) } else { 0 };
+        Ok((Self(file), at))
+    }
+
+    fn write(&self, at: u64) -> Result<(), Error> {
+        self.0
+            .write_all_at(&at.to_be_bytes(), 0)
+            .map_err(|e| Error::Checkpoint(e.to_string()))
+    }
+}
 
 /// How a record's event is published.
 #[derive(Clone, Copy)]
@@ -102,28 +134,25 @@ struct Sent {
 
 /// Publishes the log to NATS; see the module docs.
 pub struct Outbox {
-    log: Log,
+    log: SharedReader,
     js: jetstream::Context,
     /// The same connection, for events published without an ack.
     client: async_nats::Client,
     options: OutboxOptions,
-    /// Events and tasks acknowledged up to here (kept in the log's database, tree `outbox`).
+    /// Events and tasks acknowledged up to here.
     published: watch::Sender<u64>,
-    tree: sled::Tree,
+    checkpoint: Checkpoint,
 }
 
 impl Outbox {
-    /// An outbox over `log`.
-    pub fn new(log: Log, js: jetstream::Context, options: OutboxOptions) -> Result<Self, Error> {
-        let tree = log
-            .db()
-            .open_tree("outbox")
-            .map_err(orca_log::Error::from)?;
-        let at = tree
-            .get(CHECKPOINT)
-            .map_err(orca_log::Error::from)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes);
+    /// An outbox over `log`, keeping its checkpoint in the file `checkpoint`.
+    pub fn new(
+        log: SharedReader,
+        checkpoint: &Path,
+        js: jetstream::Context,
+        options: OutboxOptions,
+    ) -> Result<Self, Error> {
+        let (checkpoint, at) = Checkpoint::open(checkpoint)?;
         let (published, _) = watch::channel(at);
         Ok(Self {
             log,
@@ -131,7 +160,7 @@ impl Outbox {
             js,
             options,
             published,
-            tree,
+            checkpoint,
         })
     }
 
@@ -196,9 +225,7 @@ impl Outbox {
             tracing::debug!(acked, failed = failure.is_some(), "published");
             if acked >= from {
                 events_at = events_at.max(acked);
-                self.tree
-                    .insert(CHECKPOINT, &acked.to_be_bytes())
-                    .map_err(orca_log::Error::from)?;
+                self.checkpoint.write(acked)?;
                 self.published.send_replace(acked);
             }
             match failure {
@@ -415,10 +442,7 @@ impl Outbox {
                 EventSent::Unasked
             };
         }
-        // Only while the process waits for it.
-        if name != "task_scheduled"
-            || !orca_domain::process::task_awaited(r.version, self.log.stream_version(&r.stream)?)
-        {
+        if name != "task_scheduled" {
             return Ok(sent);
         }
         let event = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
@@ -426,6 +450,10 @@ impl Outbox {
         let Some(v1::event::Body::TaskScheduled(t)) = &event.body else {
             return Ok(sent);
         };
+        // Only while the process waits for it.
+        if !self.awaited(r, t)? {
+            return Ok(sent);
+        }
         let task = v1::Task {
             task_id: t.task_id.clone(),
             process_id: orca_domain::ids::split_stream(&event.stream)
@@ -450,6 +478,22 @@ impl Outbox {
             .await?,
         );
         Ok(sent)
+    }
+
+    /// Whether the process of the task scheduled by `r` still waits for it, as its state says.
+    /// While the task's event is the last on its stream the state is the one that scheduled it,
+    /// which waits for it by definition: the fold is needed only once something followed.
+    fn awaited(&self, r: &orca_log::Recorded, t: &v1::TaskScheduled) -> Result<bool, Error> {
+        if self.log.stream_version(&r.stream)? == r.version {
+            return Ok(true);
+        }
+        let mut process = ProcessState::default();
+        for e in self.log.read_stream(&r.stream, 1)? {
+            let e = orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
+                .map_err(|_| Error::Corrupt(e.position))?;
+            process.evolve(&e);
+        }
+        Ok(process.awaits(t.index, t.attempt).is_ok())
     }
 
     /// A publish that gives up after `ack_timeout` instead of waiting on a dead connection.

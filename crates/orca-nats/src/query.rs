@@ -265,7 +265,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             };
             codec::encode(&reply, enc)
         }
-        Kind::Start | Kind::Complete | Kind::Fail => Bytes::new(),
+        Kind::Command(_) => Bytes::new(),
     }
 }
 
@@ -289,7 +289,7 @@ fn form(ctx: &Ctx, q: &v1::GetWorkflowForm) -> Result<v1::WorkflowForm, v1::Reje
     };
     let lookup = |k: &str| {
         sub.as_ref()
-            .and_then(|s| orca_domain::subscription::template_value(s, k))
+            .and_then(|s| orca_domain::view::template_value(s, k))
     };
     let schema = wf.form.json_schema(&wf.description, &lookup);
     Ok(v1::WorkflowForm {

@@ -2,9 +2,7 @@
 //! a command, a rejection with a stable code — never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orca_domain::command::{Checked, StartProcess, TaskReport};
-use orca_domain::ids::{ProcessId, SubscriptionId};
-use orca_domain::{Catalog, Env, NewIds};
+use orca_domain::{Catalog, Checked, Command, Env, Loaded};
 use orca_nats::codec::{Encoding, decode};
 use orca_proto::{Message, v1};
 use proptest::prelude::*;
@@ -28,7 +26,7 @@ fn json_value() -> impl Strategy<Value = Json> {
 }
 
 fn decide(wire: &v1::StartProcess) {
-    let Ok(cmd) = Checked::<StartProcess>::try_from(wire) else {
+    let Ok(cmd) = Checked::<Command>::try_from(wire) else {
         return;
     };
     let catalog = Catalog::default_catalog().unwrap();
@@ -43,11 +41,7 @@ fn decide(wire: &v1::StartProcess) {
         command_id: "c",
         new_id: &mut new_id,
     };
-    let ids = NewIds {
-        process_id: ProcessId(uuid::Uuid::from_u128(u128::MAX)),
-        subscription_id: SubscriptionId(uuid::Uuid::from_u128(u128::MAX - 1)),
-    };
-    match orca_domain::start_process(&catalog, &cmd.command, None, ids, &mut env) {
+    match orca_domain::decide(&catalog, &Loaded::default(), &cmd.command, &mut env) {
         Ok(d) => {
             assert!(!d.events.is_empty());
             for e in &d.events {
@@ -92,9 +86,11 @@ proptest! {
                 decide(&w);
             }
             if let Ok(w) = decode::<v1::CompleteTask>(&bytes, enc, 1024) {
-                let _ = Checked::<TaskReport>::try_from(&w);
+                let _ = Checked::<Command>::try_from(&w);
             }
-            let _ = decode::<v1::FailTask>(&bytes, enc, 1024);
+            if let Ok(w) = decode::<v1::FailTask>(&bytes, enc, 1024) {
+                let _ = Checked::<Command>::try_from(&w);
+            }
             let _ = decode::<v1::ListSubscriptions>(&bytes, enc, 1024);
         }
         prop_assert!(decode::<v1::StartProcess>(&bytes, Encoding::Proto, 0).is_err() || bytes.is_empty());
@@ -141,9 +137,12 @@ proptest! {
                 return Ok(());
             }
         };
-        match Checked::<TaskReport>::try_from(&back) {
+        match Checked::<Command>::try_from(&back) {
             Ok(c) => {
-                let result = c.command.outcome.unwrap();
+                let Command::Report(report) = c.command else {
+                    panic!("a report");
+                };
+                let result = report.outcome.unwrap();
                 prop_assert!(!too_deep);
                 reads_back(&v1::Event {
                     event_id: "e".into(),

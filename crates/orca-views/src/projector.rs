@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use orca_log::Log;
+use orca_log::{ReadLog, SharedReader};
 use orca_proto::v1;
 use tokio::sync::watch;
 
@@ -15,12 +15,12 @@ const FEED_WAIT: Duration = Duration::from_millis(5);
 
 /// Follows the log and keeps the views up to date.
 pub struct Projector {
-    log: Log,
+    log: SharedReader,
     views: Views,
     feed: Option<Feed>,
 }
 
-fn decode(log: &Log, from: u64) -> Result<Vec<v1::Event>, Error> {
+fn decode(log: &dyn ReadLog, from: u64) -> Result<Vec<v1::Event>, Error> {
     log.read_from(from, CHUNK)?
         .iter()
         .map(|r| {
@@ -32,19 +32,19 @@ fn decode(log: &Log, from: u64) -> Result<Vec<v1::Event>, Error> {
 
 /// Projects the whole log into `views` (a fresh store rebuilds from zero). Returns the position
 /// reached.
-pub fn rebuild(log: &Log, views: &Views) -> Result<u64, Error> {
+pub fn rebuild(log: &dyn ReadLog, views: &Views) -> Result<u64, Error> {
     loop {
         let events = decode(log, views.checkpoint() + 1)?;
         if events.is_empty() {
             return Ok(views.checkpoint());
         }
-        views.apply(&events)?;
+        views.apply(&events, log)?;
     }
 }
 
 impl Projector {
     /// A projector from `log` into `views`.
-    pub fn new(log: Log, views: Views) -> Self {
+    pub fn new(log: SharedReader, views: Views) -> Self {
         Self {
             log,
             views,
@@ -75,10 +75,10 @@ impl Projector {
                 let fed = feed.map(|f| f.take(from, head, CHUNK));
                 let events = match fed {
                     Some(events) if !events.is_empty() => events,
-                    _ => decode(&log, from)?,
+                    _ => decode(log.as_ref(), from)?,
                 };
                 let done = events.last().is_none_or(|e| e.position >= head);
-                views.apply(&events)?;
+                views.apply(&events, log.as_ref())?;
                 Ok(done)
             })
             .await

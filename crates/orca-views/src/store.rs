@@ -1,10 +1,11 @@
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use orca_domain::ids::split_stream;
+use orca_domain::{ProcessState, SubscriptionState};
+use orca_log::ReadLog;
 use orca_proto::{Message, v1};
 use tokio::sync::watch;
 
@@ -73,6 +74,10 @@ pub struct Page<T> {
 /// Views changed in memory but not yet in sled, at most this many (memory stays bounded).
 const RECENT_VIEWS: usize = 8192;
 
+/// States kept in memory for the events still to come, each kind; past this (once persisted)
+/// they are dropped and folded again from the log when next needed.
+const STATES: usize = 16_384;
+
 /// Longest a changed view stays only in memory while the log is busy.
 pub const PERSIST_EVERY: Duration = Duration::from_millis(250);
 
@@ -96,11 +101,14 @@ struct Inner {
     writing: Mutex<()>,
 }
 
-/// Views changed since the last persist.
+/// The states the views are made from, and which changed since the last persist.
 #[derive(Default)]
 struct Recent {
-    subscriptions: HashMap<String, v1::Subscription>,
-    processes: HashMap<String, v1::Process>,
+    subscriptions: HashMap<String, SubscriptionState>,
+    processes: HashMap<String, ProcessState>,
+    /// Changed since the last persist: sled's view is behind.
+    dirty_subscriptions: HashSet<String>,
+    dirty_processes: HashSet<String>,
     /// New list index keys; all sort after those in sled.
     index: BTreeSet<Vec<u8>>,
     /// Position the views in memory include.
@@ -111,8 +119,27 @@ struct Recent {
 
 impl Recent {
     fn len(&self) -> usize {
-        self.subscriptions.len() + self.processes.len()
+        self.dirty_subscriptions.len() + self.dirty_processes.len()
     }
+}
+
+/// Folds the durable events of `stream` before `version` from the log.
+fn fold<T: Default>(
+    log: &dyn ReadLog,
+    stream: &str,
+    version: u64,
+    evolve: fn(&mut T, &v1::Event),
+) -> Result<T, Error> {
+    let mut state = T::default();
+    for r in log.read_stream(stream, 1)? {
+        if r.version >= version {
+            break;
+        }
+        let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+            .map_err(|e| Error::Corrupt(format!("event {}: {e}", r.position)))?;
+        evolve(&mut state, &e);
+    }
+    Ok(state)
 }
 
 fn key(kind: u8, id: &str) -> Vec<u8> {
@@ -180,8 +207,9 @@ impl Views {
     }
 
     /// Folds `events` (in log order, all after the checkpoint) into the views and moves the
-    /// checkpoint; persists to sled when enough has gathered in memory.
-    pub fn apply(&self, events: &[v1::Event]) -> Result<(), Error> {
+    /// checkpoint; persists to sled when enough has gathered in memory. A state not in memory is
+    /// folded again from `log`, from the events before the one applied.
+    pub fn apply(&self, events: &[v1::Event], log: &dyn ReadLog) -> Result<(), Error> {
         let Some(last) = events.last() else {
             return Ok(());
         };
@@ -190,33 +218,62 @@ impl Views {
             let Some((aggregate, id)) = split_stream(&event.stream) else {
                 continue;
             };
-            // Locked per event, so that readers wait for one fold at most.
-            let mut recent = self.recent()?;
-            let Recent {
-                subscriptions,
-                processes,
-                index,
-                ..
-            } = &mut *recent;
             match aggregate {
                 "subscription" => {
                     if matches!(event.body, Some(v1::event::Body::SubscriptionCreated(_))) {
-                        index.insert(index_key(SUB_INDEX, event.position, id));
+                        self.recent()?
+                            .index
+                            .insert(index_key(SUB_INDEX, event.position, id));
                     }
-                    let sub = self.recent_view(subscriptions, SUBSCRIPTION, id)?;
-                    // A view persisted ahead of the checkpoint (a crash between the two) already
-                    // holds the event.
+                    // Loaded outside the lock, so that readers never wait for the log; only
+                    // this writer (it holds `writing`) adds states.
+                    let missing = !self.recent()?.subscriptions.contains_key(id);
+                    let loaded = match missing {
+                        true => Some(fold(
+                            log,
+                            &event.stream,
+                            event.version,
+                            SubscriptionState::evolve,
+                        )?),
+                        false => None,
+                    };
+                    let mut recent = self.recent()?;
+                    let recent = &mut *recent;
+                    let sub = match loaded {
+                        Some(s) => recent.subscriptions.entry(id.to_owned()).or_insert(s),
+                        None => recent.subscriptions.entry(id.to_owned()).or_default(),
+                    };
+                    // Events the state already holds (projected again after a crash) are skipped.
                     if sub.version < event.version {
-                        orca_domain::subscription::evolve(sub, event);
+                        sub.evolve(event);
+                        recent.dirty_subscriptions.insert(id.to_owned());
                     }
                 }
                 "process" => {
                     if matches!(event.body, Some(v1::event::Body::ProcessStarted(_))) {
-                        index.insert(index_key(PROC_INDEX, event.position, id));
+                        self.recent()?
+                            .index
+                            .insert(index_key(PROC_INDEX, event.position, id));
                     }
-                    let p = self.recent_view(processes, PROCESS, id)?;
+                    let missing = !self.recent()?.processes.contains_key(id);
+                    let loaded = match missing {
+                        true => Some(fold(
+                            log,
+                            &event.stream,
+                            event.version,
+                            ProcessState::evolve,
+                        )?),
+                        false => None,
+                    };
+                    let mut recent = self.recent()?;
+                    let recent = &mut *recent;
+                    let p = match loaded {
+                        Some(p) => recent.processes.entry(id.to_owned()).or_insert(p),
+                        None => recent.processes.entry(id.to_owned()).or_default(),
+                    };
                     if p.version < event.version {
-                        orca_domain::process::evolve(p, event);
+                        p.evolve(event);
+                        recent.dirty_processes.insert(id.to_owned());
                     }
                 }
                 _ => {}
@@ -233,19 +290,6 @@ impl Views {
             self.persist_locked()?;
         }
         Ok(())
-    }
-
-    /// The view of `id` in memory, loaded from sled (or new) on first use.
-    fn recent_view<'a, T: Message + Default>(
-        &self,
-        views: &'a mut HashMap<String, T>,
-        kind: u8,
-        id: &str,
-    ) -> Result<&'a mut T, Error> {
-        Ok(match views.entry(id.to_owned()) {
-            Entry::Occupied(view) => view.into_mut(),
-            Entry::Vacant(slot) => slot.insert(self.stored(&key(kind, id))?.unwrap_or_default()),
-        })
     }
 
     /// Whether changes wait in memory for longer than [`PERSIST_EVERY`].
@@ -265,8 +309,7 @@ impl Views {
     /// One insert at a time, not one `apply_batch`: sled takes a process-wide write lock for a
     /// batch, stalling every sled read in the process (the log's among them) while it lasts.
     /// sled recovers a prefix of its writes, so a checkpoint that survives a crash comes with
-    /// every view before it; views written past a lost checkpoint carry their stream version,
-    /// and projecting again skips the events they hold.
+    /// every view before it; views written past a lost checkpoint are made again from the log.
     fn persist_locked(&self) -> Result<(), Error> {
         let (views, index, position) = {
             let recent = self.recent()?;
@@ -274,11 +317,15 @@ impl Views {
                 return Ok(());
             }
             let mut views = Vec::with_capacity(recent.len());
-            for (id, s) in &recent.subscriptions {
-                views.push((key(SUBSCRIPTION, id), s.encode_to_vec()));
+            for id in &recent.dirty_subscriptions {
+                if let Some(s) = recent.subscriptions.get(id) {
+                    views.push((key(SUBSCRIPTION, id), s.to_view().encode_to_vec()));
+                }
             }
-            for (id, p) in &recent.processes {
-                views.push((key(PROCESS, id), p.encode_to_vec()));
+            for id in &recent.dirty_processes {
+                if let Some(p) = recent.processes.get(id) {
+                    views.push((key(PROCESS, id), p.to_view().encode_to_vec()));
+                }
             }
             let index: Vec<Vec<u8>> = recent.index.iter().cloned().collect();
             (views, index, recent.position)
@@ -293,10 +340,18 @@ impl Views {
         tree.insert(CHECKPOINT, &position.to_be_bytes())?;
         // Nothing changed meanwhile (the writing lock), and sled now answers for all of it.
         let mut recent = self.recent()?;
-        recent.subscriptions.clear();
-        recent.processes.clear();
+        recent.dirty_subscriptions.clear();
+        recent.dirty_processes.clear();
         recent.index.clear();
         recent.since = None;
+        // A finished process gets no more events; the rest stay for those to come, within bounds.
+        recent.processes.retain(|_, p| !p.status.is_finished());
+        if recent.processes.len() > STATES {
+            recent.processes.clear();
+        }
+        if recent.subscriptions.len() > STATES {
+            recent.subscriptions.clear();
+        }
         Ok(())
     }
 
@@ -312,17 +367,27 @@ impl Views {
 
     /// One subscription.
     pub fn subscription(&self, id: &str) -> Result<Option<v1::Subscription>, Error> {
-        // Memory first: a view leaves it only once sled has it.
-        if let Some(s) = self.recent()?.subscriptions.get(id) {
-            return Ok(Some(s.clone()));
+        // Memory first: a changed view leaves it only once sled has it.
+        {
+            let recent = self.recent()?;
+            if recent.dirty_subscriptions.contains(id)
+                && let Some(s) = recent.subscriptions.get(id)
+            {
+                return Ok(Some(s.to_view()));
+            }
         }
         self.stored(&key(SUBSCRIPTION, id))
     }
 
     /// One process.
     pub fn process(&self, id: &str) -> Result<Option<v1::Process>, Error> {
-        if let Some(p) = self.recent()?.processes.get(id) {
-            return Ok(Some(p.clone()));
+        {
+            let recent = self.recent()?;
+            if recent.dirty_processes.contains(id)
+                && let Some(p) = recent.processes.get(id)
+            {
+                return Ok(Some(p.to_view()));
+            }
         }
         self.stored(&key(PROCESS, id))
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use orca_domain::Catalog;
 use orca_engine::{Engine, EngineOptions, Tap};
-use orca_log::{Log, LogOptions};
+use orca_log::{DiskLog, GroupCommitOptions, Log, LogOptions, SharedLog};
 use orca_nats::{BusOptions, Outbox, OutboxOptions};
 use orca_views::{Feed, Projector, Views};
 use tokio::sync::watch;
@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 pub struct ServiceOptions {
     /// NATS server URL.
     pub nats_url: String,
-    /// Directory for the event log (`<dir>/log`) and the views (`<dir>/views`).
+    /// Directory for the event log (`<dir>/log`), the views (`<dir>/views`) and the outbox's
+    /// checkpoint (`<dir>/outbox`).
     pub data_dir: PathBuf,
     /// Products, tasks and workflows.
     pub catalog: Arc<Catalog>,
@@ -104,6 +105,13 @@ impl Service {
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server? `nats-server -js`)")?;
 
+        // The group commit's threads write and fsync what the engine decides.
+        let shared: SharedLog = Arc::new(DiskLog::start(
+            log.clone(),
+            GroupCommitOptions {
+                max_batch: options.engine.max_batch.max(1) * 2,
+            },
+        )?);
         let (shutdown, rx) = watch::channel(false);
         let (drain, drained) = watch::channel(false);
         // The projector takes the engine's decided events from memory when it can.
@@ -112,9 +120,9 @@ impl Service {
         let tap = feed.clone();
         engine_options.tap = Some(Tap::new(move |events| tap.push(events)));
         let (engine_handle, engine) =
-            Engine::spawn(log.clone(), options.catalog.clone(), engine_options)?;
+            Engine::spawn(shared.clone(), options.catalog.clone(), engine_options)?;
         let projector = tokio::spawn(
-            Projector::new(log.clone(), views.clone())
+            Projector::new(shared.clone(), views.clone())
                 .with_feed(feed)
                 .run(drained.clone()),
         );
@@ -125,7 +133,8 @@ impl Service {
             .await
             .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
         let outbox = Outbox::new(
-            log.clone(),
+            shared.clone(),
+            &options.data_dir.join("outbox").join("checkpoint"),
             async_nats::jetstream::new(outbox_client),
             OutboxOptions {
                 prefix: options.bus.prefix.clone(),
@@ -137,7 +146,7 @@ impl Service {
         let backend = orca_nats::Backend {
             engine: engine_handle,
             views: views.clone(),
-            log: log.clone(),
+            log: shared,
             published: published.clone(),
             catalog: options.catalog.clone(),
         };

@@ -1,0 +1,203 @@
+//! Commands: decoded from the wire with `TryFrom` (a missing or malformed field is a
+//! [`Rejection`], never a panic), then decided by [`decide`] on the state they name.
+//!
+//! One file per command, each with the same parts: its domain type, its `TryFrom` the wire
+//! message, and its `decide`. A decision runs the workflow as far as it can go without outside
+//! help: every builtin step runs in the same decision, which stops at a task step (handed to a
+//! step worker) or at the end. So a start is one atomic append: the in-sync check, the lock on
+//! the subscription and the `unsync` of a terminate are decided together on one stream version.
+
+mod report;
+mod start;
+
+use orca_proto::v1;
+use serde_json::{Map, Value as Json};
+
+pub use report::TaskReport;
+pub use start::StartProcess;
+
+use crate::catalog::Catalog;
+use crate::event::Env;
+use crate::ids::{ProcessId, SubscriptionId};
+use crate::json;
+use crate::process::ProcessState;
+use crate::rejection::{Code, FieldError, Rejection};
+use crate::subscription::SubscriptionState;
+
+/// Longest actor or command id accepted.
+pub const MAX_ID_LEN: usize = 256;
+
+/// Every command orca decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// `orca.cmd.process.start`
+    Start(StartProcess),
+    /// `orca.cmd.task.complete` and `orca.cmd.task.fail`
+    Report(TaskReport),
+}
+
+impl Command {
+    /// The process the command is about, if it names one.
+    pub fn process_id(&self) -> Option<ProcessId> {
+        match self {
+            Command::Start(_) => None,
+            Command::Report(r) => Some(r.process_id),
+        }
+    }
+
+    /// The subscription the command names; otherwise the one of its process is loaded.
+    pub fn subscription_id(&self) -> Option<SubscriptionId> {
+        match self {
+            Command::Start(s) => s.subscription_id,
+            Command::Report(_) => None,
+        }
+    }
+}
+
+/// The state a command is decided on, loaded by the runtime: the process it names and the
+/// subscription it names (or its process's). A state that does not exist has version 0.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The named process.
+    pub process: Option<ProcessState>,
+    /// The named subscription, or the process's.
+    pub subscription: Option<SubscriptionState>,
+}
+
+/// What a decision produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Events in order, stamped but without log positions.
+    pub events: Vec<v1::Event>,
+    /// Stream versions the decision was made on (0 = the stream must not exist yet).
+    pub expected: Vec<(String, u64)>,
+    /// The process after the events, if the command touched one.
+    pub process: Option<ProcessState>,
+    /// The subscription after the events, if the command touched one.
+    pub subscription: Option<SubscriptionState>,
+}
+
+impl Decision {
+    /// The reply to send once the events are durable at `position`.
+    pub fn accepted(&self, position: u64) -> v1::CommandReply {
+        let subscription_id = self
+            .subscription
+            .as_ref()
+            .filter(|s| s.exists())
+            .map(|s| s.id)
+            .or_else(|| self.process.as_ref().and_then(|p| p.subscription_id));
+        v1::CommandReply {
+            outcome: Some(v1::command_reply::Outcome::Accepted(v1::Accepted {
+                process_id: self
+                    .process
+                    .as_ref()
+                    .map(|p| p.id.to_string())
+                    .unwrap_or_default(),
+                subscription_id: subscription_id.map(|s| s.to_string()).unwrap_or_default(),
+                position,
+            })),
+        }
+    }
+}
+
+/// Decides `command` on `state`: the events it causes, or why it changes nothing.
+pub fn decide(
+    catalog: &Catalog,
+    state: &Loaded,
+    command: &Command,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    match command {
+        Command::Start(c) => start::decide(catalog, state, c, env),
+        Command::Report(c) => report::decide(catalog, state, c, env),
+    }
+}
+
+/// A decoded command with its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked<T> {
+    /// The command.
+    pub command: T,
+    /// Its id and actor.
+    pub meta: Meta,
+}
+
+/// Command id and actor, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Idempotency key, if the client gave one.
+    pub command_id: Option<String>,
+    /// Who asks (`anonymous` if not given).
+    pub actor: String,
+}
+
+impl Meta {
+    /// Checks a wire command's id and actor.
+    pub fn parse(command_id: &str, actor: &str) -> Result<Meta, Rejection> {
+        let mut errors = Vec::new();
+        for (field, value) in [("command_id", command_id), ("actor", actor)] {
+            if value.len() > MAX_ID_LEN || value.chars().any(char::is_control) {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be at most {MAX_ID_LEN} bytes without control characters"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Rejection::fields(
+                Code::InvalidArgument,
+                "invalid command metadata",
+                errors,
+            ));
+        }
+        Ok(Meta {
+            command_id: (!command_id.trim().is_empty()).then(|| command_id.trim().to_owned()),
+            actor: if actor.trim().is_empty() {
+                "anonymous".into()
+            } else {
+                actor.trim().to_owned()
+            },
+        })
+    }
+}
+
+/// Refuses a JSON object that nests deeper than [`json::MAX_DEPTH`].
+pub(crate) fn shallow(field: &str, o: Map<String, Json>) -> Result<Map<String, Json>, Rejection> {
+    let depth = json::object_depth(&o);
+    if depth > json::MAX_DEPTH {
+        return Err(Rejection::fields(
+            Code::InvalidArgument,
+            format!("{field} nests too deeply"),
+            vec![FieldError::new(
+                field,
+                format!(
+                    "objects and arrays nest {depth} levels deep; at most {} are allowed",
+                    json::MAX_DEPTH
+                ),
+            )],
+        ));
+    }
+    Ok(o)
+}
+
+/// An optional id field: empty is `None`.
+pub(crate) fn opt<T>(
+    field: &str,
+    text: &str,
+    parse: fn(&str, &str) -> Result<T, Rejection>,
+) -> Result<Option<T>, Rejection> {
+    if text.trim().is_empty() {
+        Ok(None)
+    } else {
+        parse(field, text).map(Some)
+    }
+}
+
+/// The process a command names, which must exist.
+pub(crate) fn named_process(state: &Loaded, id: ProcessId) -> Result<&ProcessState, Rejection> {
+    state
+        .process
+        .as_ref()
+        .filter(|p| p.exists() && p.id == id)
+        .ok_or_else(|| Rejection::new(Code::ProcessNotFound, format!("no process {id}")))
+}

@@ -1,0 +1,124 @@
+//! `orca.cmd.task.complete` and `orca.cmd.task.fail`: a step worker reports a task attempt.
+
+use orca_proto::v1;
+use serde_json::{Map, Value as Json};
+
+use super::{Checked, Command, Decision, Loaded, Meta, named_process, shallow};
+use crate::catalog::Catalog;
+use crate::event::Env;
+use crate::ids::ProcessId;
+use crate::json;
+use crate::rejection::{Code, FieldError, Rejection};
+use crate::stepper::Run;
+
+/// A step worker's report on a task attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskReport {
+    /// The process.
+    pub process_id: ProcessId,
+    /// The step's index.
+    pub step_index: u32,
+    /// The attempt reported on.
+    pub attempt: u32,
+    /// Result to merge, or the failure reason.
+    pub outcome: Result<Map<String, Json>, String>,
+}
+
+fn report_ids(process_id: &str, attempt: u32) -> Result<ProcessId, Rejection> {
+    let id = ProcessId::parse("process_id", process_id)?;
+    if attempt == 0 {
+        return Err(Rejection::fields(
+            Code::InvalidArgument,
+            "attempt must be at least 1",
+            vec![FieldError::new("attempt", "must be at least 1")],
+        ));
+    }
+    Ok(id)
+}
+
+impl TryFrom<&v1::CompleteTask> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::CompleteTask) -> Result<Self, Rejection> {
+        Ok(Checked {
+            command: Command::Report(TaskReport {
+                process_id: report_ids(&w.process_id, w.attempt)?,
+                step_index: w.step_index,
+                attempt: w.attempt,
+                outcome: Ok(shallow(
+                    "result",
+                    json::opt_struct_to_json(w.result.as_ref()),
+                )?),
+            }),
+            meta: Meta::parse(&w.command_id, &w.actor)?,
+        })
+    }
+}
+
+impl TryFrom<&v1::FailTask> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::FailTask) -> Result<Self, Rejection> {
+        Ok(Checked {
+            command: Command::Report(TaskReport {
+                process_id: report_ids(&w.process_id, w.attempt)?,
+                step_index: w.step_index,
+                attempt: w.attempt,
+                outcome: Err(if w.error.trim().is_empty() {
+                    "the step worker reported a failure without a reason".into()
+                } else {
+                    w.error.clone()
+                }),
+            }),
+            meta: Meta::parse(&w.command_id, &w.actor)?,
+        })
+    }
+}
+
+/// Decides a report. One on an attempt the process no longer waits for (it moved on, ended, or
+/// the attempt was superseded) is refused with `TASK_NOT_CURRENT` and changes nothing: delivery
+/// is at least once, the effect exactly once (invariant 9).
+pub(super) fn decide(
+    catalog: &Catalog,
+    state: &Loaded,
+    report: &TaskReport,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    let id = report.process_id;
+    let p = named_process(state, id)?;
+    p.awaits(report.step_index, report.attempt).map_err(|why| {
+        Rejection::new(
+            Code::TaskNotCurrent,
+            format!(
+                "task {id}/{}/{} is not current: {why}",
+                report.step_index, report.attempt
+            ),
+        )
+    })?;
+    let product = catalog.products.get(&p.product).ok_or_else(|| {
+        Rejection::new(
+            Code::UnknownProduct,
+            format!("product {} is no longer in the catalog", p.product),
+        )
+    })?;
+    let sub = state
+        .subscription
+        .as_ref()
+        .filter(|s| s.exists() && Some(s.id) == p.subscription_id)
+        .cloned();
+    let mut expected = vec![(id.stream(), p.version)];
+    if let Some(s) = &sub {
+        expected.push((s.stream(), s.version));
+    }
+    let index = report.step_index;
+    let mut run = Run::new(product, env, p.clone(), sub);
+    match &report.outcome {
+        Ok(result) => {
+            if run.complete_task(index, report.attempt, result) {
+                run.advance();
+            }
+        }
+        Err(error) => run.fail_step(index, report.attempt, error.clone()),
+    }
+    Ok(run.finish(expected))
+}

@@ -1,0 +1,221 @@
+//! `orca.cmd.process.start`: start a workflow.
+
+use orca_proto::v1::{self, event::Body};
+use serde_json::{Map, Value as Json};
+
+use super::{Checked, Command, Decision, Loaded, Meta, opt, shallow};
+use crate::catalog::{Builtin, Catalog, StepKind};
+use crate::event::Env;
+use crate::ids::{CustomerId, ProcessId, SubscriptionId};
+use crate::json;
+use crate::process::ProcessState;
+use crate::rejection::{Code, FieldError, Rejection};
+use crate::status::Target;
+use crate::stepper::Run;
+
+/// Start a workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartProcess {
+    /// Workflow name.
+    pub workflow: String,
+    /// Product name, if given.
+    pub product: Option<String>,
+    /// Customer (create).
+    pub customer_id: Option<CustomerId>,
+    /// Subscription (modify, terminate).
+    pub subscription_id: Option<SubscriptionId>,
+    /// Form values.
+    pub input: Map<String, Json>,
+}
+
+impl TryFrom<&v1::StartProcess> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::StartProcess) -> Result<Self, Rejection> {
+        if w.workflow.trim().is_empty() {
+            return Err(Rejection::fields(
+                Code::InvalidArgument,
+                "workflow is required",
+                vec![FieldError::new("workflow", "field required")],
+            ));
+        }
+        Ok(Checked {
+            command: Command::Start(StartProcess {
+                workflow: w.workflow.trim().to_owned(),
+                product: (!w.product.trim().is_empty()).then(|| w.product.trim().to_owned()),
+                customer_id: opt("customer_id", &w.customer_id, CustomerId::parse)?,
+                subscription_id: opt("subscription_id", &w.subscription_id, SubscriptionId::parse)?,
+                input: shallow("input", json::opt_struct_to_json(w.input.as_ref()))?,
+            }),
+            meta: Meta::parse(&w.command_id, &w.actor)?,
+        })
+    }
+}
+
+/// Decides a start: checks the workflow, product, subscription and form, then runs the
+/// workflow's builtin steps up to its first task.
+pub(super) fn decide(
+    catalog: &Catalog,
+    state: &Loaded,
+    cmd: &StartProcess,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    let wf = catalog.workflows.get(&cmd.workflow).ok_or_else(|| {
+        Rejection::fields(
+            Code::UnknownWorkflow,
+            format!("no workflow named {:?} in the catalog", cmd.workflow),
+            vec![FieldError::new("workflow", "unknown workflow")],
+        )
+    })?;
+    if let Some(p) = &cmd.product {
+        if !catalog.products.contains_key(p) {
+            return Err(Rejection::fields(
+                Code::UnknownProduct,
+                format!("no product named {p:?} in the catalog"),
+                vec![FieldError::new("product", "unknown product")],
+            ));
+        }
+        if *p != wf.product {
+            return Err(Rejection::fields(
+                Code::UnknownProduct,
+                format!(
+                    "workflow {} is for product {}, not {p}",
+                    wf.name, wf.product
+                ),
+                vec![FieldError::new(
+                    "product",
+                    format!("must be {}", wf.product),
+                )],
+            ));
+        }
+    }
+    let product = catalog.products.get(&wf.product).ok_or_else(|| {
+        Rejection::new(
+            Code::UnknownProduct,
+            format!("no product named {:?}", wf.product),
+        )
+    })?;
+
+    let process_id = ProcessId((env.new_id)());
+    let mut expected = Vec::new();
+    let mut new_subscription_id = None;
+    let subscription = if wf.target == Target::Create {
+        if cmd.customer_id.is_none() {
+            return Err(Rejection::fields(
+                Code::InvalidArgument,
+                format!("{} creates a subscription and needs a customer_id", wf.name),
+                vec![FieldError::new("customer_id", "field required")],
+            ));
+        }
+        if cmd.subscription_id.is_some() {
+            return Err(Rejection::fields(
+                Code::InvalidArgument,
+                format!("{} creates a subscription; do not name one", wf.name),
+                vec![FieldError::new(
+                    "subscription_id",
+                    "not allowed for a create workflow",
+                )],
+            ));
+        }
+        let id = SubscriptionId((env.new_id)());
+        expected.push((id.stream(), 0));
+        new_subscription_id = Some(id);
+        None
+    } else {
+        let Some(id) = cmd.subscription_id else {
+            return Err(Rejection::fields(
+                Code::InvalidArgument,
+                format!("{} needs a subscription_id", wf.name),
+                vec![FieldError::new("subscription_id", "field required")],
+            ));
+        };
+        let sub = state
+            .subscription
+            .as_ref()
+            .filter(|s| s.exists() && s.id == id)
+            .ok_or_else(|| {
+                Rejection::new(Code::SubscriptionNotFound, format!("no subscription {id}"))
+            })?;
+        if sub.product != wf.product {
+            return Err(Rejection::new(
+                Code::UnknownProduct,
+                format!(
+                    "subscription {id} is a {}; {} is for {}",
+                    sub.product, wf.name, wf.product
+                ),
+            ));
+        }
+        if !wf.usable_when.contains(&sub.status) {
+            let allowed: Vec<_> = wf.usable_when.iter().map(|l| l.as_str()).collect();
+            return Err(Rejection::new(
+                Code::LifecycleInvalid,
+                format!(
+                    "subscription {id} is {}; {} starts only on {}",
+                    sub.status,
+                    wf.name,
+                    allowed.join(" or ")
+                ),
+            ));
+        }
+        if !sub.in_sync && !wf.target.runs_out_of_sync() {
+            return Err(Rejection::new(
+                Code::SubscriptionOutOfSync,
+                format!(
+                    "subscription {id} is out of sync; only validate and system workflows may run"
+                ),
+            ));
+        }
+        if let Some(holder) = sub.locked_by {
+            return Err(Rejection::new(
+                Code::SubscriptionLocked,
+                format!("subscription {id} is held by unfinished process {holder}"),
+            ));
+        }
+        expected.push((id.stream(), sub.version));
+        Some(sub.clone())
+    };
+
+    let input = wf.form.validate(&cmd.input).map_err(|errors| {
+        Rejection::fields(
+            Code::FormInvalid,
+            format!("input does not satisfy the form of {}", wf.name),
+            errors,
+        )
+    })?;
+
+    expected.push((process_id.stream(), 0));
+    let steps = wf
+        .steps
+        .iter()
+        .map(|s| {
+            let mut def = s.to_proto();
+            if s.kind == StepKind::Builtin(Builtin::InitializeSubscription) {
+                def.argument = wf.subscription_description.clone().unwrap_or_default();
+            }
+            def
+        })
+        .collect();
+    let started = v1::ProcessStarted {
+        process_id: process_id.to_string(),
+        workflow: wf.name.clone(),
+        workflow_version: wf.version,
+        target: wf.target.as_str().into(),
+        product: wf.product.clone(),
+        customer_id: match (&cmd.customer_id, &subscription) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => s.customer_id.clone(),
+            (None, None) => String::new(),
+        },
+        subscription_id: cmd
+            .subscription_id
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        input: Some(json::json_to_struct(&input)),
+        steps,
+    };
+    let mut run = Run::new(product, env, ProcessState::default(), subscription);
+    run.new_subscription_id = new_subscription_id;
+    run.emit_process(process_id, Body::ProcessStarted(started));
+    run.advance();
+    Ok(run.finish(expected))
+}

@@ -1,0 +1,139 @@
+//! The wire views, made from the domain's states in this one place: what queries return, what
+//! the view store keeps, what a task carries.
+
+use orca_proto::v1;
+use serde_json::Value as Json;
+
+use crate::catalog::StepDef;
+use crate::json;
+use crate::process::{ProcessState, StepState};
+use crate::subscription::SubscriptionState;
+
+impl SubscriptionState {
+    /// The subscription view.
+    pub fn to_view(&self) -> v1::Subscription {
+        let mut view = self.to_view_without_trail();
+        view.processes.clone_from(&self.processes);
+        view
+    }
+
+    /// The view without its process trail, which grows with every workflow run and which a step
+    /// worker does not need.
+    pub fn to_view_without_trail(&self) -> v1::Subscription {
+        v1::Subscription {
+            subscription_id: self.id.to_string(),
+            product: self.product.clone(),
+            customer_id: self.customer_id.clone(),
+            description: self.description.clone(),
+            status: self.status.as_str().into(),
+            in_sync: self.in_sync,
+            start_date: self.start_date,
+            end_date: self.end_date,
+            note: self.note.clone(),
+            blocks: self
+                .blocks
+                .iter()
+                .map(|(name, resources)| v1::Block {
+                    name: name.clone(),
+                    resources: Some(resources.clone()),
+                })
+                .collect(),
+            locked_by_process_id: self.locked_by.map(|p| p.to_string()).unwrap_or_default(),
+            processes: Vec::new(),
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            position: self.position,
+        }
+    }
+}
+
+impl StepState {
+    /// One line of the step log.
+    pub fn to_view(&self) -> v1::Step {
+        let kind = match &self.kind {
+            Ok(k) => StepDef::kind_name(k).to_owned(),
+            Err(_) => "unknown".to_owned(),
+        };
+        v1::Step {
+            index: self.index,
+            name: self.name.clone(),
+            kind,
+            status: self.status.as_str().into(),
+            attempts: self.attempts,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            error: self.error.clone(),
+            result: self.result.clone(),
+            argument: self.argument.clone(),
+        }
+    }
+}
+
+impl ProcessState {
+    /// The process view with its state and step log.
+    pub fn to_view(&self) -> v1::Process {
+        v1::Process {
+            process_id: self.id.to_string(),
+            workflow: self.workflow.clone(),
+            workflow_version: self.workflow_version,
+            target: self.target.as_str().into(),
+            status: self.status.as_str().into(),
+            product: self.product.clone(),
+            customer_id: self.customer_id.clone(),
+            subscription_id: self
+                .subscription_id
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            state: Some(self.state.clone()),
+            steps: self.steps.iter().map(StepState::to_view).collect(),
+            actor: self.actor.clone(),
+            started_at: self.started_at,
+            last_modified_at: self.last_modified_at,
+            failed_reason: self.failed_reason.clone(),
+            version: self.version,
+            position: self.position,
+        }
+    }
+}
+
+/// A resource's value in a subscription view, if set.
+pub fn resource<'a>(
+    sub: &'a v1::Subscription,
+    block: &str,
+    name: &str,
+) -> Option<&'a orca_proto::Value> {
+    sub.blocks
+        .iter()
+        .find(|b| b.name == block)
+        .and_then(|b| b.resources.as_ref())
+        .and_then(|r| r.fields.get(name))
+        .filter(|v| {
+            !matches!(
+                v.kind,
+                None | Some(orca_proto::google::protobuf::value::Kind::NullValue(_))
+            )
+        })
+}
+
+/// Looks up `subscription.<field>` or `subscription.<block>.<resource>` in a subscription view,
+/// for the texts of forms shown about it.
+pub fn template_value(sub: &v1::Subscription, key: &str) -> Option<String> {
+    let key = key.strip_prefix("subscription.")?;
+    let text = |v: &Json| match v {
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match key.split_once('.') {
+        Some((block, res)) => resource(sub, block, res).map(|v| text(&json::value_to_json(v))),
+        None => match key {
+            "description" => Some(sub.description.clone()),
+            "status" => Some(sub.status.clone()),
+            "subscription_id" | "id" => Some(sub.subscription_id.clone()),
+            "customer_id" => Some(sub.customer_id.clone()),
+            "product" => Some(sub.product.clone()),
+            "note" => Some(sub.note.clone()),
+            _ => None,
+        },
+    }
+}
