@@ -45,6 +45,11 @@ pub fn body_field(body: &Body) -> u32 {
         Body::TaskScheduled(_) => 12,
         Body::ProcessCompleted(_) => 13,
         Body::ProcessFailed(_) => 14,
+        Body::ProcessRetried(_) => 15,
+        Body::ProcessAborted(_) => 16,
+        Body::StepSuspended(_) => 17,
+        Body::CallbackAwaited(_) => 18,
+        Body::ProcessResumed(_) => 19,
         Body::SubscriptionCreated(_) => 20,
         Body::SubscriptionProcessLinked(_) => 21,
         Body::SubscriptionDescriptionChanged(_) => 22,
@@ -52,6 +57,7 @@ pub fn body_field(body: &Body) -> u32 {
         Body::SubscriptionStatusChanged(_) => 24,
         Body::SubscriptionSyncChanged(_) => 25,
         Body::SubscriptionProcessReleased(_) => 26,
+        Body::SubscriptionNoteChanged(_) => 27,
     }
 }
 
@@ -80,6 +86,11 @@ mod tests {
             Body::TaskScheduled(Default::default()),
             Body::ProcessCompleted(Default::default()),
             Body::ProcessFailed(Default::default()),
+            Body::ProcessRetried(Default::default()),
+            Body::ProcessAborted(Default::default()),
+            Body::StepSuspended(Default::default()),
+            Body::CallbackAwaited(Default::default()),
+            Body::ProcessResumed(Default::default()),
             Body::SubscriptionCreated(Default::default()),
             Body::SubscriptionProcessLinked(Default::default()),
             Body::SubscriptionDescriptionChanged(Default::default()),
@@ -87,6 +98,7 @@ mod tests {
             Body::SubscriptionStatusChanged(Default::default()),
             Body::SubscriptionSyncChanged(Default::default()),
             Body::SubscriptionProcessReleased(Default::default()),
+            Body::SubscriptionNoteChanged(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

@@ -4,6 +4,7 @@
 //! remove …?") show text and take no input; submitting the form is the confirmation, cancelling
 //! it starts nothing. Unknown fields are refused, as orchestrator-core's forms forbid extras.
 
+use orca_proto::v1;
 use serde_json::{Map, Value as Json, json};
 
 use crate::rejection::FieldError;
@@ -30,6 +31,11 @@ pub enum FieldKind {
         /// Template, e.g. `Are you sure you want to remove {subscription.description}?`.
         text: String,
     },
+    /// One of a few strings, e.g. an approval's `approve` or `reject`.
+    Choice {
+        /// The values accepted.
+        options: Vec<String>,
+    },
 }
 
 /// One field of a form.
@@ -43,6 +49,9 @@ pub struct Field {
     pub kind: FieldKind,
     /// Whether a value must be given.
     pub required: bool,
+    /// Where a value not given comes from, e.g. `subscription.user_group.group_name`: a modify
+    /// form starts from the subscription as it is.
+    pub prefill: Option<String>,
 }
 
 /// A workflow's initial input form.
@@ -98,7 +107,27 @@ impl Form {
         }
     }
 
-    /// JSON Schema (draft 2020-12) of the form; `lookup` fills label placeholders.
+    /// Fills fields the input leaves out from their `prefill` source (`lookup` finds it), as
+    /// text or, when it reads as such, a number or boolean.
+    pub fn prefilled(
+        &self,
+        input: &Map<String, Json>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Map<String, Json> {
+        let mut out = input.clone();
+        for f in &self.fields {
+            if out.get(&f.name).is_some_and(|v| !v.is_null()) {
+                continue;
+            }
+            if let Some(value) = f.prefill.as_deref().and_then(lookup) {
+                out.insert(f.name.clone(), typed(&f.kind, value));
+            }
+        }
+        out
+    }
+
+    /// JSON Schema (draft 2020-12) of the form; `lookup` fills label placeholders and prefilled
+    /// defaults.
     pub fn json_schema(&self, title: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Json {
         let mut properties = Map::new();
         let mut required = Vec::new();
@@ -114,7 +143,16 @@ impl Form {
                     "type": "string", "format": "label", "title": f.title,
                     "default": render(text, lookup), "readOnly": true,
                 }),
+                FieldKind::Choice { options } => {
+                    json!({"type": "string", "enum": options, "title": f.title})
+                }
             };
+            let mut schema = schema;
+            if let (Some(value), Json::Object(o)) =
+                (f.prefill.as_deref().and_then(lookup), &mut schema)
+            {
+                o.insert("default".into(), typed(&f.kind, value));
+            }
             if f.required && !matches!(f.kind, FieldKind::Label { .. }) {
                 required.push(Json::String(f.name.clone()));
             }
@@ -175,6 +213,91 @@ fn check(kind: &FieldKind, value: &Json) -> Result<Json, String> {
             _ => Err("value is not a valid uuid".into()),
         },
         FieldKind::Label { .. } => Ok(Json::Null),
+        FieldKind::Choice { options } => match value.as_str().map(str::trim) {
+            Some(v) if options.iter().any(|o| o == v) => Ok(Json::String(v.to_owned())),
+            _ => Err(format!("must be one of {}", options.join(", "))),
+        },
+    }
+}
+
+/// A prefilled text as the field's type holds it.
+fn typed(kind: &FieldKind, value: String) -> Json {
+    match kind {
+        FieldKind::Int => value.parse::<i64>().map_or(Json::String(value), Json::from),
+        FieldKind::Bool => value
+            .parse::<bool>()
+            .map_or(Json::String(value), Json::Bool),
+        _ => Json::String(value),
+    }
+}
+
+impl Form {
+    /// The definition as a process records it.
+    pub fn to_proto(&self) -> v1::FormDef {
+        v1::FormDef {
+            fields: self
+                .fields
+                .iter()
+                .map(|f| {
+                    let mut def = v1::FieldDef {
+                        name: f.name.clone(),
+                        title: f.title.clone(),
+                        required: f.required,
+                        prefill: f.prefill.clone().unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    def.r#type = match &f.kind {
+                        FieldKind::String { max_length } => {
+                            def.max_length = u32::try_from(*max_length).unwrap_or(u32::MAX);
+                            "string"
+                        }
+                        FieldKind::Int => "int",
+                        FieldKind::Bool => "bool",
+                        FieldKind::Uuid => "uuid",
+                        FieldKind::Label { text } => {
+                            def.text.clone_from(text);
+                            "label"
+                        }
+                        FieldKind::Choice { options } => {
+                            def.options.clone_from(options);
+                            "choice"
+                        }
+                    }
+                    .into();
+                    def
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads a definition a process recorded.
+    pub fn from_proto(p: &v1::FormDef) -> Result<Self, String> {
+        let mut fields = Vec::new();
+        for f in &p.fields {
+            let kind = match f.r#type.as_str() {
+                "string" => FieldKind::String {
+                    max_length: usize::try_from(f.max_length).unwrap_or(DEFAULT_MAX_STRING),
+                },
+                "int" => FieldKind::Int,
+                "bool" => FieldKind::Bool,
+                "uuid" => FieldKind::Uuid,
+                "label" => FieldKind::Label {
+                    text: f.text.clone(),
+                },
+                "choice" => FieldKind::Choice {
+                    options: f.options.clone(),
+                },
+                other => return Err(format!("field {}: unknown type {other:?}", f.name)),
+            };
+            fields.push(Field {
+                name: f.name.clone(),
+                title: f.title.clone(),
+                kind,
+                required: f.required,
+                prefill: (!f.prefill.is_empty()).then(|| f.prefill.clone()),
+            });
+        }
+        Ok(Self { fields })
     }
 }
 
@@ -231,12 +354,14 @@ mod tests {
                     title: "Group name".into(),
                     kind: FieldKind::String { max_length: 10 },
                     required: true,
+                    prefill: None,
                 },
                 Field {
                     name: "size".into(),
                     title: "Size".into(),
                     kind: FieldKind::Int,
                     required: false,
+                    prefill: None,
                 },
                 Field {
                     name: "sure".into(),
@@ -245,6 +370,7 @@ mod tests {
                         text: "Remove {subscription.description}?".into(),
                     },
                     required: false,
+                    prefill: None,
                 },
             ],
         }

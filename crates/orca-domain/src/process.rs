@@ -1,11 +1,12 @@
 //! The process aggregate: its state, how its events change it, and what it waits for.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use orca_proto::v1::{self, event::Body};
 use orca_proto::{Struct, Timestamp};
 
-use crate::catalog::{StepDef, StepKind};
+use crate::catalog::{Product, StepDef, StepKind};
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::status::{ProcessStatus, StepStatus, Target};
@@ -23,6 +24,9 @@ pub struct ProcessState {
     pub target: Target,
     /// Product name.
     pub product: String,
+    /// The product rules it runs with, as recorded when it started (`None` for a process
+    /// recorded before processes kept them: the catalog's then stand in).
+    pub product_def: Option<Arc<Product>>,
     /// Customer id (text: what the start named, or the subscription's).
     pub customer_id: String,
     /// Target subscription, once known (a create knows it after `create_subscription`).
@@ -33,8 +37,8 @@ pub struct ProcessState {
     pub state: Struct,
     /// Its steps, as the workflow's definition was when it started.
     pub steps: Vec<StepState>,
-    /// Steps started and not yet finished: tasks out with a worker. A set, not a cursor, so that
-    /// steps may run side by side.
+    /// Steps started and not yet finished: tasks out with a worker, inputs and callbacks waiting.
+    /// A set, not a cursor, so that steps may run side by side.
     pub outstanding: BTreeSet<u32>,
     /// Who started it.
     pub actor: String,
@@ -42,7 +46,7 @@ pub struct ProcessState {
     pub started_at: Option<Timestamp>,
     /// When its last event happened.
     pub last_modified_at: Option<Timestamp>,
-    /// The failed step and its error.
+    /// The failed step and its error, or why the process was aborted.
     pub failed_reason: String,
     /// Stream version: how many events it has (0: it does not exist).
     pub version: u64,
@@ -73,6 +77,8 @@ pub struct StepState {
     pub error: String,
     /// What it returned.
     pub result: Option<Struct>,
+    /// While a callback step waits: the token a callback must carry.
+    pub callback_token: String,
 }
 
 impl StepState {
@@ -88,6 +94,7 @@ impl StepState {
             completed_at: None,
             error: String::new(),
             result: None,
+            callback_token: String::new(),
         }
     }
 
@@ -125,6 +132,7 @@ impl ProcessState {
                     step.completed_at = at;
                     step.error.clone_from(&e.error);
                     step.result.clone_from(&e.result);
+                    step.callback_token.clear();
                 }
                 if let Some(result) = e.result.as_ref().filter(|_| status != StepStatus::Failed) {
                     self.state.fields.extend(result.fields.clone());
@@ -138,7 +146,13 @@ impl ProcessState {
                         self.subscription_id = Some(id);
                     }
                 }
-                if self.status == ProcessStatus::Created {
+                if matches!(
+                    self.status,
+                    ProcessStatus::Created
+                        | ProcessStatus::Resumed
+                        | ProcessStatus::Suspended
+                        | ProcessStatus::AwaitingCallback
+                ) {
                     self.status = ProcessStatus::Running;
                 }
             }
@@ -148,12 +162,57 @@ impl ProcessState {
                     step.attempts = e.attempt;
                     step.started_at = at;
                 }
-                self.status = ProcessStatus::Running;
+                // A retried process stays `resumed` until the step it retried is done.
+                if self.status == ProcessStatus::Created {
+                    self.status = ProcessStatus::Running;
+                }
             }
+            Some(Body::StepSuspended(e)) => {
+                self.outstanding.insert(e.index);
+                if let Some(step) = self.step_mut(e.index) {
+                    step.status = StepStatus::Suspend;
+                    step.started_at = at;
+                }
+                self.status = ProcessStatus::Suspended;
+            }
+            Some(Body::CallbackAwaited(e)) => {
+                self.outstanding.insert(e.index);
+                if let Some(step) = self.step_mut(e.index) {
+                    step.status = StepStatus::AwaitingCallback;
+                    step.started_at = at;
+                    step.callback_token.clone_from(&e.token);
+                }
+                self.status = ProcessStatus::AwaitingCallback;
+            }
+            Some(Body::ProcessResumed(_)) => self.status = ProcessStatus::Resumed,
             Some(Body::ProcessCompleted(_)) => self.status = ProcessStatus::Completed,
             Some(Body::ProcessFailed(e)) => {
-                self.status = ProcessStatus::Failed;
+                self.status = match e.status.as_str() {
+                    "" => ProcessStatus::Failed,
+                    s => s.parse().unwrap_or(ProcessStatus::Failed),
+                };
                 self.failed_reason = format!("{}: {}", e.name, e.error);
+            }
+            Some(Body::ProcessRetried(_)) => {
+                // The step that stopped the process runs again.
+                for step in &mut self.steps {
+                    if matches!(step.status, StepStatus::Failed | StepStatus::Waiting) {
+                        step.status = StepStatus::Pending;
+                    }
+                }
+                self.failed_reason.clear();
+                self.status = ProcessStatus::Resumed;
+            }
+            Some(Body::ProcessAborted(e)) => {
+                for index in std::mem::take(&mut self.outstanding) {
+                    if let Some(step) = self.step_mut(index) {
+                        step.status = StepStatus::Abort;
+                        step.completed_at = at;
+                        step.callback_token.clear();
+                    }
+                }
+                self.status = ProcessStatus::Aborted;
+                self.failed_reason.clone_from(&e.reason);
             }
             Some(
                 Body::SubscriptionCreated(_)
@@ -162,7 +221,8 @@ impl ProcessState {
                 | Body::SubscriptionResourcesChanged(_)
                 | Body::SubscriptionStatusChanged(_)
                 | Body::SubscriptionSyncChanged(_)
-                | Body::SubscriptionProcessReleased(_),
+                | Body::SubscriptionProcessReleased(_)
+                | Body::SubscriptionNoteChanged(_),
             )
             | None => {}
         }
@@ -177,6 +237,11 @@ impl ProcessState {
         self.workflow_version = e.workflow_version;
         self.target = e.target.parse().unwrap_or(Target::System);
         self.product.clone_from(&e.product);
+        self.product_def = e
+            .product_def
+            .as_ref()
+            .and_then(|d| Product::from_proto(d).ok())
+            .map(Arc::new);
         self.customer_id.clone_from(&e.customer_id);
         self.subscription_id = SubscriptionId::parse("subscription_id", &e.subscription_id).ok();
         self.status = ProcessStatus::Created;
@@ -217,6 +282,9 @@ impl ProcessState {
 
     /// The steps to start next: none while any step is outstanding or the process has stopped,
     /// else the first step not yet run.
+    ///
+    /// Steps of a workflow run one after another today; a phase of steps side by side would be
+    /// the steps returned here together.
     pub fn next_steps(&self) -> Vec<u32> {
         if !self.outstanding.is_empty() || !self.status.runs_steps() {
             return Vec::new();
@@ -226,6 +294,21 @@ impl ProcessState {
             .find(|s| s.is_pending())
             .map(|s| vec![s.index])
             .unwrap_or_default()
+    }
+
+    /// The outstanding step of `kind` (an input or callback step waiting), if any.
+    pub fn waiting_step(&self, kind: fn(&StepKind) -> bool) -> Option<&StepState> {
+        self.outstanding
+            .iter()
+            .filter_map(|i| self.step(*i))
+            .find(|s| s.kind.as_ref().is_ok_and(kind))
+    }
+
+    /// The step that stopped a failed (or waiting) process, if any.
+    pub fn stopped_step(&self) -> Option<&StepState> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.status, StepStatus::Failed | StepStatus::Waiting))
     }
 
     /// Whether attempt `attempt` of the task at step `index` is what the process waits for: the

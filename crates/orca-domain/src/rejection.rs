@@ -29,6 +29,10 @@ pub enum Code {
     ProcessNotFound,
     /// The task attempt is no longer current; its result is ignored.
     TaskNotCurrent,
+    /// The process is not in a status that allows the command (retry a completed one, …).
+    ProcessStatusInvalid,
+    /// The callback's token is not the one the process waits for.
+    CallbackTokenInvalid,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -51,6 +55,8 @@ impl Code {
             Code::LifecycleInvalid => "LIFECYCLE_INVALID",
             Code::ProcessNotFound => "PROCESS_NOT_FOUND",
             Code::TaskNotCurrent => "TASK_NOT_CURRENT",
+            Code::ProcessStatusInvalid => "PROCESS_STATUS_INVALID",
+            Code::CallbackTokenInvalid => "CALLBACK_TOKEN_INVALID",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::catalog::{Builtin, Product, StepKind};
 use crate::command::Decision;
+use crate::command::FailureKind;
 use crate::event::Env;
 use crate::form::render;
 use crate::ids::{ProcessId, SubscriptionId};
@@ -113,21 +114,90 @@ impl<'a, 'e> Run<'a, 'e> {
         }));
     }
 
-    /// Records a failed step and fails the process there.
-    pub fn fail_step(&mut self, index: u32, attempt: u32, error: String) {
-        self.step_completed(
-            index,
-            StepStatus::Failed,
-            attempt,
-            Map::new(),
-            error.clone(),
-        );
+    /// Records a failed step and stops the process there, in the status `kind` says. A
+    /// subscription it holds out of sync says why.
+    pub fn fail_step(&mut self, index: u32, attempt: u32, error: String, kind: FailureKind) {
+        let (step, process) = kind.statuses();
+        self.step_completed(index, step, attempt, Map::new(), error.clone());
         let name = self.step_name(index);
         self.emit(Body::ProcessFailed(v1::ProcessFailed {
             index,
-            name,
-            error,
+            name: name.clone(),
+            error: error.clone(),
+            status: process.as_str().into(),
         }));
+        let pid = self.process.id;
+        if self
+            .subscription
+            .as_ref()
+            .is_some_and(|s| s.exists() && s.locked_by == Some(pid) && !s.in_sync)
+        {
+            let reason = format!(
+                "process {pid} ({}) is {process} at step {index} ({name}): {error}",
+                self.process.workflow
+            );
+            // The subscription exists: emitting cannot fail.
+            let _ = self.emit_subscription(Body::SubscriptionSyncChanged(
+                v1::SubscriptionSyncChanged {
+                    in_sync: false,
+                    reason,
+                },
+            ));
+        }
+    }
+
+    /// Records that the process goes on after a suspended step's form was submitted.
+    pub fn resumed(&mut self, index: u32) {
+        let name = self.step_name(index);
+        self.emit(Body::ProcessResumed(v1::ProcessResumed { index, name }));
+    }
+
+    /// Records an operator's retry: the step that stopped the process runs again.
+    pub fn retried(&mut self) {
+        self.emit(Body::ProcessRetried(v1::ProcessRetried {}));
+    }
+
+    /// Ends the process as aborted; releases its subscription, which, if out of sync, says why.
+    pub fn abort(&mut self, reason: String) {
+        let at = self
+            .process
+            .outstanding
+            .first()
+            .copied()
+            .or_else(|| self.process.stopped_step().map(|s| s.index))
+            .and_then(|i| self.process.step(i))
+            .map(|s| format!(" at step {} ({})", s.index, s.name))
+            .unwrap_or_default();
+        self.emit(Body::ProcessAborted(v1::ProcessAborted {
+            reason: reason.clone(),
+        }));
+        let pid = self.process.id;
+        let Some(sub) = self.subscription.as_ref().filter(|s| s.exists()) else {
+            return;
+        };
+        let (held, in_sync) = (sub.locked_by == Some(pid), sub.in_sync);
+        if !held {
+            return;
+        }
+        // The subscription exists: emitting cannot fail.
+        let _ = self.emit_subscription(Body::SubscriptionProcessReleased(
+            v1::SubscriptionProcessReleased {
+                process_id: pid.to_string(),
+                process_status: self.process.status.as_str().into(),
+            },
+        ));
+        if !in_sync {
+            let reason = format!(
+                "process {pid} ({}) was aborted{at}: {reason}",
+                self.process.workflow
+            );
+            let _ = self.emit_subscription(Body::SubscriptionSyncChanged(
+                v1::SubscriptionSyncChanged {
+                    in_sync: false,
+                    reason,
+                },
+            ));
+        }
     }
 
     /// Runs steps until the process waits for something outside (a worker), a step fails, or the
@@ -146,20 +216,34 @@ impl<'a, 'e> Run<'a, 'e> {
         }
     }
 
-    /// Starts one step: runs a builtin to its end, hands a task to the workers. False when the
-    /// process stopped (the step failed, or it was `done`).
+    /// Starts one step: runs a builtin to its end, hands a task to the workers, suspends for an
+    /// input, waits for a callback. False when the process stopped (the step failed, or it was
+    /// `done`).
     fn start_step(&mut self, index: u32) -> bool {
         let Some(step) = self.process.step(index) else {
             return false;
         };
-        let (argument, attempts) = (step.argument.clone(), step.attempts);
+        let (argument, attempts, name) = (step.argument.clone(), step.attempts, step.name.clone());
         let builtin = match step.kind.clone() {
             Err(e) => {
-                self.fail_step(index, 1, e);
+                self.fail_step(index, 1, e, FailureKind::Permanent);
                 return false;
             }
             Ok(StepKind::Task) => {
                 self.schedule(index, attempts + 1);
+                return true;
+            }
+            Ok(StepKind::Input(_)) => {
+                self.emit(Body::StepSuspended(v1::StepSuspended { index, name }));
+                return true;
+            }
+            Ok(StepKind::Callback) => {
+                let token = (self.env.new_id)().simple().to_string();
+                self.emit(Body::CallbackAwaited(v1::CallbackAwaited {
+                    index,
+                    name,
+                    token,
+                }));
                 return true;
             }
             Ok(StepKind::Builtin(b)) => b,
@@ -184,7 +268,7 @@ impl<'a, 'e> Run<'a, 'e> {
             Err(error) => {
                 self.subscription = saved.0;
                 self.events.truncate(saved.1);
-                self.fail_step(index, 1, error);
+                self.fail_step(index, 1, error, FailureKind::Permanent);
                 false
             }
         }
@@ -226,9 +310,9 @@ impl<'a, 'e> Run<'a, 'e> {
         }));
     }
 
-    /// Applies a worker's result to its task step. False if the result was refused (the step
-    /// then failed).
-    pub fn complete_task(&mut self, index: u32, attempt: u32, result: &Map<String, Json>) -> bool {
+    /// Completes a step with an outside result (a task's, a callback's, a submitted form's). A
+    /// `subscription` key sets resources. False if the result was refused (the step then failed).
+    pub fn complete_step(&mut self, index: u32, attempt: u32, result: &Map<String, Json>) -> bool {
         // Resource updates emit only subscription events.
         let saved = (self.subscription.clone(), self.events.len());
         match self.apply_resources(result) {
@@ -245,7 +329,7 @@ impl<'a, 'e> Run<'a, 'e> {
             Err(error) => {
                 self.subscription = saved.0;
                 self.events.truncate(saved.1);
-                self.fail_step(index, attempt, error);
+                self.fail_step(index, attempt, error, FailureKind::Permanent);
                 false
             }
         }
@@ -334,36 +418,11 @@ impl<'a, 'e> Run<'a, 'e> {
             }
             Builtin::InitializeSubscription => {
                 let input = json::struct_to_json(&self.process.state);
-                let mut per_block: Vec<(String, Map<String, Json>)> = Vec::new();
-                for (key, value) in &input {
-                    if let Some(block) = self
-                        .product
-                        .blocks
-                        .iter()
-                        .find(|b| b.resources.contains_key(key))
-                    {
-                        match per_block.iter_mut().find(|(n, _)| *n == block.name) {
-                            Some((_, m)) => {
-                                m.insert(key.clone(), value.clone());
-                            }
-                            None => per_block.push((
-                                block.name.clone(),
-                                Map::from_iter([(key.clone(), value.clone())]),
-                            )),
-                        }
-                    }
-                }
-                for (block, values) in per_block {
-                    self.set_resources(&block, &values)?;
-                }
+                self.resources_from(&input, false)?;
                 let description = if argument.is_empty() {
                     format!("{} subscription", self.product.name)
                 } else {
-                    render(argument, &|k| {
-                        input
-                            .get(k)
-                            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    })
+                    describe(argument, &input)
                 };
                 self.emit_subscription(Body::SubscriptionDescriptionChanged(
                     v1::SubscriptionDescriptionChanged {
@@ -373,24 +432,100 @@ impl<'a, 'e> Run<'a, 'e> {
                 self.move_to(Lifecycle::Provisioning)?;
                 out.insert("description".into(), Json::String(description));
             }
+            Builtin::ModifySubscription => {
+                let input = json::struct_to_json(&self.process.state);
+                self.resources_from(&input, true)?;
+                if !argument.is_empty() {
+                    let description = describe(argument, &input);
+                    if self.sub()?.description != description {
+                        self.emit_subscription(Body::SubscriptionDescriptionChanged(
+                            v1::SubscriptionDescriptionChanged {
+                                description: description.clone(),
+                            },
+                        ))?;
+                    }
+                    out.insert("description".into(), Json::String(description));
+                }
+                if let Some(note) = input
+                    .get("modify_note")
+                    .and_then(Json::as_str)
+                    .filter(|n| !n.is_empty())
+                {
+                    self.emit_subscription(Body::SubscriptionNoteChanged(
+                        v1::SubscriptionNoteChanged {
+                            note: note.to_owned(),
+                        },
+                    ))?;
+                }
+            }
             Builtin::SetStatus(to) => self.move_to(to)?,
             Builtin::Unsync => {
-                let sub = self.sub()?;
-                if !sub.in_sync {
-                    return Err(format!("subscription {} is already out of sync", sub.id));
+                // Out of sync already (a validate or system workflow may start so): it stays so,
+                // with the reason it has.
+                if self.sub()?.in_sync {
+                    let reason = format!(
+                        "process {} ({}) is changing it",
+                        self.process.id, self.process.workflow
+                    );
+                    self.emit_subscription(Body::SubscriptionSyncChanged(
+                        v1::SubscriptionSyncChanged {
+                            in_sync: false,
+                            reason,
+                        },
+                    ))?;
                 }
-                self.emit_subscription(Body::SubscriptionSyncChanged(
-                    v1::SubscriptionSyncChanged { in_sync: false },
-                ))?;
             }
             Builtin::Resync => {
                 self.sub()?;
+                let reason = format!(
+                    "resynced by process {} ({})",
+                    self.process.id, self.process.workflow
+                );
                 self.emit_subscription(Body::SubscriptionSyncChanged(
-                    v1::SubscriptionSyncChanged { in_sync: true },
+                    v1::SubscriptionSyncChanged {
+                        in_sync: true,
+                        reason,
+                    },
                 ))?;
             }
         }
         Ok(out)
+    }
+
+    /// Writes the values of `input` whose names are resources of the product, block by block;
+    /// with `changed_only`, only those that differ from the subscription's.
+    fn resources_from(
+        &mut self,
+        input: &Map<String, Json>,
+        changed_only: bool,
+    ) -> Result<(), String> {
+        let mut per_block: Vec<(String, Map<String, Json>)> = Vec::new();
+        for (key, value) in input {
+            let Some(block) = self.product.block_of(key) else {
+                continue;
+            };
+            if changed_only
+                && self
+                    .sub()?
+                    .resource(&block.name, key)
+                    .is_some_and(|v| json::value_to_json(v) == *value)
+            {
+                continue;
+            }
+            match per_block.iter_mut().find(|(n, _)| *n == block.name) {
+                Some((_, m)) => {
+                    m.insert(key.clone(), value.clone());
+                }
+                None => per_block.push((
+                    block.name.clone(),
+                    Map::from_iter([(key.clone(), value.clone())]),
+                )),
+            }
+        }
+        for (block, values) in per_block {
+            self.set_resources(&block, &values)?;
+        }
+        Ok(())
     }
 
     /// A lifecycle change along an allowed edge with the target state's mandatory resources set
@@ -419,4 +554,13 @@ impl<'a, 'e> Run<'a, 'e> {
             },
         ))
     }
+}
+
+/// A description from its template, `{name}` filled from `values`.
+fn describe(template: &str, values: &Map<String, Json>) -> String {
+    render(template, &|k| {
+        values
+            .get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    })
 }

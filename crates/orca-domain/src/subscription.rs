@@ -23,6 +23,8 @@ pub struct SubscriptionState {
     pub status: Lifecycle,
     /// Whether it agrees with the OSS/BSS; only validate and system workflows start when not.
     pub in_sync: bool,
+    /// Why `in_sync` last changed.
+    pub sync_reason: String,
     /// When it went active first.
     pub start_date: Option<Timestamp>,
     /// When it was terminated.
@@ -104,7 +106,11 @@ impl SubscriptionState {
                     }
                 }
             }
-            Some(Body::SubscriptionSyncChanged(e)) => self.in_sync = e.in_sync,
+            Some(Body::SubscriptionSyncChanged(e)) => {
+                self.in_sync = e.in_sync;
+                self.sync_reason.clone_from(&e.reason);
+            }
+            Some(Body::SubscriptionNoteChanged(e)) => self.note.clone_from(&e.note),
             Some(Body::SubscriptionProcessReleased(e)) => {
                 if self
                     .locked_by
@@ -119,7 +125,12 @@ impl SubscriptionState {
                 | Body::StepCompleted(_)
                 | Body::TaskScheduled(_)
                 | Body::ProcessCompleted(_)
-                | Body::ProcessFailed(_),
+                | Body::ProcessFailed(_)
+                | Body::ProcessRetried(_)
+                | Body::ProcessAborted(_)
+                | Body::StepSuspended(_)
+                | Body::CallbackAwaited(_)
+                | Body::ProcessResumed(_),
             )
             | None => {}
         }

@@ -4,9 +4,10 @@
 use orca_proto::v1;
 use serde_json::Value as Json;
 
-use crate::catalog::StepDef;
+use crate::catalog::{StepDef, StepKind};
 use crate::json;
 use crate::process::{ProcessState, StepState};
+use crate::status::{ProcessStatus, StepStatus};
 use crate::subscription::SubscriptionState;
 
 impl SubscriptionState {
@@ -27,6 +28,7 @@ impl SubscriptionState {
             description: self.description.clone(),
             status: self.status.as_str().into(),
             in_sync: self.in_sync,
+            sync_reason: self.sync_reason.clone(),
             start_date: self.start_date,
             end_date: self.end_date,
             note: self.note.clone(),
@@ -49,13 +51,40 @@ impl SubscriptionState {
 }
 
 impl StepState {
-    /// One line of the step log.
-    pub fn to_view(&self) -> v1::Step {
+    /// CloudPortal's activity state for the step of a process in `process`.
+    pub fn cloudportal(&self, process: ProcessStatus) -> &'static str {
+        match self.status {
+            StepStatus::Pending if self.attempts > 0 => "In-Progress",
+            StepStatus::Failed
+                if matches!(
+                    process,
+                    ProcessStatus::ApiUnavailable | ProcessStatus::InconsistentData
+                ) =>
+            {
+                "Error"
+            }
+            other => other.cloudportal(),
+        }
+    }
+
+    /// One line of the step log of a process in `process`.
+    pub fn to_view(&self, process: ProcessStatus) -> v1::Step {
         let kind = match &self.kind {
             Ok(k) => StepDef::kind_name(k).to_owned(),
             Err(_) => "unknown".to_owned(),
         };
+        let form = match &self.kind {
+            Ok(StepKind::Input(input)) if self.status == StepStatus::Suspend => input
+                .form
+                .json_schema(&self.name, &|_| None)
+                .as_object()
+                .map(json::json_to_struct),
+            _ => None,
+        };
         v1::Step {
+            cloudportal_state: self.cloudportal(process).into(),
+            form,
+            callback_token: self.callback_token.clone(),
             index: self.index,
             name: self.name.clone(),
             kind,
@@ -86,7 +115,9 @@ impl ProcessState {
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
             state: Some(self.state.clone()),
-            steps: self.steps.iter().map(StepState::to_view).collect(),
+            steps: self.steps.iter().map(|s| s.to_view(self.status)).collect(),
+            cloudportal_state: self.status.cloudportal().into(),
+            product_version: self.product_def.as_ref().map_or(0, |p| p.version),
             actor: self.actor.clone(),
             started_at: self.started_at,
             last_modified_at: self.last_modified_at,

@@ -1,152 +1,13 @@
 //! Given (state) / when (command) / then (events or rejection) for the seed workflows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orca_domain::{
-    Catalog, Checked, Code, Command, Decision, Env, Loaded, ProcessState, Rejection,
-    SubscriptionState, decide, event_name,
-};
+mod scenario;
+
+use orca_domain::{Catalog, Checked, Code, Command, Decision, Rejection, event_name};
 use orca_proto::v1;
+use scenario::{Scenario, pv};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
-
-/// Holds the aggregates between commands, as the engine would.
-struct Scenario {
-    catalog: Catalog,
-    subscription: Option<SubscriptionState>,
-    process: Option<ProcessState>,
-    next_id: u128,
-}
-
-impl Scenario {
-    fn new() -> Self {
-        Self {
-            catalog: Catalog::default_catalog().unwrap(),
-            subscription: None,
-            process: None,
-            next_id: 1,
-        }
-    }
-
-    fn apply(&mut self, d: &Decision) {
-        if d.process.is_some() {
-            self.process.clone_from(&d.process);
-        }
-        if d.subscription.is_some() {
-            self.subscription.clone_from(&d.subscription);
-        }
-    }
-
-    /// Decides `cmd` on the state held, as of `seconds`, and keeps what it changed.
-    fn decide(&mut self, cmd: &Checked<Command>, seconds: i64) -> Result<Decision, Rejection> {
-        let mut counter = self.next_id;
-        let mut new_id = || {
-            counter += 1;
-            Uuid::from_u128(counter)
-        };
-        let mut env = Env {
-            now: orca_proto::Timestamp { seconds, nanos: 0 },
-            actor: "tester",
-            command_id: "c",
-            new_id: &mut new_id,
-        };
-        let loaded = Loaded {
-            process: self.process.clone(),
-            subscription: self.subscription.clone(),
-        };
-        let d = decide(&self.catalog, &loaded, &cmd.command, &mut env);
-        self.next_id = counter;
-        let d = d?;
-        self.apply(&d);
-        Ok(d)
-    }
-
-    fn start(&mut self, wire: v1::StartProcess) -> Result<Decision, Rejection> {
-        let cmd = Checked::<Command>::try_from(&wire)?;
-        self.decide(&cmd, 1_700_000_000)
-    }
-
-    fn report(
-        &mut self,
-        step_index: u32,
-        attempt: u32,
-        outcome: Result<Json, String>,
-    ) -> Result<Decision, Rejection> {
-        let process_id = self.process.as_ref().unwrap().id.to_string();
-        let cmd = match outcome {
-            Ok(result) => Checked::<Command>::try_from(&v1::CompleteTask {
-                process_id,
-                step_index,
-                attempt,
-                result: Some(orca_domain::json::json_to_struct(
-                    result.as_object().unwrap(),
-                )),
-                ..Default::default()
-            })?,
-            Err(error) => Checked::<Command>::try_from(&v1::FailTask {
-                process_id,
-                step_index,
-                attempt,
-                error,
-                ..Default::default()
-            })?,
-        };
-        self.decide(&cmd, 1_700_000_001)
-    }
-
-    /// Starts a create workflow; it stops at its task step.
-    fn start_create(&mut self, name: &str) -> Decision {
-        self.start(v1::StartProcess {
-            workflow: "create_user_group".into(),
-            customer_id: Uuid::from_u128(42).to_string(),
-            input: Some(orca_domain::json::json_to_struct(
-                json!({"group_name": name}).as_object().unwrap(),
-            )),
-            ..Default::default()
-        })
-        .unwrap()
-    }
-
-    fn create(&mut self, name: &str) -> Decision {
-        let d = self.start_create(name);
-        self.report(
-            4,
-            1,
-            Ok(json!({"subscription": {"user_group": {"group_id": 4711}}})),
-        )
-        .unwrap();
-        d
-    }
-
-    fn terminate(&mut self) -> Result<Decision, Rejection> {
-        let id = self.sub().subscription_id;
-        self.start(v1::StartProcess {
-            workflow: "terminate_user_group".into(),
-            subscription_id: id,
-            ..Default::default()
-        })
-    }
-
-    /// The subscription's view.
-    fn sub(&self) -> v1::Subscription {
-        self.subscription.as_ref().unwrap().to_view()
-    }
-
-    fn steps(&self) -> Vec<(String, String)> {
-        self.process
-            .as_ref()
-            .unwrap()
-            .to_view()
-            .steps
-            .iter()
-            .map(|s| (s.name.clone(), s.status.clone()))
-            .collect()
-    }
-}
-
-/// The view of the process a decision left.
-fn pv(d: &Decision) -> v1::Process {
-    d.process.as_ref().unwrap().to_view()
-}
 
 fn names(d: &Decision) -> Vec<&'static str> {
     d.events
@@ -408,16 +269,8 @@ fn missing_mandatory_resources_fail_the_step_and_name_them() {
 #[test]
 fn a_result_of_the_wrong_type_fails_the_task_step_and_changes_no_resource() {
     let mut s = Scenario::new();
-    s.start(v1::StartProcess {
-        workflow: "create_user_group".into(),
-        customer_id: Uuid::from_u128(42).to_string(),
-        input: Some(orca_domain::json::json_to_struct(
-            json!({"group_name": "Ops"}).as_object().unwrap(),
-        )),
-        ..Default::default()
-    })
-    .unwrap();
-    let version = s.subscription.as_ref().unwrap().version;
+    s.start_create("Ops");
+    let blocks = s.sub().blocks;
     let d = s
         .report(
             4,
@@ -427,7 +280,11 @@ fn a_result_of_the_wrong_type_fails_the_task_step_and_changes_no_resource() {
         .unwrap();
     assert_eq!(pv(&d).status, "failed");
     assert!(pv(&d).steps[4].error.contains("group_id"));
-    assert_eq!(s.subscription.as_ref().unwrap().version, version);
+    // No resource changed; the subscription only says why it is out of sync.
+    let sub = s.sub();
+    assert_eq!(sub.blocks, blocks);
+    assert!(!sub.in_sync);
+    assert!(sub.sync_reason.contains("group_id"), "{}", sub.sync_reason);
     let d = s.report(4, 1, Err("boom".into()));
     assert_eq!(d.unwrap_err().code, Code::TaskNotCurrent);
 }
@@ -590,7 +447,7 @@ fn only_validate_and_system_workflows_start_on_an_out_of_sync_subscription() {
     let mut s = with_workflows(
         r#"
 [[workflow]]
-name = "validate_user_group"
+name = "check_user_group"
 target = "validate"
 product = "UserGroup"
 version = 1
@@ -604,7 +461,7 @@ version = 1
 steps = ["init", "store_process_subscription(system)", "done"]
 
 [[workflow]]
-name = "modify_user_group"
+name = "rename_user_group"
 target = "modify"
 product = "UserGroup"
 version = 1
@@ -615,7 +472,7 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "resync", "done
     s.subscription.as_mut().unwrap().in_sync = false;
     let out_of_sync = s.subscription.clone();
 
-    let r = start_on_subscription(&mut s, "modify_user_group").unwrap_err();
+    let r = start_on_subscription(&mut s, "rename_user_group").unwrap_err();
     assert_eq!(r.code, Code::SubscriptionOutOfSync);
     assert_eq!(
         start_on_subscription(&mut s, "terminate_user_group")
@@ -623,7 +480,7 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "resync", "done
             .code,
         Code::SubscriptionOutOfSync
     );
-    for workflow in ["validate_user_group", "repair_user_group"] {
+    for workflow in ["check_user_group", "repair_user_group"] {
         s.subscription.clone_from(&out_of_sync);
         let d = start_on_subscription(&mut s, workflow).unwrap();
         assert_eq!(pv(&d).status, "completed", "{workflow}");

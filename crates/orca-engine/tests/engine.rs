@@ -35,6 +35,7 @@ fn create(name: &str, id: Option<&str>) -> Checked<Command> {
             customer_id: Some(CustomerId(Uuid::new_v4())),
             subscription_id: None,
             input: json!({ "group_name": name }).as_object().unwrap().clone(),
+            workflow_version: None,
         },
         id,
     )
@@ -48,6 +49,7 @@ fn terminate(sub: &str) -> Checked<Command> {
             customer_id: None,
             subscription_id: Some(SubscriptionId(sub.parse().unwrap())),
             input: Default::default(),
+            workflow_version: None,
         },
         None,
     )

@@ -69,42 +69,25 @@ pub(crate) enum Kind {
     ServiceInfo,
 }
 
-/// Endpoint name, subject below the prefix, and kind.
+/// Endpoint name, subject below the prefix, and kind: a command is one line here, its wire
+/// message decoded into the domain's `Command` by its `TryFrom`.
+#[rustfmt::skip]
 const ENDPOINTS: &[(&str, &str, Kind)] = &[
-    (
-        "process-start",
-        "cmd.process.start",
-        Kind::Command(command::<v1::StartProcess>),
-    ),
-    (
-        "task-complete",
-        "cmd.task.complete",
-        Kind::Command(command::<v1::CompleteTask>),
-    ),
-    (
-        "task-fail",
-        "cmd.task.fail",
-        Kind::Command(command::<v1::FailTask>),
-    ),
-    (
-        "subscription-get",
-        "query.subscription.get",
-        Kind::GetSubscription,
-    ),
-    (
-        "subscription-list",
-        "query.subscription.list",
-        Kind::ListSubscriptions,
-    ),
-    ("process-get", "query.process.get", Kind::GetProcess),
-    ("process-list", "query.process.list", Kind::ListProcesses),
-    ("workflow-form", "query.workflow.form", Kind::WorkflowForm),
-    (
-        "catalog-workflows",
-        "query.catalog.workflows",
-        Kind::ListWorkflows,
-    ),
-    ("service-info", "query.service.info", Kind::ServiceInfo),
+    ("process-start",            "cmd.process.start",             Kind::Command(command::<v1::StartProcess>)),
+    ("process-retry",            "cmd.process.retry",             Kind::Command(command::<v1::RetryProcess>)),
+    ("process-abort",            "cmd.process.abort",             Kind::Command(command::<v1::AbortProcess>)),
+    ("process-resume",           "cmd.process.resume",            Kind::Command(command::<v1::ResumeProcess>)),
+    ("process-callback",         "cmd.process.callback",          Kind::Command(command::<v1::CallbackProcess>)),
+    ("task-complete",            "cmd.task.complete",             Kind::Command(command::<v1::CompleteTask>)),
+    ("task-fail",                "cmd.task.fail",                 Kind::Command(command::<v1::FailTask>)),
+    ("subscription-set-in-sync", "cmd.subscription.set_in_sync",  Kind::Command(command::<v1::SetInSync>)),
+    ("subscription-get",         "query.subscription.get",        Kind::GetSubscription),
+    ("subscription-list",        "query.subscription.list",       Kind::ListSubscriptions),
+    ("process-get",              "query.process.get",             Kind::GetProcess),
+    ("process-list",             "query.process.list",            Kind::ListProcesses),
+    ("workflow-form",            "query.workflow.form",           Kind::WorkflowForm),
+    ("catalog-workflows",        "query.catalog.workflows",       Kind::ListWorkflows),
+    ("service-info",             "query.service.info",            Kind::ServiceInfo),
 ];
 
 pub(crate) struct Ctx {

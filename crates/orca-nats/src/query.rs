@@ -242,8 +242,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             let reply = v1::WorkflowList {
                 workflows: ctx
                     .catalog
-                    .workflows
-                    .values()
+                    .workflows()
                     .map(|w| v1::WorkflowInfo {
                         name: w.name.clone(),
                         target: w.target.as_str().into(),
@@ -251,6 +250,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
                         description: w.description.clone(),
                         version: w.version,
                         steps: w.steps.iter().map(ToString::to_string).collect(),
+                        product_version: w.product_version,
                     })
                     .collect(),
             };
@@ -273,12 +273,13 @@ fn limit(l: u32) -> usize {
     if l == 0 { 50 } else { l as usize }
 }
 
-/// The workflow's form as JSON Schema, its texts filled from the subscription when one is named.
+/// The workflow's form as JSON Schema, its texts and prefilled values from the subscription when
+/// one is named.
 fn form(ctx: &Ctx, q: &v1::GetWorkflowForm) -> Result<v1::WorkflowForm, v1::Rejected> {
+    let version = (q.workflow_version > 0).then_some(q.workflow_version);
     let wf = ctx
         .catalog
-        .workflows
-        .get(q.workflow.trim())
+        .workflow(q.workflow.trim(), version)
         .ok_or_else(|| not_found(Code::UnknownWorkflow, "workflow named", &q.workflow))?;
     let id = q.subscription_id.trim();
     let sub = if id.is_empty() {

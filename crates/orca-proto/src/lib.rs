@@ -120,6 +120,11 @@ pub fn event_type_name(field: u32) -> &'static str {
         12 => "task_scheduled",
         13 => "process_completed",
         14 => "process_failed",
+        15 => "process_retried",
+        16 => "process_aborted",
+        17 => "step_suspended",
+        18 => "callback_awaited",
+        19 => "process_resumed",
         20 => "subscription_created",
         21 => "subscription_process_linked",
         22 => "subscription_description_changed",
@@ -127,6 +132,7 @@ pub fn event_type_name(field: u32) -> &'static str {
         24 => "subscription_status_changed",
         25 => "subscription_sync_changed",
         26 => "subscription_process_released",
+        27 => "subscription_note_changed",
         _ => "unknown",
     }
 }

@@ -1,9 +1,11 @@
 //! The example step worker of the default catalog: the workshop's fake user-group provisioning.
 
+use std::sync::Arc;
+
 use orca_proto::v1;
 use serde_json::{Map, json};
 
-use crate::{TaskOutcome, Worker};
+use crate::{Handler, TaskOutcome, Worker};
 
 /// A stable fake group id in 10000..=99999, derived from the subscription id so that a retried
 /// task provisions the same group.
@@ -33,15 +35,52 @@ pub async fn provision_user_group(task: v1::Task) -> TaskOutcome {
     TaskOutcome::Ok(out)
 }
 
-/// `deprovision_user_group`: "removes" the group.
-pub async fn deprovision_user_group(task: v1::Task) -> TaskOutcome {
-    let group = task
-        .subscription
+/// The group id the subscription of `task` holds, if any.
+fn group_id(task: &v1::Task) -> Option<serde_json::Value> {
+    task.subscription
         .as_ref()
         .and_then(|s| s.blocks.iter().find(|b| b.name == "user_group"))
         .and_then(|b| b.resources.as_ref())
         .and_then(|r| r.fields.get("group_id"))
-        .map(orca_proto::json::value_to_json);
+        .map(orca_proto::json::value_to_json)
+}
+
+/// `modify_user_group`: "renames" the group to the subscription's new name.
+pub async fn modify_user_group(task: v1::Task) -> TaskOutcome {
+    let state = crate::state(&task);
+    let mut out = Map::new();
+    out.insert(
+        "renamed_to".into(),
+        state.get("group_name").cloned().unwrap_or(json!(null)),
+    );
+    TaskOutcome::Ok(out)
+}
+
+/// `validate_user_group`: compares the subscription's group id with the one the (fake)
+/// provisioning system holds for it; a mismatch is inconsistent data.
+pub async fn validate_user_group(task: v1::Task) -> TaskOutcome {
+    let Some(sub) = task.subscription.as_ref() else {
+        return TaskOutcome::Failed("the task carries no subscription".into());
+    };
+    let expected = fake_group_id(&sub.subscription_id);
+    match group_id(&task) {
+        Some(id) if id == json!(expected) => {
+            let mut out = Map::new();
+            out.insert("validated_group_id".into(), id);
+            TaskOutcome::Ok(out)
+        }
+        Some(id) => TaskOutcome::InconsistentData(format!(
+            "the subscription says group {id}; the provisioning system has group {expected}"
+        )),
+        None => TaskOutcome::InconsistentData(format!(
+            "the subscription has no group id; the provisioning system has group {expected}"
+        )),
+    }
+}
+
+/// `deprovision_user_group`: "removes" the group.
+pub async fn deprovision_user_group(task: v1::Task) -> TaskOutcome {
+    let group = group_id(&task);
     let mut out = Map::new();
     out.insert(
         "deprovisioned_group_id".into(),
@@ -50,9 +89,81 @@ pub async fn deprovision_user_group(task: v1::Task) -> TaskOutcome {
     TaskOutcome::Ok(out)
 }
 
-/// Adds the example handlers to a worker.
-pub fn register(worker: Worker) -> Worker {
-    worker
-        .handle("provision_user_group", provision_user_group)
-        .handle("deprovision_user_group", deprovision_user_group)
+/// Fail the first `attempts` attempts (all when `None`) of each task of `step` with a retryable
+/// error: how to see orca's failure handling with the example worker (`--fail STEP[:N]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailRule {
+    /// The step.
+    pub step: String,
+    /// How many attempts of each task fail; all when `None`.
+    pub attempts: Option<u32>,
+}
+
+impl std::str::FromStr for FailRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (step, attempts) = match s.split_once(':') {
+            Some((step, n)) => (
+                step,
+                Some(
+                    n.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("{n:?} is not a number of attempts (1 or more)"))?,
+                ),
+            ),
+            None => (s, None),
+        };
+        if step.is_empty() {
+            return Err("name a step: STEP or STEP:N".into());
+        }
+        Ok(Self {
+            step: step.to_owned(),
+            attempts,
+        })
+    }
+}
+
+/// A handler that fails as `rule` says before it lets `inner` run.
+fn failing(inner: Arc<dyn Handler>, rule: FailRule) -> impl Handler {
+    move |task: v1::Task| {
+        let inner = inner.clone();
+        let fail = rule.attempts.is_none_or(|n| task.attempt <= n);
+        let step = rule.step.clone();
+        async move {
+            if fail {
+                return TaskOutcome::Retry(format!(
+                    "attempt {} of {step} fails on purpose (--fail)",
+                    task.attempt
+                ));
+            }
+            inner.run(task).await
+        }
+    }
+}
+
+/// Adds the example handlers to a worker, failing as `fail` says.
+pub fn register(worker: Worker, fail: &[FailRule]) -> Worker {
+    let handlers: [(&str, Arc<dyn Handler>); 4] = [
+        ("provision_user_group", Arc::new(provision_user_group)),
+        ("modify_user_group", Arc::new(modify_user_group)),
+        ("validate_user_group", Arc::new(validate_user_group)),
+        ("deprovision_user_group", Arc::new(deprovision_user_group)),
+    ];
+    handlers.into_iter().fold(worker, |w, (step, handler)| {
+        match fail.iter().find(|r| r.step == step) {
+            Some(rule) => w.handle(step, failing(handler, rule.clone())),
+            None => w.handle(step, ArcHandler(handler)),
+        }
+    })
+}
+
+/// A shared handler as a handler.
+struct ArcHandler(Arc<dyn Handler>);
+
+impl Handler for ArcHandler {
+    fn run(&self, task: v1::Task) -> std::pin::Pin<Box<dyn Future<Output = TaskOutcome> + Send>> {
+        self.0.run(task)
+    }
 }

@@ -31,8 +31,28 @@ pub enum TaskOutcome {
     /// Success; merged into the process state. A `subscription` key holding
     /// `{block: {resource: value}}` sets resources.
     Ok(Map<String, Json>),
-    /// Failure with a reason; the step and its process fail.
+    /// A failure that will happen again as things are: the step and its process fail.
     Failed(String),
+    /// A failure worth trying again later: the process is `waiting` (retry it).
+    Retry(String),
+    /// An outside API could not be reached: the process is `api_unavailable`.
+    ApiUnavailable(String),
+    /// The data did not agree (e.g. a validation found a mismatch): the process is
+    /// `inconsistent_data`.
+    InconsistentData(String),
+}
+
+impl TaskOutcome {
+    /// The reason and the `kind` of `orca.cmd.task.fail`, if it is a failure.
+    fn failure(self) -> Result<Map<String, Json>, (String, &'static str)> {
+        match self {
+            TaskOutcome::Ok(result) => Ok(result),
+            TaskOutcome::Failed(e) => Err((e, "permanent")),
+            TaskOutcome::Retry(e) => Err((e, "retryable")),
+            TaskOutcome::ApiUnavailable(e) => Err((e, "api_unavailable")),
+            TaskOutcome::InconsistentData(e) => Err((e, "inconsistent_data")),
+        }
+    }
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = TaskOutcome> + Send>>;
@@ -287,8 +307,8 @@ async fn report(
     task: &v1::Task,
     outcome: TaskOutcome,
 ) -> Disposition {
-    let (subject, payload, verb) = match outcome {
-        TaskOutcome::Ok(result) => (
+    let (subject, payload, verb) = match outcome.failure() {
+        Ok(result) => (
             format!("{}.cmd.task.complete", options.prefix),
             v1::CompleteTask {
                 process_id: task.process_id.clone(),
@@ -301,13 +321,14 @@ async fn report(
             .encode_to_vec(),
             "complete",
         ),
-        TaskOutcome::Failed(error) => (
+        Err((error, kind)) => (
             format!("{}.cmd.task.fail", options.prefix),
             v1::FailTask {
                 process_id: task.process_id.clone(),
                 step_index: task.step_index,
                 attempt: task.attempt,
                 error,
+                kind: kind.into(),
                 // Not the complete's id: a result refused is followed by this failure.
                 command_id: format!("task:{}:fail", task.task_id),
                 actor: options.actor.clone(),

@@ -80,6 +80,15 @@ impl OrcaClient {
         self.call("cmd.process.start", cmd).await
     }
 
+    /// Any command: `cmd` to `<prefix>.<suffix>`, e.g. `cmd.process.retry`.
+    pub async fn command<M: Message>(
+        &self,
+        suffix: &str,
+        cmd: &M,
+    ) -> anyhow::Result<v1::CommandReply> {
+        self.call(suffix, cmd).await
+    }
+
     /// `query.process.get`
     pub async fn process(&self, id: &str, min_position: u64) -> anyhow::Result<v1::ProcessReply> {
         self.call(
@@ -132,6 +141,7 @@ impl OrcaClient {
             &v1::GetWorkflowForm {
                 workflow: workflow.to_owned(),
                 subscription_id: subscription_id.to_owned(),
+                workflow_version: 0,
             },
         )
         .await
@@ -149,7 +159,8 @@ impl OrcaClient {
             .await
     }
 
-    /// Polls until the process is no longer created/running (or `timeout` passes).
+    /// Polls until the process stops moving by itself — completed, or waiting for someone
+    /// (failed, suspended, awaiting a callback, …) — or `timeout` passes.
     pub async fn wait_process(
         &self,
         id: &str,
@@ -161,7 +172,7 @@ impl OrcaClient {
         loop {
             let reply = self.process(id, min_position).await?;
             if let Some(p) = reply.process {
-                if p.status != "created" && p.status != "running" {
+                if !matches!(p.status.as_str(), "created" | "running" | "resumed") {
                     return Ok(p);
                 }
                 if Instant::now() > deadline {

@@ -4,19 +4,21 @@ use std::fmt::Write;
 
 use orca_proto::{Timestamp, v1};
 
+/// The time of day (UTC) of `t`, to the millisecond.
+pub fn clock(t: &Timestamp) -> String {
+    let nanos = u32::try_from(t.nanos).unwrap_or(0);
+    let secs = t.seconds.rem_euclid(86_400);
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60,
+        nanos / 1_000_000
+    )
+}
+
 fn time(t: Option<&Timestamp>) -> String {
-    t.and_then(|t| {
-        let nanos = u32::try_from(t.nanos).ok()?;
-        let secs = t.seconds.rem_euclid(86_400);
-        Some(format!(
-            "{:02}:{:02}:{:02}.{:03}",
-            secs / 3600,
-            (secs / 60) % 60,
-            secs % 60,
-            nanos / 1_000_000
-        ))
-    })
-    .unwrap_or_else(|| "-".into())
+    t.map_or_else(|| "-".into(), clock)
 }
 
 /// A process with its step log.
@@ -24,14 +26,78 @@ pub fn process(p: &v1::Process) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "process {}  {} v{} ({})  status {}  actor {}",
-        p.process_id, p.workflow, p.workflow_version, p.target, p.status, p.actor
+        "process {}  {} v{} ({})  status {} (CloudPortal: {})  actor {}",
+        p.process_id,
+        p.workflow,
+        p.workflow_version,
+        p.target,
+        p.status,
+        p.cloudportal_state,
+        p.actor
     );
     if !p.subscription_id.is_empty() {
         let _ = writeln!(s, "  subscription {}", p.subscription_id);
     }
     if !p.failed_reason.is_empty() {
-        let _ = writeln!(s, "  failed: {}", p.failed_reason);
+        let label = if p.status == "aborted" {
+            "aborted"
+        } else {
+            "stopped"
+        };
+        let _ = writeln!(s, "  {label}: {}", p.failed_reason);
+    }
+    match p.status.as_str() {
+        "failed" | "waiting" | "api_unavailable" | "inconsistent_data" => {
+            let _ = writeln!(
+                s,
+                "  next: orca process retry {0}   or   orca process abort {0} --reason …",
+                p.process_id
+            );
+        }
+        _ => {}
+    }
+    for st in &p.steps {
+        if let Some(form) = &st.form {
+            let schema = serde_json::Value::Object(orca_proto::json::struct_to_json(form));
+            let fields: Vec<String> = schema["properties"]
+                .as_object()
+                .map(|props| {
+                    props
+                        .iter()
+                        .map(|(name, f)| match f["enum"].as_array() {
+                            Some(options) => format!(
+                                "{name}={}",
+                                options
+                                    .iter()
+                                    .filter_map(serde_json::Value::as_str)
+                                    .collect::<Vec<_>>()
+                                    .join("|")
+                            ),
+                            None => format!("{name}=…"),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "  waits for input at step {} ({}): orca process resume {} {}",
+                st.index,
+                st.name,
+                p.process_id,
+                fields
+                    .iter()
+                    .map(|f| format!("--input {f}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        if !st.callback_token.is_empty() {
+            let _ = writeln!(
+                s,
+                "  awaits a callback at step {} ({}): orca process callback {} --token {}",
+                st.index, st.name, p.process_id, st.callback_token
+            );
+        }
     }
     let _ = writeln!(
         s,
@@ -41,8 +107,10 @@ pub fn process(p: &v1::Process) -> String {
     for st in &p.steps {
         let name = if st.argument.is_empty()
             || st.kind != "builtin"
-            || st.name == "initialize_subscription"
-        {
+            || matches!(
+                st.name.as_str(),
+                "initialize_subscription" | "modify_subscription"
+            ) {
             st.name.clone()
         } else {
             format!("{}({})", st.name, st.argument)
@@ -69,6 +137,12 @@ pub fn subscription(sub: &v1::Subscription) -> String {
     let _ = writeln!(s, "  description  {}", sub.description);
     let _ = writeln!(s, "  status       {}", sub.status);
     let _ = writeln!(s, "  in sync      {}", sub.in_sync);
+    if !sub.sync_reason.is_empty() {
+        let _ = writeln!(s, "  sync reason  {}", sub.sync_reason);
+    }
+    if !sub.note.is_empty() {
+        let _ = writeln!(s, "  note         {}", sub.note);
+    }
     let _ = writeln!(s, "  customer     {}", sub.customer_id);
     for b in &sub.blocks {
         let values =

@@ -7,16 +7,26 @@
 //! step worker) or at the end. So a start is one atomic append: the in-sync check, the lock on
 //! the subscription and the `unsync` of a terminate are decided together on one stream version.
 
+mod abort;
+mod callback;
 mod report;
+mod resume;
+mod retry;
+mod set_in_sync;
 mod start;
 
 use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
-pub use report::TaskReport;
+pub use abort::AbortProcess;
+pub use callback::CallbackProcess;
+pub use report::{FailureKind, TaskReport};
+pub use resume::ResumeProcess;
+pub use retry::RetryProcess;
+pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Product};
 use crate::event::Env;
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
@@ -34,22 +44,41 @@ pub enum Command {
     Start(StartProcess),
     /// `orca.cmd.task.complete` and `orca.cmd.task.fail`
     Report(TaskReport),
+    /// `orca.cmd.process.retry`
+    Retry(RetryProcess),
+    /// `orca.cmd.process.abort`
+    Abort(AbortProcess),
+    /// `orca.cmd.process.resume`
+    Resume(ResumeProcess),
+    /// `orca.cmd.process.callback`
+    Callback(CallbackProcess),
+    /// `orca.cmd.subscription.set_in_sync`
+    SetInSync(SetInSync),
 }
 
 impl Command {
     /// The process the command is about, if it names one.
     pub fn process_id(&self) -> Option<ProcessId> {
         match self {
-            Command::Start(_) => None,
-            Command::Report(r) => Some(r.process_id),
+            Command::Start(_) | Command::SetInSync(_) => None,
+            Command::Report(c) => Some(c.process_id),
+            Command::Retry(c) => Some(c.process_id),
+            Command::Abort(c) => Some(c.process_id),
+            Command::Resume(c) => Some(c.process_id),
+            Command::Callback(c) => Some(c.process_id),
         }
     }
 
     /// The subscription the command names; otherwise the one of its process is loaded.
     pub fn subscription_id(&self) -> Option<SubscriptionId> {
         match self {
-            Command::Start(s) => s.subscription_id,
-            Command::Report(_) => None,
+            Command::Start(c) => c.subscription_id,
+            Command::SetInSync(c) => Some(c.subscription_id),
+            Command::Report(_)
+            | Command::Retry(_)
+            | Command::Abort(_)
+            | Command::Resume(_)
+            | Command::Callback(_) => None,
         }
     }
 }
@@ -110,6 +139,11 @@ pub fn decide(
     match command {
         Command::Start(c) => start::decide(catalog, state, c, env),
         Command::Report(c) => report::decide(catalog, state, c, env),
+        Command::Retry(c) => retry::decide(catalog, state, c, env),
+        Command::Abort(c) => abort::decide(catalog, state, c, env),
+        Command::Resume(c) => resume::decide(catalog, state, c, env),
+        Command::Callback(c) => callback::decide(catalog, state, c, env),
+        Command::SetInSync(c) => set_in_sync::decide(state, c, env),
     }
 }
 
@@ -200,4 +234,62 @@ pub(crate) fn named_process(state: &Loaded, id: ProcessId) -> Result<&ProcessSta
         .as_ref()
         .filter(|p| p.exists() && p.id == id)
         .ok_or_else(|| Rejection::new(Code::ProcessNotFound, format!("no process {id}")))
+}
+
+/// The rules a process runs with: those it recorded when it started, or, for a process recorded
+/// before processes kept them, the catalog's newest.
+pub(crate) fn product_of<'a>(
+    catalog: &'a Catalog,
+    p: &'a ProcessState,
+) -> Result<&'a Product, Rejection> {
+    match &p.product_def {
+        Some(def) => Ok(def),
+        None => catalog.product(&p.product, None).ok_or_else(|| {
+            Rejection::new(
+                Code::UnknownProduct,
+                format!("product {} is no longer in the catalog", p.product),
+            )
+        }),
+    }
+}
+
+/// The loaded subscription of process `p`, if it has one.
+pub(crate) fn subscription_of(state: &Loaded, p: &ProcessState) -> Option<SubscriptionState> {
+    state
+        .subscription
+        .as_ref()
+        .filter(|s| s.exists() && Some(s.id) == p.subscription_id)
+        .cloned()
+}
+
+/// The stream versions a decision on process `p` (and its subscription) is made on.
+pub(crate) fn expected_for(
+    p: &ProcessState,
+    sub: Option<&SubscriptionState>,
+) -> Vec<(String, u64)> {
+    let mut expected = vec![(p.stream(), p.version)];
+    if let Some(s) = sub {
+        expected.push((s.stream(), s.version));
+    }
+    expected
+}
+
+/// A command that needs the process in another status.
+pub(crate) fn status_invalid(p: &ProcessState, what: &str) -> Rejection {
+    Rejection::new(
+        Code::ProcessStatusInvalid,
+        format!("process {} is {}; {what}", p.id, p.status),
+    )
+}
+
+/// A process command's id, and its metadata.
+pub(crate) fn process_command(
+    process_id: &str,
+    command_id: &str,
+    actor: &str,
+) -> Result<(ProcessId, Meta), Rejection> {
+    Ok((
+        ProcessId::parse("process_id", process_id)?,
+        Meta::parse(command_id, actor)?,
+    ))
 }

@@ -3,13 +3,62 @@
 use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
-use super::{Checked, Command, Decision, Loaded, Meta, named_process, shallow};
+use super::{
+    Checked, Command, Decision, Loaded, Meta, expected_for, named_process, product_of, shallow,
+    subscription_of,
+};
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::json;
 use crate::rejection::{Code, FieldError, Rejection};
+use crate::status::{ProcessStatus, StepStatus};
 use crate::stepper::Run;
+
+/// How a step failed, which decides the process status (orchestrator-core's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureKind {
+    /// It will fail again as it is: the process is `failed`.
+    #[default]
+    Permanent,
+    /// Worth trying again later: the process is `waiting`.
+    Retryable,
+    /// An outside API could not be reached: the process is `api_unavailable`.
+    ApiUnavailable,
+    /// The data did not agree (e.g. a validation's mismatch): the process is
+    /// `inconsistent_data`.
+    InconsistentData,
+}
+
+impl FailureKind {
+    /// Parses the wire name; empty is permanent.
+    pub fn parse(s: &str) -> Result<Self, Rejection> {
+        match s.trim() {
+            "" | "permanent" => Ok(FailureKind::Permanent),
+            "retryable" => Ok(FailureKind::Retryable),
+            "api_unavailable" => Ok(FailureKind::ApiUnavailable),
+            "inconsistent_data" => Ok(FailureKind::InconsistentData),
+            other => Err(Rejection::fields(
+                Code::InvalidArgument,
+                format!("unknown failure kind {other:?}"),
+                vec![FieldError::new(
+                    "kind",
+                    "must be permanent, retryable, api_unavailable or inconsistent_data",
+                )],
+            )),
+        }
+    }
+
+    /// The status of the failed step and of its process.
+    pub fn statuses(self) -> (StepStatus, ProcessStatus) {
+        match self {
+            FailureKind::Permanent => (StepStatus::Failed, ProcessStatus::Failed),
+            FailureKind::Retryable => (StepStatus::Waiting, ProcessStatus::Waiting),
+            FailureKind::ApiUnavailable => (StepStatus::Failed, ProcessStatus::ApiUnavailable),
+            FailureKind::InconsistentData => (StepStatus::Failed, ProcessStatus::InconsistentData),
+        }
+    }
+}
 
 /// A step worker's report on a task attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,8 +69,8 @@ pub struct TaskReport {
     pub step_index: u32,
     /// The attempt reported on.
     pub attempt: u32,
-    /// Result to merge, or the failure reason.
-    pub outcome: Result<Map<String, Json>, String>,
+    /// Result to merge, or the failure reason and kind.
+    pub outcome: Result<Map<String, Json>, (String, FailureKind)>,
 }
 
 fn report_ids(process_id: &str, attempt: u32) -> Result<ProcessId, Rejection> {
@@ -64,11 +113,14 @@ impl TryFrom<&v1::FailTask> for Checked<Command> {
                 process_id: report_ids(&w.process_id, w.attempt)?,
                 step_index: w.step_index,
                 attempt: w.attempt,
-                outcome: Err(if w.error.trim().is_empty() {
-                    "the step worker reported a failure without a reason".into()
-                } else {
-                    w.error.clone()
-                }),
+                outcome: Err((
+                    if w.error.trim().is_empty() {
+                        "the step worker reported a failure without a reason".into()
+                    } else {
+                        w.error.clone()
+                    },
+                    FailureKind::parse(&w.kind)?,
+                )),
             }),
             meta: Meta::parse(&w.command_id, &w.actor)?,
         })
@@ -95,30 +147,18 @@ pub(super) fn decide(
             ),
         )
     })?;
-    let product = catalog.products.get(&p.product).ok_or_else(|| {
-        Rejection::new(
-            Code::UnknownProduct,
-            format!("product {} is no longer in the catalog", p.product),
-        )
-    })?;
-    let sub = state
-        .subscription
-        .as_ref()
-        .filter(|s| s.exists() && Some(s.id) == p.subscription_id)
-        .cloned();
-    let mut expected = vec![(id.stream(), p.version)];
-    if let Some(s) = &sub {
-        expected.push((s.stream(), s.version));
-    }
+    let product = product_of(catalog, p)?;
+    let sub = subscription_of(state, p);
+    let expected = expected_for(p, sub.as_ref());
     let index = report.step_index;
     let mut run = Run::new(product, env, p.clone(), sub);
     match &report.outcome {
         Ok(result) => {
-            if run.complete_task(index, report.attempt, result) {
+            if run.complete_step(index, report.attempt, result) {
                 run.advance();
             }
         }
-        Err(error) => run.fail_step(index, report.attempt, error.clone()),
+        Err((error, kind)) => run.fail_step(index, report.attempt, error.clone(), *kind),
     }
     Ok(run.finish(expected))
 }

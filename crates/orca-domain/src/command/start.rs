@@ -4,7 +4,7 @@ use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
 
 use super::{Checked, Command, Decision, Loaded, Meta, opt, shallow};
-use crate::catalog::{Builtin, Catalog, StepKind};
+use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
 use crate::ids::{CustomerId, ProcessId, SubscriptionId};
 use crate::json;
@@ -26,6 +26,8 @@ pub struct StartProcess {
     pub subscription_id: Option<SubscriptionId>,
     /// Form values.
     pub input: Map<String, Json>,
+    /// Version of the workflow; the newest when `None`.
+    pub workflow_version: Option<u32>,
 }
 
 impl TryFrom<&v1::StartProcess> for Checked<Command> {
@@ -46,6 +48,7 @@ impl TryFrom<&v1::StartProcess> for Checked<Command> {
                 customer_id: opt("customer_id", &w.customer_id, CustomerId::parse)?,
                 subscription_id: opt("subscription_id", &w.subscription_id, SubscriptionId::parse)?,
                 input: shallow("input", json::opt_struct_to_json(w.input.as_ref()))?,
+                workflow_version: (w.workflow_version > 0).then_some(w.workflow_version),
             }),
             meta: Meta::parse(&w.command_id, &w.actor)?,
         })
@@ -60,15 +63,22 @@ pub(super) fn decide(
     cmd: &StartProcess,
     env: &mut Env<'_>,
 ) -> Result<Decision, Rejection> {
-    let wf = catalog.workflows.get(&cmd.workflow).ok_or_else(|| {
-        Rejection::fields(
-            Code::UnknownWorkflow,
-            format!("no workflow named {:?} in the catalog", cmd.workflow),
-            vec![FieldError::new("workflow", "unknown workflow")],
-        )
-    })?;
+    let wf = catalog
+        .workflow(&cmd.workflow, cmd.workflow_version)
+        .ok_or_else(|| match cmd.workflow_version {
+            Some(v) => Rejection::fields(
+                Code::UnknownWorkflow,
+                format!("no workflow {:?} version {v} in the catalog", cmd.workflow),
+                vec![FieldError::new("workflow_version", "unknown version")],
+            ),
+            None => Rejection::fields(
+                Code::UnknownWorkflow,
+                format!("no workflow named {:?} in the catalog", cmd.workflow),
+                vec![FieldError::new("workflow", "unknown workflow")],
+            ),
+        })?;
     if let Some(p) = &cmd.product {
-        if !catalog.products.contains_key(p) {
+        if catalog.product(p, None).is_none() {
             return Err(Rejection::fields(
                 Code::UnknownProduct,
                 format!("no product named {p:?} in the catalog"),
@@ -89,12 +99,14 @@ pub(super) fn decide(
             ));
         }
     }
-    let product = catalog.products.get(&wf.product).ok_or_else(|| {
-        Rejection::new(
-            Code::UnknownProduct,
-            format!("no product named {:?}", wf.product),
-        )
-    })?;
+    let product = catalog
+        .product(&wf.product, Some(wf.product_version))
+        .ok_or_else(|| {
+            Rejection::new(
+                Code::UnknownProduct,
+                format!("no product {:?} version {}", wf.product, wf.product_version),
+            )
+        })?;
 
     let process_id = ProcessId((env.new_id)());
     let mut expected = Vec::new();
@@ -175,7 +187,16 @@ pub(super) fn decide(
         Some(sub.clone())
     };
 
-    let input = wf.form.validate(&cmd.input).map_err(|errors| {
+    // A value left out of a modify form keeps the subscription's.
+    let given = match &subscription {
+        Some(sub) => {
+            let view = sub.to_view_without_trail();
+            wf.form
+                .prefilled(&cmd.input, &|k| crate::view::template_value(&view, k))
+        }
+        None => cmd.input.clone(),
+    };
+    let input = wf.form.validate(&given).map_err(|errors| {
         Rejection::fields(
             Code::FormInvalid,
             format!("input does not satisfy the form of {}", wf.name),
@@ -189,7 +210,9 @@ pub(super) fn decide(
         .iter()
         .map(|s| {
             let mut def = s.to_proto();
-            if s.kind == StepKind::Builtin(Builtin::InitializeSubscription) {
+            if let StepKind::Builtin(b) = s.kind
+                && b.takes_description()
+            {
                 def.argument = wf.subscription_description.clone().unwrap_or_default();
             }
             def
@@ -212,6 +235,7 @@ pub(super) fn decide(
             .unwrap_or_default(),
         input: Some(json::json_to_struct(&input)),
         steps,
+        product_def: Some(product.to_proto()),
     };
     let mut run = Run::new(product, env, ProcessState::default(), subscription);
     run.new_subscription_id = new_subscription_id;

@@ -103,14 +103,17 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
         let service = Service::start(options).await?;
         let (stop_worker, shutdown) = watch::channel(false);
-        let worker = orca_worker::example::register(Worker::new(
-            async_nats::connect(&url).await?,
-            WorkerOptions {
-                prefix: g.prefix.clone(),
-                concurrency: a.concurrency.max(16),
-                ..WorkerOptions::default()
-            },
-        ));
+        let worker = orca_worker::example::register(
+            Worker::new(
+                async_nats::connect(&url).await?,
+                WorkerOptions {
+                    prefix: g.prefix.clone(),
+                    concurrency: a.concurrency.max(16),
+                    ..WorkerOptions::default()
+                },
+            ),
+            &[],
+        );
         local = Some((service, stop_worker, tokio::spawn(worker.run(shutdown))));
     }
 

@@ -7,6 +7,7 @@ pub mod process;
 pub mod serve;
 pub mod subscription;
 pub mod views;
+pub mod watch;
 pub mod worker;
 pub mod workflow;
 

@@ -1,4 +1,4 @@
-//! `orca process start|get|list`
+//! `orca process start|get|list|retry|abort|resume|callback|watch`
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -38,18 +38,82 @@ pub enum Command {
         /// The whole input as a JSON object (merged under --input values).
         #[arg(long, value_name = "JSON")]
         input_json: Option<String>,
-        /// Idempotency key: re-sending with the same id applies the command once.
+        /// Version of the workflow (the newest when not given).
         #[arg(long)]
-        command_id: Option<String>,
-        /// Who asks (recorded in the process).
-        #[arg(long, default_value = "cli")]
-        actor: String,
+        version: Option<u32>,
+        #[command(flatten)]
+        meta: Meta,
         /// Submit confirmation forms without asking.
         #[arg(long, short = 'y')]
         yes: bool,
-        /// Wait until the process completes or fails and print its step log.
+        /// Wait until the process completes or stops (failed, suspended, …) and print its step
+        /// log; exit 1 unless it completed.
         #[arg(long)]
         wait: bool,
+    },
+    /// Run a failed, waiting, api_unavailable or inconsistent_data process again from the step
+    /// that stopped it. Its subscription stays held by it.
+    Retry {
+        /// Process UUID.
+        id: String,
+        #[command(flatten)]
+        meta: Meta,
+        /// Wait until it completes or stops again, and print its step log.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// End an unfinished process as aborted and release its subscription (which stays out of
+    /// sync if the process left it so: `orca subscription set-in-sync` puts it back).
+    Abort {
+        /// Process UUID.
+        id: String,
+        /// Why (kept in the process and the subscription).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        meta: Meta,
+    },
+    /// Submit the form of a suspended process's input step (`orca process get` shows it).
+    ///
+    /// An approval: `--input decision=approve` or `--input decision=reject --input reason=…`.
+    Resume {
+        /// Process UUID.
+        id: String,
+        /// Form value: `name=text` sets a string, `name:=json` any JSON value. Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// The whole input as a JSON object (merged under --input values).
+        #[arg(long, value_name = "JSON")]
+        input_json: Option<String>,
+        #[command(flatten)]
+        meta: Meta,
+        /// Wait until it completes or stops again, and print its step log.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Continue a process awaiting a callback, with the token its view shows.
+    Callback {
+        /// Process UUID.
+        id: String,
+        /// The token of the waiting step (`orca process get`).
+        #[arg(long)]
+        token: String,
+        /// Result value: `name=text` or `name:=json`; merged into the process state.
+        #[arg(long = "result", short = 'r', value_name = "NAME=VALUE")]
+        results: Vec<String>,
+        /// The whole result as a JSON object (merged under --result values).
+        #[arg(long, value_name = "JSON")]
+        result_json: Option<String>,
+        #[command(flatten)]
+        meta: Meta,
+        /// Wait until it completes or stops again, and print its step log.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Follow a process's events live until it completes or is aborted (Ctrl-C to stop).
+    Watch {
+        /// Process UUID.
+        id: String,
     },
     /// Show a process with its state and step log.
     Get {
@@ -77,14 +141,24 @@ pub enum Command {
     },
 }
 
-fn parse_inputs(inputs: &[String], json: Option<&str>) -> anyhow::Result<Map<String, Json>> {
+/// Every command's id and actor.
+#[derive(clap::Args)]
+pub struct Meta {
+    /// Idempotency key: re-sending with the same id applies the command once.
+    #[arg(long)]
+    pub command_id: Option<String>,
+    /// Who asks (recorded with the command's events).
+    #[arg(long, default_value = "cli")]
+    pub actor: String,
+}
+
+/// `NAME=VALUE` / `NAME:=JSON` pairs over an optional JSON object.
+pub fn parse_inputs(inputs: &[String], json: Option<&str>) -> anyhow::Result<Map<String, Json>> {
     let mut map = match json {
-        Some(text) => {
-            match serde_json::from_str::<Json>(text).context("--input-json is not JSON")? {
-                Json::Object(m) => m,
-                _ => bail!("--input-json must be a JSON object"),
-            }
-        }
+        Some(text) => match serde_json::from_str::<Json>(text).context("not JSON")? {
+            Json::Object(m) => m,
+            _ => bail!("the JSON must be an object"),
+        },
         None => Map::new(),
     };
     for item in inputs {
@@ -149,8 +223,8 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             product,
             inputs,
             input_json,
-            command_id,
-            actor,
+            version,
+            meta,
             yes,
             wait,
         } => {
@@ -167,48 +241,69 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 customer_id: customer.unwrap_or_default(),
                 subscription_id: subscription.unwrap_or_default(),
                 input: Some(orca_proto::json::json_to_struct(&input)),
-                command_id: command_id.unwrap_or_default(),
-                actor,
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+                workflow_version: version.unwrap_or_default(),
             };
             let reply = client.start(&cmd).await?;
-            let accepted = match &reply.outcome {
-                Some(Outcome::Accepted(a)) => a.clone(),
-                Some(Outcome::Rejected(r)) => {
-                    if g.json {
-                        super::print_json(&reply)?;
-                    }
-                    return Ok(super::rejected(r));
-                }
-                None => bail!("empty reply"),
-            };
-            if wait {
-                let p = client
-                    .wait_process(
-                        &accepted.process_id,
-                        accepted.position,
-                        Duration::from_secs(60),
-                    )
-                    .await?;
-                if g.json {
-                    super::print_json(&p)?;
-                } else {
-                    print!("{}", render::process(&p));
-                }
-                return Ok(if p.status == "completed" {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                });
-            }
-            if g.json {
-                super::print_json(&reply)?;
-            } else {
-                println!(
-                    "accepted: process {} subscription {} at log position {}",
-                    accepted.process_id, accepted.subscription_id, accepted.position
-                );
-            }
+            return settle(g, &client, &reply, wait).await;
         }
+        Command::Retry { id, meta, wait } => {
+            let cmd = v1::RetryProcess {
+                process_id: id,
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+            };
+            let reply = client.command("cmd.process.retry", &cmd).await?;
+            return settle(g, &client, &reply, wait).await;
+        }
+        Command::Abort { id, reason, meta } => {
+            let cmd = v1::AbortProcess {
+                process_id: id,
+                reason: reason.unwrap_or_default(),
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+            };
+            let reply = client.command("cmd.process.abort", &cmd).await?;
+            return settle(g, &client, &reply, false).await;
+        }
+        Command::Resume {
+            id,
+            inputs,
+            input_json,
+            meta,
+            wait,
+        } => {
+            let input = parse_inputs(&inputs, input_json.as_deref()).context("--input")?;
+            let cmd = v1::ResumeProcess {
+                process_id: id,
+                input: Some(orca_proto::json::json_to_struct(&input)),
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+            };
+            let reply = client.command("cmd.process.resume", &cmd).await?;
+            return settle(g, &client, &reply, wait).await;
+        }
+        Command::Callback {
+            id,
+            token,
+            results,
+            result_json,
+            meta,
+            wait,
+        } => {
+            let result = parse_inputs(&results, result_json.as_deref()).context("--result")?;
+            let cmd = v1::CallbackProcess {
+                process_id: id,
+                token,
+                result: Some(orca_proto::json::json_to_struct(&result)),
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+            };
+            let reply = client.command("cmd.process.callback", &cmd).await?;
+            return settle(g, &client, &reply, wait).await;
+        }
+        Command::Watch { id } => return super::watch::run(g, &client, &id).await,
         Command::Get { id } => {
             let reply = client.process(&id, 0).await?;
             match (reply.process, reply.error) {
@@ -247,6 +342,54 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 super::more(&reply.next_page_token);
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a command's reply; with `wait`, follows its process until it stops moving and prints
+/// its step log (exit 1 unless completed). Exit 2 when rejected.
+pub async fn settle(
+    g: &Global,
+    client: &OrcaClient,
+    reply: &v1::CommandReply,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let accepted = match &reply.outcome {
+        Some(Outcome::Accepted(a)) => a.clone(),
+        Some(Outcome::Rejected(r)) => {
+            if g.json {
+                super::print_json(reply)?;
+            }
+            return Ok(super::rejected(r));
+        }
+        None => bail!("empty reply"),
+    };
+    if wait && !accepted.process_id.is_empty() {
+        let p = client
+            .wait_process(
+                &accepted.process_id,
+                accepted.position,
+                Duration::from_secs(60),
+            )
+            .await?;
+        if g.json {
+            super::print_json(&p)?;
+        } else {
+            print!("{}", render::process(&p));
+        }
+        return Ok(if p.status == "completed" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    if g.json {
+        super::print_json(reply)?;
+    } else {
+        println!(
+            "accepted: process {} subscription {} at log position {}",
+            accepted.process_id, accepted.subscription_id, accepted.position
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! `orca subscription get|list`
+//! `orca subscription get|list|set-in-sync`
 
 use std::process::ExitCode;
 
@@ -35,6 +35,17 @@ pub enum Command {
         /// Go on from where an earlier list stopped (its `next_page_token`).
         #[arg(long)]
         page_token: Option<String>,
+    },
+    /// Put an out-of-sync subscription back in sync once it agrees with the OSS/BSS again
+    /// (refused while a process holds it: finish or abort that first).
+    SetInSync {
+        /// Subscription UUID.
+        id: String,
+        /// Why it may be trusted again (kept in the subscription).
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        meta: super::process::Meta,
     },
 }
 
@@ -78,6 +89,16 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 }
                 super::more(&reply.next_page_token);
             }
+        }
+        Command::SetInSync { id, reason, meta } => {
+            let cmd = v1::SetInSync {
+                subscription_id: id,
+                reason: reason.unwrap_or_default(),
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+            };
+            let reply = client.command("cmd.subscription.set_in_sync", &cmd).await?;
+            return super::process::settle(g, &client, &reply, false).await;
         }
     }
     Ok(ExitCode::SUCCESS)

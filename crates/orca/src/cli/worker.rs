@@ -10,17 +10,23 @@ use crate::Global;
 /// Step workers shipped with orca.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// The example worker for the UserGroup workflows: provision_user_group (fake group id)
-    /// and deprovision_user_group.
+    /// The example worker for the UserGroup workflows: provision_user_group (a fake group id),
+    /// modify_user_group, validate_user_group (compares the group id with the fake
+    /// provisioning system's) and deprovision_user_group.
     Example {
         /// Tasks run at once per step.
         #[arg(long, default_value_t = 256, value_parser = super::parse_concurrency)]
         concurrency: usize,
+        /// Fail the first N attempts of each task of STEP (every attempt without N) with a
+        /// retryable error, to see failure handling: the process waits; `orca process retry`
+        /// runs the step again. Repeatable.
+        #[arg(long, value_name = "STEP[:N]")]
+        fail: Vec<orca_worker::example::FailRule>,
     },
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let Command::Example { concurrency } = c;
+    let Command::Example { concurrency, fail } = c;
     let client = async_nats::ConnectOptions::new()
         .name("orca-worker-example")
         .connect(g.url())
@@ -33,9 +39,10 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
         ..WorkerOptions::default()
     };
     let (stop, shutdown) = watch::channel(false);
-    let worker = orca_worker::example::register(Worker::new(client, options));
+    let worker = orca_worker::example::register(Worker::new(client, options), &fail);
     eprintln!(
-        "example worker taking {}.task.provision_user_group and .deprovision_user_group; Ctrl-C to stop",
+        "example worker taking {0}.task.provision_user_group, .modify_user_group, \
+         .validate_user_group and .deprovision_user_group; Ctrl-C to stop",
         g.prefix
     );
     let mut run = tokio::spawn(worker.run(shutdown));

@@ -1,0 +1,528 @@
+//! The catalog: products with their blocks and mandatory resources, the steps that wait for
+//! something outside (tasks, inputs, callbacks), and workflows with their steps and forms.
+//! Declared in TOML (see `catalog/default.toml`) and checked once when loaded, so the engine
+//! never meets an unknown step or product. Several versions of a product or workflow may stand
+//! side by side; a start takes the newest unless it names one, and the process records the
+//! definition and product rules it runs with.
+
+mod product;
+mod step;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+pub use product::{BlockDef, Product, ResourceType};
+pub use step::{Builtin, InputDef, StepDef, StepKind};
+
+use crate::form::{DEFAULT_MAX_STRING, Field, FieldKind, Form};
+use crate::lifecycle::Lifecycle;
+use crate::status::Target;
+
+/// The catalog orca ships: the workshop's UserGroup product and its workflows.
+pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/default.toml");
+
+/// A catalog file that cannot be used, with the place of the first problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("catalog: {0}")]
+pub struct CatalogError(pub String);
+
+/// A declared step that waits for something outside the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredStep {
+    /// Step name; a task's workers take it from `orca.task.<name>`.
+    pub name: String,
+    /// Task, input or callback.
+    pub kind: StepKind,
+    /// What it does.
+    pub description: String,
+}
+
+/// A workflow definition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    /// Name, e.g. `create_user_group`; several versions may share it.
+    pub name: String,
+    /// What it does to a subscription.
+    pub target: Target,
+    /// Product it applies to.
+    pub product: String,
+    /// Version of the product rules its processes run with.
+    pub product_version: u32,
+    /// Definition version, recorded by every process that runs it.
+    pub version: u32,
+    /// Human description; the form's title.
+    pub description: String,
+    /// Steps in order, from `init` to `done`.
+    pub steps: Vec<StepDef>,
+    /// Initial input form.
+    pub form: Form,
+    /// Template for the description set by `initialize_subscription` and `modify_subscription`.
+    pub subscription_description: Option<String>,
+    /// Lifecycle states the subscription must be in to start (not for create).
+    pub usable_when: Vec<Lifecycle>,
+}
+
+/// Products, declared steps and workflows, every version.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Catalog {
+    products: BTreeMap<(String, u32), Product>,
+    /// Declared steps by name.
+    pub steps: BTreeMap<String, DeclaredStep>,
+    workflows: BTreeMap<(String, u32), Workflow>,
+}
+
+/// The entry of `name` at `version`, or the newest of that name when `version` is `None`.
+fn versioned<'a, T>(
+    map: &'a BTreeMap<(String, u32), T>,
+    name: &str,
+    version: Option<u32>,
+) -> Option<&'a T> {
+    match version {
+        Some(v) => map.get(&(name.to_owned(), v)),
+        None => map
+            .range((name.to_owned(), 0)..=(name.to_owned(), u32::MAX))
+            .next_back()
+            .map(|(_, t)| t),
+    }
+}
+
+/// orchestrator-core's default: which lifecycle states a workflow target may start from.
+fn default_usable_when(target: Target) -> Vec<Lifecycle> {
+    match target {
+        Target::Create => vec![],
+        Target::Terminate => vec![Lifecycle::Active, Lifecycle::Provisioning],
+        Target::Modify | Target::Validate | Target::System => vec![Lifecycle::Active],
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    #[serde(default)]
+    product: Vec<RawProduct>,
+    #[serde(default)]
+    step: Vec<RawStep>,
+    #[serde(default)]
+    workflow: Vec<RawWorkflow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProduct {
+    name: String,
+    #[serde(default = "one")]
+    version: u32,
+    #[serde(default)]
+    product_type: String,
+    #[serde(default)]
+    tag: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default = "active")]
+    status: String,
+    #[serde(default)]
+    block: Vec<RawBlock>,
+    #[serde(default)]
+    mandatory: BTreeMap<String, Vec<String>>,
+}
+
+fn active() -> String {
+    "active".into()
+}
+
+fn task() -> String {
+    "task".into()
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    name: String,
+    #[serde(default)]
+    resources: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    #[serde(default = "task")]
+    kind: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    approval: bool,
+    #[serde(default)]
+    form: Vec<RawField>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    name: String,
+    target: String,
+    product: String,
+    product_version: Option<u32>,
+    #[serde(default = "one")]
+    version: u32,
+    #[serde(default)]
+    description: String,
+    steps: Vec<String>,
+    #[serde(default)]
+    form: Vec<RawField>,
+    subscription_description: Option<String>,
+    usable_when: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawField {
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    required: bool,
+    max_length: Option<usize>,
+    text: Option<String>,
+    #[serde(default)]
+    options: Vec<String>,
+    prefill: Option<String>,
+}
+
+fn valid_name(what: &str, name: &str) -> Result<(), CatalogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CatalogError(format!(
+            "{what} name {name:?} must be 1..=128 characters of A-Z, a-z, 0-9, _ or -"
+        )))
+    }
+}
+
+/// Splits `name(arg)` into name and argument.
+fn split_step(text: &str) -> Result<(&str, Option<&str>), String> {
+    let text = text.trim();
+    match text.split_once('(') {
+        Some((name, rest)) => {
+            let arg = rest
+                .strip_suffix(')')
+                .ok_or_else(|| format!("step {text:?} lacks a closing parenthesis"))?;
+            Ok((name.trim(), Some(arg.trim())))
+        }
+        None => Ok((text, None)),
+    }
+}
+
+fn form_from_raw(
+    raw: Vec<RawField>,
+    err: &dyn Fn(String) -> CatalogError,
+) -> Result<Form, CatalogError> {
+    let mut fields = Vec::new();
+    for f in raw {
+        valid_name("form field", &f.name)?;
+        let kind = match f.kind.as_str() {
+            "string" => FieldKind::String {
+                max_length: f.max_length.unwrap_or(DEFAULT_MAX_STRING),
+            },
+            "int" => FieldKind::Int,
+            "bool" => FieldKind::Bool,
+            "uuid" => FieldKind::Uuid,
+            "label" => FieldKind::Label {
+                text: f
+                    .text
+                    .clone()
+                    .ok_or_else(|| err(format!("label field {} needs text", f.name)))?,
+            },
+            "choice" if f.options.is_empty() => {
+                return Err(err(format!("choice field {} needs options", f.name)));
+            }
+            "choice" => FieldKind::Choice {
+                options: f.options.clone(),
+            },
+            other => return Err(err(format!("field {}: unknown type {other:?}", f.name))),
+        };
+        if fields.iter().any(|g: &Field| g.name == f.name) {
+            return Err(err(format!("form field {} declared twice", f.name)));
+        }
+        fields.push(Field {
+            title: if f.title.is_empty() {
+                f.name.clone()
+            } else {
+                f.title
+            },
+            name: f.name,
+            kind,
+            required: f.required,
+            prefill: f.prefill,
+        });
+    }
+    Ok(Form { fields })
+}
+
+impl Catalog {
+    /// The default catalog.
+    pub fn default_catalog() -> Result<Self, CatalogError> {
+        Self::from_toml(DEFAULT_CATALOG)
+    }
+
+    /// A product at `version`, or its newest.
+    pub fn product(&self, name: &str, version: Option<u32>) -> Option<&Product> {
+        versioned(&self.products, name, version)
+    }
+
+    /// A workflow at `version`, or its newest.
+    pub fn workflow(&self, name: &str, version: Option<u32>) -> Option<&Workflow> {
+        versioned(&self.workflows, name, version)
+    }
+
+    /// Every version of every workflow, by name then version.
+    pub fn workflows(&self) -> impl Iterator<Item = &Workflow> {
+        self.workflows.values()
+    }
+
+    /// Every version of every product, by name then version.
+    pub fn products(&self) -> impl Iterator<Item = &Product> {
+        self.products.values()
+    }
+
+    /// Parses and checks a catalog file's text.
+    pub fn from_toml(text: &str) -> Result<Self, CatalogError> {
+        let raw: RawCatalog = toml::from_str(text).map_err(|e| CatalogError(e.to_string()))?;
+        let mut catalog = Catalog::default();
+        for p in raw.product {
+            let product = Self::product_from_raw(p)?;
+            let key = (product.name.clone(), product.version);
+            if catalog.products.contains_key(&key) {
+                return Err(CatalogError(format!(
+                    "product {} version {} declared twice",
+                    product.name, product.version
+                )));
+            }
+            catalog.products.insert(key, product);
+        }
+        for s in raw.step {
+            valid_name("step", &s.name)?;
+            let err = |msg: String| CatalogError(format!("step {}: {msg}", s.name));
+            if Builtin::reserved(&s.name) {
+                return Err(err("has a builtin step's name".into()));
+            }
+            let kind = match s.kind.as_str() {
+                "task" => StepKind::Task,
+                "callback" => StepKind::Callback,
+                "input" if s.approval => {
+                    if !s.form.is_empty() {
+                        return Err(err(
+                            "an approval's form is decision and reason; declare no form".into(),
+                        ));
+                    }
+                    StepKind::Input(InputDef::approval())
+                }
+                "input" => StepKind::Input(InputDef {
+                    form: form_from_raw(s.form, &err)?,
+                    approval: false,
+                }),
+                other => {
+                    return Err(err(format!(
+                        "unknown kind {other:?} (task, input, callback)"
+                    )));
+                }
+            };
+            if !matches!(kind, StepKind::Input(_)) && (s.approval) {
+                return Err(err("only input steps are approvals".into()));
+            }
+            if catalog.steps.contains_key(&s.name) {
+                return Err(err("declared twice".into()));
+            }
+            catalog.steps.insert(
+                s.name.clone(),
+                DeclaredStep {
+                    name: s.name,
+                    kind,
+                    description: s.description,
+                },
+            );
+        }
+        for w in raw.workflow {
+            let wf = catalog.workflow_from_raw(w)?;
+            let key = (wf.name.clone(), wf.version);
+            if catalog.workflows.contains_key(&key) {
+                return Err(CatalogError(format!(
+                    "workflow {} version {} declared twice",
+                    wf.name, wf.version
+                )));
+            }
+            catalog.workflows.insert(key, wf);
+        }
+        Ok(catalog)
+    }
+
+    fn product_from_raw(p: RawProduct) -> Result<Product, CatalogError> {
+        valid_name("product", &p.name)?;
+        let mut blocks = Vec::new();
+        for b in p.block {
+            valid_name("block", &b.name)?;
+            let mut resources = BTreeMap::new();
+            for (name, ty) in b.resources {
+                valid_name("resource", &name)?;
+                let ty = ResourceType::parse(&ty).map_err(|e| {
+                    CatalogError(format!("product {}: block {}: {name}: {e}", p.name, b.name))
+                })?;
+                resources.insert(name, ty);
+            }
+            blocks.push(BlockDef {
+                name: b.name,
+                resources,
+            });
+        }
+        let mut product = Product {
+            product_type: if p.product_type.is_empty() {
+                p.name.clone()
+            } else {
+                p.product_type
+            },
+            name: p.name,
+            version: p.version,
+            tag: p.tag,
+            description: p.description,
+            status: p.status,
+            blocks,
+            mandatory: BTreeMap::new(),
+        };
+        for (state, refs) in p.mandatory {
+            let state = Lifecycle::from_str(&state)
+                .map_err(|e| CatalogError(format!("product {}: mandatory: {e}", product.name)))?;
+            let mut list = Vec::new();
+            for r in refs {
+                let (block, resource) = r.split_once('.').ok_or_else(|| {
+                    CatalogError(format!(
+                        "product {}: mandatory resource {r:?} must be written block.resource",
+                        product.name
+                    ))
+                })?;
+                if product.resource_type(block, resource).is_none() {
+                    return Err(CatalogError(format!(
+                        "product {}: mandatory resource {r:?} is not declared in a block",
+                        product.name
+                    )));
+                }
+                list.push((block.to_owned(), resource.to_owned()));
+            }
+            product.mandatory.insert(state, list);
+        }
+        Ok(product)
+    }
+
+    fn workflow_from_raw(&self, w: RawWorkflow) -> Result<Workflow, CatalogError> {
+        valid_name("workflow", &w.name)?;
+        let err = |msg: String| CatalogError(format!("workflow {} v{}: {msg}", w.name, w.version));
+        let target = Target::from_str(&w.target).map_err(err)?;
+        let product = self.product(&w.product, w.product_version).ok_or_else(|| {
+            err(match w.product_version {
+                Some(v) => format!("unknown product {:?} version {v}", w.product),
+                None => format!("unknown product {:?}", w.product),
+            })
+        })?;
+        let mut steps = Vec::new();
+        for text in &w.steps {
+            let (name, arg) = split_step(text).map_err(err)?;
+            let kind = match Builtin::parse(name, arg).map_err(err)? {
+                Some(b) => StepKind::Builtin(b),
+                None => match self.steps.get(name) {
+                    Some(declared) if arg.is_none() => declared.kind.clone(),
+                    _ => {
+                        return Err(err(format!(
+                            "step {text:?} is neither a builtin nor a declared [[step]]"
+                        )));
+                    }
+                },
+            };
+            steps.push(StepDef {
+                name: name.to_owned(),
+                kind,
+            });
+        }
+        let is =
+            |i: usize, b: Builtin| steps.get(i).is_some_and(|s| s.kind == StepKind::Builtin(b));
+        if !is(0, Builtin::Init) || !is(steps.len().wrapping_sub(1), Builtin::Done) {
+            return Err(err("steps must begin with init and end with done".into()));
+        }
+        let position = |pred: &dyn Fn(&StepKind) -> bool| steps.iter().position(|s| pred(&s.kind));
+        let first_wait = position(&|k| !matches!(k, StepKind::Builtin(_))).unwrap_or(steps.len());
+        let store =
+            position(&|k| matches!(k, StepKind::Builtin(Builtin::StoreProcessSubscription(_))));
+        let create = position(&|k| *k == StepKind::Builtin(Builtin::CreateSubscription));
+        let modify = position(&|k| *k == StepKind::Builtin(Builtin::ModifySubscription));
+        match target {
+            Target::Create => {
+                let create = create
+                    .ok_or_else(|| err("a create workflow needs create_subscription".into()))?;
+                if store.is_some_and(|s| s < create) {
+                    return Err(err(
+                        "store_process_subscription must follow create_subscription".into(),
+                    ));
+                }
+            }
+            _ => {
+                if create.is_some() {
+                    return Err(err("only create workflows may create_subscription".into()));
+                }
+                // The lock on the subscription must be taken in the same decision as the start.
+                if store.is_none_or(|s| s > first_wait) {
+                    return Err(err(
+                        "store_process_subscription must come before the first task, input or callback step"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if modify.is_some() && target != Target::Modify {
+            return Err(err("only modify workflows may modify_subscription".into()));
+        }
+        let form = form_from_raw(w.form, &err)?;
+        for f in &form.fields {
+            if let Some(p) = &f.prefill
+                && !p.starts_with("subscription.")
+            {
+                return Err(err(format!(
+                    "field {}: prefill must name subscription.<field> or subscription.<block>.<resource>",
+                    f.name
+                )));
+            }
+        }
+        let usable_when = match w.usable_when {
+            Some(list) => list
+                .iter()
+                .map(|s| Lifecycle::from_str(s).map_err(err))
+                .collect::<Result<_, _>>()?,
+            None => default_usable_when(target),
+        };
+        Ok(Workflow {
+            name: w.name,
+            target,
+            product: product.name.clone(),
+            product_version: product.version,
+            version: w.version,
+            description: w.description,
+            steps,
+            form,
+            subscription_description: w.subscription_description,
+            usable_when,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

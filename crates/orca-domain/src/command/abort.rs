@@ -1,0 +1,82 @@
+//! `orca.cmd.process.abort`: end an unfinished process.
+
+use orca_proto::v1;
+
+use super::{
+    Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
+    status_invalid, subscription_of,
+};
+use crate::catalog::Catalog;
+use crate::event::Env;
+use crate::ids::ProcessId;
+use crate::rejection::{Code, FieldError, Rejection};
+use crate::stepper::Run;
+
+/// Longest abort reason accepted.
+const MAX_REASON: usize = 1024;
+
+/// Abort an unfinished process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AbortProcess {
+    /// The process.
+    pub process_id: ProcessId,
+    /// Why.
+    pub reason: String,
+}
+
+/// A reason as given, checked: at most [`MAX_REASON`] bytes, no control characters; `default`
+/// when empty.
+pub(super) fn reason(text: &str, default: impl FnOnce() -> String) -> Result<String, Rejection> {
+    let text = text.trim();
+    if text.len() > MAX_REASON || text.chars().any(char::is_control) {
+        return Err(Rejection::fields(
+            Code::InvalidArgument,
+            "invalid reason",
+            vec![FieldError::new(
+                "reason",
+                format!("must be at most {MAX_REASON} bytes without control characters"),
+            )],
+        ));
+    }
+    Ok(if text.is_empty() {
+        default()
+    } else {
+        text.to_owned()
+    })
+}
+
+impl TryFrom<&v1::AbortProcess> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::AbortProcess) -> Result<Self, Rejection> {
+        let (process_id, meta) = process_command(&w.process_id, &w.command_id, &w.actor)?;
+        let reason = reason(&w.reason, || format!("aborted by {}", meta.actor))?;
+        Ok(Checked {
+            command: Command::Abort(AbortProcess { process_id, reason }),
+            meta,
+        })
+    }
+}
+
+/// Decides an abort: the process ends `aborted`, its waiting steps `abort`; the subscription it
+/// held is released and, if the process left it out of sync, stays so with the reason.
+pub(super) fn decide(
+    catalog: &Catalog,
+    state: &Loaded,
+    cmd: &AbortProcess,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    let p = named_process(state, cmd.process_id)?;
+    if p.status.is_finished() {
+        return Err(status_invalid(
+            p,
+            "only an unfinished process can be aborted",
+        ));
+    }
+    let product = product_of(catalog, p)?;
+    let sub = subscription_of(state, p);
+    let expected = expected_for(p, sub.as_ref());
+    let mut run = Run::new(product, env, p.clone(), sub);
+    run.abort(cmd.reason.clone());
+    Ok(run.finish(expected))
+}

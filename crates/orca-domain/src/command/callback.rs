@@ -1,0 +1,85 @@
+//! `orca.cmd.process.callback`: an outside system reports on a process awaiting its callback.
+
+use orca_proto::v1;
+use serde_json::{Map, Value as Json};
+
+use super::{
+    Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
+    shallow, status_invalid, subscription_of,
+};
+use crate::catalog::{Catalog, StepKind};
+use crate::event::Env;
+use crate::ids::ProcessId;
+use crate::json;
+use crate::rejection::{Code, FieldError, Rejection};
+use crate::stepper::Run;
+
+/// Continue a process awaiting a callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallbackProcess {
+    /// The process.
+    pub process_id: ProcessId,
+    /// The token the process waits for.
+    pub token: String,
+    /// Merged into the process state; a `subscription` key sets resources.
+    pub result: Map<String, Json>,
+}
+
+impl TryFrom<&v1::CallbackProcess> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::CallbackProcess) -> Result<Self, Rejection> {
+        let (process_id, meta) = process_command(&w.process_id, &w.command_id, &w.actor)?;
+        if w.token.trim().is_empty() || w.token.len() > 256 {
+            return Err(Rejection::fields(
+                Code::InvalidArgument,
+                "a callback needs the token shown in the process view",
+                vec![FieldError::new("token", "1..=256 bytes required")],
+            ));
+        }
+        Ok(Checked {
+            command: Command::Callback(CallbackProcess {
+                process_id,
+                token: w.token.trim().to_owned(),
+                result: shallow("result", json::opt_struct_to_json(w.result.as_ref()))?,
+            }),
+            meta,
+        })
+    }
+}
+
+/// Decides a callback: with the token the process waits for, the step completes with the result
+/// and the process goes on; any other token is refused and changes nothing.
+pub(super) fn decide(
+    catalog: &Catalog,
+    state: &Loaded,
+    cmd: &CallbackProcess,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    let p = named_process(state, cmd.process_id)?;
+    let step = p
+        .waiting_step(|k| *k == StepKind::Callback)
+        .ok_or_else(|| status_invalid(p, "only a process awaiting a callback takes one"))?;
+    if step.callback_token != cmd.token {
+        return Err(Rejection::fields(
+            Code::CallbackTokenInvalid,
+            format!(
+                "process {} does not wait for a callback with this token at step {} ({})",
+                p.id, step.index, step.name
+            ),
+            vec![FieldError::new(
+                "token",
+                "not the token the process waits for",
+            )],
+        ));
+    }
+    let index = step.index;
+    let product = product_of(catalog, p)?;
+    let sub = subscription_of(state, p);
+    let expected = expected_for(p, sub.as_ref());
+    let mut run = Run::new(product, env, p.clone(), sub);
+    if run.complete_step(index, 1, &cmd.result) {
+        run.advance();
+    }
+    Ok(run.finish(expected))
+}

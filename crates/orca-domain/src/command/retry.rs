@@ -1,0 +1,63 @@
+//! `orca.cmd.process.retry`: run a stopped process again from the step that stopped it.
+
+use orca_proto::v1;
+
+use super::{
+    Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
+    status_invalid, subscription_of,
+};
+use crate::catalog::Catalog;
+use crate::event::Env;
+use crate::ids::ProcessId;
+use crate::rejection::Rejection;
+use crate::status::ProcessStatus;
+use crate::stepper::Run;
+
+/// Retry a failed, waiting, api_unavailable or inconsistent_data process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryProcess {
+    /// The process.
+    pub process_id: ProcessId,
+}
+
+impl TryFrom<&v1::RetryProcess> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::RetryProcess) -> Result<Self, Rejection> {
+        let (process_id, meta) = process_command(&w.process_id, &w.command_id, &w.actor)?;
+        Ok(Checked {
+            command: Command::Retry(RetryProcess { process_id }),
+            meta,
+        })
+    }
+}
+
+/// Decides a retry: the step that stopped the process runs again on the state the process had
+/// (a task gets a new attempt); its subscription stays held by it.
+pub(super) fn decide(
+    catalog: &Catalog,
+    state: &Loaded,
+    cmd: &RetryProcess,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    let p = named_process(state, cmd.process_id)?;
+    if !matches!(
+        p.status,
+        ProcessStatus::Failed
+            | ProcessStatus::Waiting
+            | ProcessStatus::ApiUnavailable
+            | ProcessStatus::InconsistentData
+    ) {
+        return Err(status_invalid(
+            p,
+            "only a failed, waiting, api_unavailable or inconsistent_data process can be retried",
+        ));
+    }
+    let product = product_of(catalog, p)?;
+    let sub = subscription_of(state, p);
+    let expected = expected_for(p, sub.as_ref());
+    let mut run = Run::new(product, env, p.clone(), sub);
+    run.retried();
+    run.advance();
+    Ok(run.finish(expected))
+}

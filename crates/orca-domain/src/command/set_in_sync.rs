@@ -1,0 +1,80 @@
+//! `orca.cmd.subscription.set_in_sync`: the operator's way back for an out-of-sync subscription.
+
+use orca_proto::v1::{self, event::Body};
+
+use super::{Checked, Command, Decision, Loaded, Meta, abort::reason};
+use crate::event::Env;
+use crate::ids::SubscriptionId;
+use crate::rejection::{Code, Rejection};
+
+/// Put a subscription back in sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetInSync {
+    /// The subscription.
+    pub subscription_id: SubscriptionId,
+    /// Why it may be trusted again.
+    pub reason: String,
+}
+
+impl TryFrom<&v1::SetInSync> for Checked<Command> {
+    type Error = Rejection;
+
+    fn try_from(w: &v1::SetInSync) -> Result<Self, Rejection> {
+        let subscription_id = SubscriptionId::parse("subscription_id", &w.subscription_id)?;
+        let meta = Meta::parse(&w.command_id, &w.actor)?;
+        let reason = reason(&w.reason, || format!("set in sync by {}", meta.actor))?;
+        Ok(Checked {
+            command: Command::SetInSync(SetInSync {
+                subscription_id,
+                reason,
+            }),
+            meta,
+        })
+    }
+}
+
+/// Decides a set-in-sync: refused while a process holds the subscription (it may be changing
+/// it); one already in sync stays as it is.
+pub(super) fn decide(
+    state: &Loaded,
+    cmd: &SetInSync,
+    env: &mut Env<'_>,
+) -> Result<Decision, Rejection> {
+    let id = cmd.subscription_id;
+    let sub = state
+        .subscription
+        .as_ref()
+        .filter(|s| s.exists() && s.id == id)
+        .ok_or_else(|| {
+            Rejection::new(Code::SubscriptionNotFound, format!("no subscription {id}"))
+        })?;
+    if let Some(holder) = sub.locked_by {
+        return Err(Rejection::new(
+            Code::SubscriptionLocked,
+            format!(
+                "subscription {id} is held by unfinished process {holder}; finish or abort it first"
+            ),
+        ));
+    }
+    let expected = vec![(sub.stream(), sub.version)];
+    let mut sub = sub.clone();
+    let mut events = Vec::new();
+    if !sub.in_sync {
+        let event = env.event(
+            sub.stream(),
+            sub.version + 1,
+            Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
+                in_sync: true,
+                reason: cmd.reason.clone(),
+            }),
+        );
+        sub.evolve(&event);
+        events.push(event);
+    }
+    Ok(Decision {
+        events,
+        expected,
+        process: None,
+        subscription: Some(sub),
+    })
+}
