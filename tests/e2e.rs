@@ -481,16 +481,8 @@ async fn kill_9_after_acks_loses_nothing_and_in_flight_processes_finish() {
     assert_views_verify(&env);
 }
 
-/// `orca views verify` on a stopped service's data: its views equal those the log replays to.
 fn assert_views_verify(env: &Env) {
-    let out = std::process::Command::new(orca_bin())
-        .args(["views", "verify", "--json", "--data-dir"])
-        .arg(env.data())
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["equal"], true, "{report}");
-    assert!(out.status.success());
+    support::assert_views_verify(&env.data());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

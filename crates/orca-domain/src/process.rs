@@ -204,8 +204,10 @@ impl ProcessState {
                 self.status = ProcessStatus::Resumed;
             }
             Some(Body::ProcessAborted(e)) => {
-                for index in std::mem::take(&mut self.outstanding) {
-                    if let Some(step) = self.step_mut(index) {
+                // What was under way or waiting to be retried will not finish.
+                let outstanding = std::mem::take(&mut self.outstanding);
+                for step in &mut self.steps {
+                    if outstanding.contains(&step.index) || step.status == StepStatus::Waiting {
                         step.status = StepStatus::Abort;
                         step.completed_at = at;
                         step.callback_token.clear();
