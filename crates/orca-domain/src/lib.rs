@@ -15,6 +15,7 @@
 
 pub mod catalog;
 pub mod command;
+mod decision;
 mod event;
 pub mod form;
 pub mod ids;
@@ -33,5 +34,5 @@ pub use event::{Env, body_field, event_name, event_subject, subject_for};
 pub use lifecycle::Lifecycle;
 pub use process::ProcessState;
 pub use rejection::{Code, FieldError, Rejection};
-pub use status::{ProcessStatus, StepStatus, Target};
+pub use status::{FailureKind, ProcessStatus, StepStatus, Target};
 pub use subscription::SubscriptionState;

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::rejection::{Code, FieldError, Rejection};
+
 macro_rules! string_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
@@ -157,5 +159,50 @@ impl Target {
     /// Whether the workflow may start on an out-of-sync subscription.
     pub fn runs_out_of_sync(self) -> bool {
         matches!(self, Target::Validate | Target::System)
+    }
+}
+
+/// How a step failed, which decides the process status (orchestrator-core's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureKind {
+    /// It will fail again as it is: the process is `failed`.
+    #[default]
+    Permanent,
+    /// Worth trying again later: the process is `waiting`.
+    Retryable,
+    /// An outside API could not be reached: the process is `api_unavailable`.
+    ApiUnavailable,
+    /// The data did not agree (e.g. a validation's mismatch): the process is
+    /// `inconsistent_data`.
+    InconsistentData,
+}
+
+impl FailureKind {
+    /// Parses the wire name; empty is permanent.
+    pub fn parse(s: &str) -> Result<Self, Rejection> {
+        match s.trim() {
+            "" | "permanent" => Ok(FailureKind::Permanent),
+            "retryable" => Ok(FailureKind::Retryable),
+            "api_unavailable" => Ok(FailureKind::ApiUnavailable),
+            "inconsistent_data" => Ok(FailureKind::InconsistentData),
+            other => Err(Rejection::fields(
+                Code::InvalidArgument,
+                format!("unknown failure kind {other:?}"),
+                vec![FieldError::new(
+                    "kind",
+                    "must be permanent, retryable, api_unavailable or inconsistent_data",
+                )],
+            )),
+        }
+    }
+
+    /// The status of the failed step and of its process.
+    pub fn statuses(self) -> (StepStatus, ProcessStatus) {
+        match self {
+            FailureKind::Permanent => (StepStatus::Failed, ProcessStatus::Failed),
+            FailureKind::Retryable => (StepStatus::Waiting, ProcessStatus::Waiting),
+            FailureKind::ApiUnavailable => (StepStatus::Failed, ProcessStatus::ApiUnavailable),
+            FailureKind::InconsistentData => (StepStatus::Failed, ProcessStatus::InconsistentData),
+        }
     }
 }

@@ -5,14 +5,14 @@ use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
 
 use crate::catalog::{Builtin, Product, StepKind};
-use crate::command::Decision;
-use crate::command::FailureKind;
+use crate::decision::Decision;
 use crate::event::Env;
 use crate::form::render;
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::lifecycle::Lifecycle;
 use crate::process::ProcessState;
+use crate::status::FailureKind;
 use crate::status::StepStatus;
 use crate::subscription::SubscriptionState;
 

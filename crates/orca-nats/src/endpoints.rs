@@ -1,7 +1,6 @@
 //! The `orca` micro service: one endpoint per command and query.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::service::{Request, ServiceExt};
@@ -18,31 +17,8 @@ use tokio::task::JoinSet;
 
 use crate::Error;
 use crate::codec::{self, Encoding};
-use crate::query;
-
-/// What the endpoints need to know.
-#[derive(Debug, Clone)]
-pub struct BusOptions {
-    /// Subject prefix (default `orca`).
-    pub prefix: String,
-    /// Largest request payload accepted, in bytes (default 256 KiB).
-    pub max_payload: usize,
-    /// Longest a query waits for `min_position` (default 5 s).
-    pub query_wait: Duration,
-    /// Requests handled at once per endpoint; more wait in NATS (default 4096).
-    pub max_in_flight: usize,
-}
-
-impl Default for BusOptions {
-    fn default() -> Self {
-        Self {
-            prefix: "orca".into(),
-            max_payload: 256 * 1024,
-            query_wait: Duration::from_secs(5),
-            max_in_flight: 4096,
-        }
-    }
-}
+use crate::context::{BusOptions, Ctx};
+use crate::query::{self, Query};
 
 /// Decodes a command endpoint's payload into the domain's command.
 type Decode = fn(&[u8], Encoding, usize) -> Result<Checked<Command>, Rejection>;
@@ -60,13 +36,8 @@ where
 pub(crate) enum Kind {
     /// Decided by the engine; replies `CommandReply`.
     Command(Decode),
-    GetSubscription,
-    ListSubscriptions,
-    GetProcess,
-    ListProcesses,
-    WorkflowForm,
-    ListWorkflows,
-    ServiceInfo,
+    /// Answered from the views and the catalog.
+    Query(Query),
 }
 
 /// Endpoint name, subject below the prefix, and kind: a command is one line here, its wire
@@ -81,25 +52,14 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("task-complete",            "cmd.task.complete",             Kind::Command(command::<v1::CompleteTask>)),
     ("task-fail",                "cmd.task.fail",                 Kind::Command(command::<v1::FailTask>)),
     ("subscription-set-in-sync", "cmd.subscription.set_in_sync",  Kind::Command(command::<v1::SetInSync>)),
-    ("subscription-get",         "query.subscription.get",        Kind::GetSubscription),
-    ("subscription-list",        "query.subscription.list",       Kind::ListSubscriptions),
-    ("process-get",              "query.process.get",             Kind::GetProcess),
-    ("process-list",             "query.process.list",            Kind::ListProcesses),
-    ("workflow-form",            "query.workflow.form",           Kind::WorkflowForm),
-    ("catalog-workflows",        "query.catalog.workflows",       Kind::ListWorkflows),
-    ("service-info",             "query.service.info",            Kind::ServiceInfo),
+    ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
+    ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),
+    ("process-get",              "query.process.get",             Kind::Query(Query::GetProcess)),
+    ("process-list",             "query.process.list",            Kind::Query(Query::ListProcesses)),
+    ("workflow-form",            "query.workflow.form",           Kind::Query(Query::WorkflowForm)),
+    ("catalog-workflows",        "query.catalog.workflows",       Kind::Query(Query::ListWorkflows)),
+    ("service-info",             "query.service.info",            Kind::Query(Query::ServiceInfo)),
 ];
-
-pub(crate) struct Ctx {
-    pub engine: EngineHandle,
-    pub views: Views,
-    pub log: SharedReader,
-    pub published: watch::Receiver<u64>,
-    pub catalog: Arc<Catalog>,
-    pub options: BusOptions,
-    /// Largest reply NATS carries (the server's max_payload, less room for headers).
-    pub reply_limit: usize,
-}
 
 /// Room left in a NATS message for a reply's subject and headers.
 const REPLY_HEADROOM: usize = 4096;
@@ -211,7 +171,7 @@ async fn dispatch(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes
             };
             codec::encode(&reply, enc)
         }
-        _ => query::answer(kind, payload, enc, ctx).await,
+        Kind::Query(q) => query::answer(q, payload, enc, ctx).await,
     }
 }
 

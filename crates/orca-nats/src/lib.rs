@@ -12,12 +12,14 @@
 //! - [`streams`]: the JetStream streams, created compatibly with nats-server 2.9.
 
 pub mod codec;
+mod context;
 mod endpoints;
 mod outbox;
 mod query;
 pub mod streams;
 
-pub use endpoints::{Backend, BusOptions, serve};
+pub use context::BusOptions;
+pub use endpoints::{Backend, serve};
 pub use outbox::{Outbox, OutboxOptions};
 
 /// Failure talking to NATS.

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, Encoding};
-use crate::endpoints::{Ctx, Kind};
+use crate::context::Ctx;
 
 /// A query reply that can carry a rejection.
 trait Reply: Message + Serialize + Default {
@@ -160,9 +160,21 @@ where
     }
 }
 
-pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
-    match kind {
-        Kind::GetSubscription => {
+/// The queries, one endpoint each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Query {
+    GetSubscription,
+    ListSubscriptions,
+    GetProcess,
+    ListProcesses,
+    WorkflowForm,
+    ListWorkflows,
+    ServiceInfo,
+}
+
+pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
+    match query {
+        Query::GetSubscription => {
             run(payload, enc, ctx, |q: v1::GetSubscription| async move {
                 caught_up(ctx, q.min_position).await?;
                 let id = q.subscription_id.trim();
@@ -176,7 +188,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             })
             .await
         }
-        Kind::GetProcess => {
+        Query::GetProcess => {
             run(payload, enc, ctx, |q: v1::GetProcess| async move {
                 caught_up(ctx, q.min_position).await?;
                 let id = q.process_id.trim();
@@ -190,7 +202,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             })
             .await
         }
-        Kind::ListSubscriptions => {
+        Query::ListSubscriptions => {
             let limit_of = |q: &v1::ListSubscriptions| q.limit;
             run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
                 caught_up(ctx, q.min_position).await?;
@@ -211,7 +223,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             })
             .await
         }
-        Kind::ListProcesses => {
+        Query::ListProcesses => {
             let limit_of = |q: &v1::ListProcesses| q.limit;
             run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
                 caught_up(ctx, q.min_position).await?;
@@ -232,13 +244,13 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             })
             .await
         }
-        Kind::WorkflowForm => {
+        Query::WorkflowForm => {
             run(payload, enc, ctx, |q: v1::GetWorkflowForm| async move {
                 form(ctx, &q)
             })
             .await
         }
-        Kind::ListWorkflows => {
+        Query::ListWorkflows => {
             let reply = v1::WorkflowList {
                 workflows: ctx
                     .catalog
@@ -256,7 +268,7 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             };
             codec::encode(&reply, enc)
         }
-        Kind::ServiceInfo => {
+        Query::ServiceInfo => {
             let reply = v1::ServiceInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 log_head: ctx.log.head(),
@@ -265,7 +277,6 @@ pub(crate) async fn answer(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx)
             };
             codec::encode(&reply, enc)
         }
-        Kind::Command(_) => Bytes::new(),
     }
 }
 

@@ -4,16 +4,13 @@ use orca_proto::v1;
 
 use super::{
     Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
-    status_invalid, subscription_of,
+    reason, status_invalid, subscription_of,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
-use crate::rejection::{Code, FieldError, Rejection};
+use crate::rejection::Rejection;
 use crate::stepper::Run;
-
-/// Longest abort reason accepted.
-const MAX_REASON: usize = 1024;
 
 /// Abort an unfinished process.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,27 +19,6 @@ pub struct AbortProcess {
     pub process_id: ProcessId,
     /// Why.
     pub reason: String,
-}
-
-/// A reason as given, checked: at most [`MAX_REASON`] bytes, no control characters; `default`
-/// when empty.
-pub(super) fn reason(text: &str, default: impl FnOnce() -> String) -> Result<String, Rejection> {
-    let text = text.trim();
-    if text.len() > MAX_REASON || text.chars().any(char::is_control) {
-        return Err(Rejection::fields(
-            Code::InvalidArgument,
-            "invalid reason",
-            vec![FieldError::new(
-                "reason",
-                format!("must be at most {MAX_REASON} bytes without control characters"),
-            )],
-        ));
-    }
-    Ok(if text.is_empty() {
-        default()
-    } else {
-        text.to_owned()
-    })
 }
 
 impl TryFrom<&v1::AbortProcess> for Checked<Command> {

@@ -15,23 +15,24 @@ mod retry;
 mod set_in_sync;
 mod start;
 
-use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 pub use abort::AbortProcess;
 pub use callback::CallbackProcess;
-pub use report::{FailureKind, TaskReport};
+pub use report::TaskReport;
 pub use resume::ResumeProcess;
 pub use retry::RetryProcess;
 pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
 
 use crate::catalog::{Catalog, Product};
+pub use crate::decision::Decision;
 use crate::event::Env;
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::process::ProcessState;
 use crate::rejection::{Code, FieldError, Rejection};
+pub use crate::status::FailureKind;
 use crate::subscription::SubscriptionState;
 
 /// Longest actor or command id accepted.
@@ -91,42 +92,6 @@ pub struct Loaded {
     pub process: Option<ProcessState>,
     /// The named subscription, or the process's.
     pub subscription: Option<SubscriptionState>,
-}
-
-/// What a decision produced.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
-    /// Events in order, stamped but without log positions.
-    pub events: Vec<v1::Event>,
-    /// Stream versions the decision was made on (0 = the stream must not exist yet).
-    pub expected: Vec<(String, u64)>,
-    /// The process after the events, if the command touched one.
-    pub process: Option<ProcessState>,
-    /// The subscription after the events, if the command touched one.
-    pub subscription: Option<SubscriptionState>,
-}
-
-impl Decision {
-    /// The reply to send once the events are durable at `position`.
-    pub fn accepted(&self, position: u64) -> v1::CommandReply {
-        let subscription_id = self
-            .subscription
-            .as_ref()
-            .filter(|s| s.exists())
-            .map(|s| s.id)
-            .or_else(|| self.process.as_ref().and_then(|p| p.subscription_id));
-        v1::CommandReply {
-            outcome: Some(v1::command_reply::Outcome::Accepted(v1::Accepted {
-                process_id: self
-                    .process
-                    .as_ref()
-                    .map(|p| p.id.to_string())
-                    .unwrap_or_default(),
-                subscription_id: subscription_id.map(|s| s.to_string()).unwrap_or_default(),
-                position,
-            })),
-        }
-    }
 }
 
 /// Decides `command` on `state`: the events it causes, or why it changes nothing.
@@ -292,4 +257,28 @@ pub(crate) fn process_command(
         ProcessId::parse("process_id", process_id)?,
         Meta::parse(command_id, actor)?,
     ))
+}
+
+/// Longest reason (an abort's, a set-in-sync's) accepted.
+const MAX_REASON: usize = 1024;
+
+/// A reason as given, checked: at most [`MAX_REASON`] bytes, no control characters; `default`
+/// when empty.
+pub(crate) fn reason(text: &str, default: impl FnOnce() -> String) -> Result<String, Rejection> {
+    let text = text.trim();
+    if text.len() > MAX_REASON || text.chars().any(char::is_control) {
+        return Err(Rejection::fields(
+            Code::InvalidArgument,
+            "invalid reason",
+            vec![FieldError::new(
+                "reason",
+                format!("must be at most {MAX_REASON} bytes without control characters"),
+            )],
+        ));
+    }
+    Ok(if text.is_empty() {
+        default()
+    } else {
+        text.to_owned()
+    })
 }

@@ -4,61 +4,15 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decision, Loaded, Meta, expected_for, named_process, product_of, shallow,
-    subscription_of,
+    Checked, Command, Decision, FailureKind, Loaded, Meta, expected_for, named_process, product_of,
+    shallow, subscription_of,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::json;
 use crate::rejection::{Code, FieldError, Rejection};
-use crate::status::{ProcessStatus, StepStatus};
 use crate::stepper::Run;
-
-/// How a step failed, which decides the process status (orchestrator-core's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FailureKind {
-    /// It will fail again as it is: the process is `failed`.
-    #[default]
-    Permanent,
-    /// Worth trying again later: the process is `waiting`.
-    Retryable,
-    /// An outside API could not be reached: the process is `api_unavailable`.
-    ApiUnavailable,
-    /// The data did not agree (e.g. a validation's mismatch): the process is
-    /// `inconsistent_data`.
-    InconsistentData,
-}
-
-impl FailureKind {
-    /// Parses the wire name; empty is permanent.
-    pub fn parse(s: &str) -> Result<Self, Rejection> {
-        match s.trim() {
-            "" | "permanent" => Ok(FailureKind::Permanent),
-            "retryable" => Ok(FailureKind::Retryable),
-            "api_unavailable" => Ok(FailureKind::ApiUnavailable),
-            "inconsistent_data" => Ok(FailureKind::InconsistentData),
-            other => Err(Rejection::fields(
-                Code::InvalidArgument,
-                format!("unknown failure kind {other:?}"),
-                vec![FieldError::new(
-                    "kind",
-                    "must be permanent, retryable, api_unavailable or inconsistent_data",
-                )],
-            )),
-        }
-    }
-
-    /// The status of the failed step and of its process.
-    pub fn statuses(self) -> (StepStatus, ProcessStatus) {
-        match self {
-            FailureKind::Permanent => (StepStatus::Failed, ProcessStatus::Failed),
-            FailureKind::Retryable => (StepStatus::Waiting, ProcessStatus::Waiting),
-            FailureKind::ApiUnavailable => (StepStatus::Failed, ProcessStatus::ApiUnavailable),
-            FailureKind::InconsistentData => (StepStatus::Failed, ProcessStatus::InconsistentData),
-        }
-    }
-}
 
 /// A step worker's report on a task attempt.
 #[derive(Debug, Clone, PartialEq)]

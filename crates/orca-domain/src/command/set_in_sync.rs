@@ -2,7 +2,7 @@
 
 use orca_proto::v1::{self, event::Body};
 
-use super::{Checked, Command, Decision, Loaded, Meta, abort::reason};
+use super::{Checked, Command, Decision, Loaded, Meta, reason};
 use crate::event::Env;
 use crate::ids::SubscriptionId;
 use crate::rejection::{Code, Rejection};

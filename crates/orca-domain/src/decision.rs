@@ -1,0 +1,43 @@
+//! What deciding a command produces: the events, the versions they were decided on, and the
+//! aggregates after them.
+
+use orca_proto::v1;
+
+use crate::process::ProcessState;
+use crate::subscription::SubscriptionState;
+
+/// What a decision produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Events in order, stamped but without log positions.
+    pub events: Vec<v1::Event>,
+    /// Stream versions the decision was made on (0 = the stream must not exist yet).
+    pub expected: Vec<(String, u64)>,
+    /// The process after the events, if the command touched one.
+    pub process: Option<ProcessState>,
+    /// The subscription after the events, if the command touched one.
+    pub subscription: Option<SubscriptionState>,
+}
+
+impl Decision {
+    /// The reply to send once the events are durable at `position`.
+    pub fn accepted(&self, position: u64) -> v1::CommandReply {
+        let subscription_id = self
+            .subscription
+            .as_ref()
+            .filter(|s| s.exists())
+            .map(|s| s.id)
+            .or_else(|| self.process.as_ref().and_then(|p| p.subscription_id));
+        v1::CommandReply {
+            outcome: Some(v1::command_reply::Outcome::Accepted(v1::Accepted {
+                process_id: self
+                    .process
+                    .as_ref()
+                    .map(|p| p.id.to_string())
+                    .unwrap_or_default(),
+                subscription_id: subscription_id.map(|s| s.to_string()).unwrap_or_default(),
+                position,
+            })),
+        }
+    }
+}
