@@ -380,29 +380,7 @@ async fn racing_terminates_start_exactly_one_process() {
     worker.kill9();
     // The dead worker's open pull must be gone, or the winner's task would
     // go to it and come back only after its ack wait.
-    let js = async_nats::jetstream::new(env.client.nats().clone());
-    wait_until(LONG, || {
-        let js = js.clone();
-        async move {
-            let Ok(stream) = js.get_stream("ORCA_TASKS").await else {
-                return false;
-            };
-            let Ok(mut consumer) = stream
-                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
-                    "worker-deprovision_user_group",
-                )
-                .await
-            else {
-                return false;
-            };
-            consumer
-                .info()
-                .await
-                .map(|i| i.num_waiting == 0)
-                .unwrap_or(false)
-        }
-    })
-    .await;
+    wait_no_pull(&env, "deprovision_user_group").await;
     let cmd = terminate_cmd(&a.subscription_id);
     let replies = futures::future::join_all((0..16).map(|_| env.client.start(&cmd))).await;
     let mut won = Vec::new();

@@ -21,41 +21,7 @@ const LONG: Duration = Duration::from_secs(30);
 
 /// The default catalog plus a create workflow gated by an approval, an input form and a
 /// callback.
-const GATED: &str = r#"
-[[step]]
-name = "approve_group"
-kind = "input"
-approval = true
-
-[[step]]
-name = "confirm_name"
-kind = "input"
-
-[[step.form]]
-name = "confirmed_name"
-type = "string"
-required = true
-
-[[step]]
-name = "await_delivery"
-kind = "callback"
-
-[[workflow]]
-name = "create_gated_group"
-target = "create"
-product = "UserGroup"
-steps = [
-  "init", "create_subscription", "store_process_subscription(create)",
-  "initialize_subscription", "approve_group", "confirm_name", "provision_user_group",
-  "await_delivery", "set_status(active)", "resync", "done",
-]
-subscription_description = "User group {group_name}"
-
-[[workflow.form]]
-name = "group_name"
-type = "string"
-required = true
-"#;
+const GATED: &str = include_str!("fixtures/gated.toml");
 
 fn write_catalog(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
@@ -532,36 +498,7 @@ async fn modify_takes_its_prefilled_form_and_validate_tells_a_match_from_a_misma
 }
 
 /// The catalog after the change: only version 2 of the product and of the create workflow.
-const ONLY_VERSION_2: &str = r#"
-[[product]]
-name = "UserGroup"
-version = 2
-
-[[product.block]]
-name = "user_group"
-resources = { group_name = "string", group_id = "int", quota = "int" }
-
-[product.mandatory]
-active = ["user_group.group_name", "user_group.group_id", "user_group.quota"]
-
-[[step]]
-name = "provision_user_group_v2"
-
-[[workflow]]
-name = "create_user_group"
-target = "create"
-product = "UserGroup"
-version = 2
-steps = [
-  "init", "create_subscription", "store_process_subscription(create)",
-  "initialize_subscription", "provision_user_group_v2", "set_status(active)", "resync", "done",
-]
-
-[[workflow.form]]
-name = "group_name"
-type = "string"
-required = true
-"#;
+const ONLY_VERSION_2: &str = include_str!("fixtures/user_group_v2.toml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_change_under_a_running_process_does_not_change_it() {

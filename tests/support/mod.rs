@@ -121,12 +121,7 @@ const TEST_MAX_PAYLOAD: &str = "65536";
 /// [`serve`] with its own `--max-payload`.
 pub async fn serve_with(nats: &str, data_dir: &Path, max_payload: &str) -> Proc {
     let proc = spawn_serve_with(nats, data_dir, max_payload);
-    let client = OrcaClient::connect(nats, "orca").await.expect("connect");
-    wait_until(Duration::from_secs(20), || {
-        let c = client.clone();
-        async move { c.info().await.is_ok() }
-    })
-    .await;
+    answering(nats).await;
     proc
 }
 
@@ -136,19 +131,15 @@ pub fn spawn_serve(nats: &str, data_dir: &Path) -> Proc {
 }
 
 fn spawn_serve_with(nats: &str, data_dir: &Path, max_payload: &str) -> Proc {
+    spawn_serve_args(nats, data_dir, &["--max-payload", max_payload])
+}
+
+/// `orca serve` on `nats` with `data_dir` and `extra` arguments, logging beside `data_dir`.
+fn spawn_serve_args(nats: &str, data_dir: &Path, extra: &[&str]) -> Proc {
     let dir = data_dir.to_string_lossy().into_owned();
-    Proc::spawn(
-        &[
-            "serve",
-            "--nats-url",
-            nats,
-            "--data-dir",
-            &dir,
-            "--max-payload",
-            max_payload,
-        ],
-        data_dir.with_extension("serve.log"),
-    )
+    let mut args = vec!["serve", "--nats-url", nats, "--data-dir", &dir];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, data_dir.with_extension("serve.log"))
 }
 
 /// `orca worker example` on `nats`, logging into `dir`.
@@ -165,27 +156,20 @@ pub fn worker_with(nats: &str, dir: &Path, extra: &[&str]) -> Proc {
 
 /// `orca serve` with the catalog file `catalog`; returns once it answers queries.
 pub async fn serve_catalog(nats: &str, data_dir: &Path, catalog: &Path) -> Proc {
-    let dir = data_dir.to_string_lossy().into_owned();
     let catalog = catalog.to_string_lossy().into_owned();
-    let proc = Proc::spawn(
-        &[
-            "serve",
-            "--nats-url",
-            nats,
-            "--data-dir",
-            &dir,
-            "--catalog",
-            &catalog,
-        ],
-        data_dir.with_extension("serve.log"),
-    );
+    let proc = spawn_serve_args(nats, data_dir, &["--catalog", &catalog]);
+    answering(nats).await;
+    proc
+}
+
+/// Waits until a service answers queries on `nats`.
+async fn answering(nats: &str) {
     let client = OrcaClient::connect(nats, "orca").await.expect("connect");
     wait_until(Duration::from_secs(20), || {
         let c = client.clone();
         async move { c.info().await.is_ok() }
     })
     .await;
-    proc
 }
 
 /// `orca views verify` on a stopped service's data: its views equal those the log replays to

@@ -109,8 +109,6 @@ string_enum!(
         Pending => "pending",
         /// Ran and succeeded.
         Success => "success",
-        /// Not run because its condition did not hold.
-        Skipped => "skipped",
         /// Waiting for user input.
         Suspend => "suspend",
         /// Waiting to be retried.
@@ -132,7 +130,7 @@ impl StepStatus {
         match self {
             StepStatus::Pending => "New",
             StepStatus::Suspend | StepStatus::Waiting | StepStatus::AwaitingCallback => "Waiting",
-            StepStatus::Success | StepStatus::Skipped | StepStatus::Complete => "Success",
+            StepStatus::Success | StepStatus::Complete => "Success",
             StepStatus::Failed | StepStatus::Abort => "Failure",
         }
     }

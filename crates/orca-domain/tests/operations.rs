@@ -13,41 +13,7 @@ use scenario::{Scenario, pv, with_catalog};
 use serde_json::{Value as Json, json};
 
 /// Steps and a create workflow that use an approval, an input form and a callback.
-const GATED: &str = r#"
-[[step]]
-name = "approve_group"
-kind = "input"
-approval = true
-
-[[step]]
-name = "confirm_name"
-kind = "input"
-
-[[step.form]]
-name = "confirmed_name"
-type = "string"
-required = true
-
-[[step]]
-name = "await_delivery"
-kind = "callback"
-
-[[workflow]]
-name = "create_gated_group"
-target = "create"
-product = "UserGroup"
-steps = [
-  "init", "create_subscription", "store_process_subscription(create)",
-  "initialize_subscription", "approve_group", "confirm_name", "provision_user_group",
-  "await_delivery", "set_status(active)", "resync", "done",
-]
-subscription_description = "User group {group_name}"
-
-[[workflow.form]]
-name = "group_name"
-type = "string"
-required = true
-"#;
+const GATED: &str = include_str!("../../../tests/fixtures/gated.toml");
 
 fn fail(s: &mut Scenario, index: u32, attempt: u32, kind: &str) -> Result<Decision, Rejection> {
     let process_id = s.pid();
@@ -519,36 +485,7 @@ fn validate_leaves_a_mismatch_out_of_sync_with_the_reason_and_a_match_in_sync() 
 
 /// Version 2 of the create workflow, on version 2 of the product: another task, and a resource
 /// the first version lacks.
-const VERSION_2: &str = r#"
-[[product]]
-name = "UserGroup"
-version = 2
-
-[[product.block]]
-name = "user_group"
-resources = { group_name = "string", group_id = "int", quota = "int" }
-
-[product.mandatory]
-active = ["user_group.group_name", "user_group.group_id", "user_group.quota"]
-
-[[step]]
-name = "provision_user_group_v2"
-
-[[workflow]]
-name = "create_user_group"
-target = "create"
-product = "UserGroup"
-version = 2
-steps = [
-  "init", "create_subscription", "store_process_subscription(create)",
-  "initialize_subscription", "provision_user_group_v2", "set_status(active)", "resync", "done",
-]
-
-[[workflow.form]]
-name = "group_name"
-type = "string"
-required = true
-"#;
+const VERSION_2: &str = include_str!("../../../tests/fixtures/user_group_v2.toml");
 
 #[test]
 fn a_process_runs_the_definition_and_product_rules_it_started_with_whatever_the_catalog_does() {
