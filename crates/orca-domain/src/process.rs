@@ -198,6 +198,9 @@ impl ProcessState {
                 for step in &mut self.steps {
                     if matches!(step.status, StepStatus::Failed | StepStatus::Waiting) {
                         step.status = StepStatus::Pending;
+                        step.error.clear();
+                        step.result = None;
+                        step.completed_at = None;
                     }
                 }
                 self.failed_reason.clear();

@@ -238,7 +238,12 @@ impl<'a, 'e> Run<'a, 'e> {
                 return true;
             }
             Ok(StepKind::Callback) => {
-                let token = (self.env.new_id)().simple().to_string();
+                // Two fresh ids: a token no caller can guess (it stands for the right to go on).
+                let token = format!(
+                    "{}{}",
+                    (self.env.new_id)().simple(),
+                    (self.env.new_id)().simple()
+                );
                 self.emit(Body::CallbackAwaited(v1::CallbackAwaited {
                     index,
                     name,
@@ -302,11 +307,14 @@ impl<'a, 'e> Run<'a, 'e> {
             task_id,
             workflow: self.process.workflow.clone(),
             state: Some(self.process.state.clone()),
-            subscription: self
-                .subscription
-                .as_ref()
-                .filter(|s| s.exists())
-                .map(SubscriptionState::to_view_without_trail),
+            // Its log position is not known yet when it was just decided: left out, so that
+            // the recorded task is the same whichever way the state was loaded.
+            subscription: self.subscription.as_ref().filter(|s| s.exists()).map(|s| {
+                v1::Subscription {
+                    position: 0,
+                    ..s.to_view_without_trail()
+                }
+            }),
         }));
     }
 
@@ -315,7 +323,9 @@ impl<'a, 'e> Run<'a, 'e> {
     pub fn complete_step(&mut self, index: u32, attempt: u32, result: &Map<String, Json>) -> bool {
         // Resource updates emit only subscription events.
         let saved = (self.subscription.clone(), self.events.len());
-        match self.apply_resources(result) {
+        let applied = check_result(self.product, &self.process, result)
+            .and_then(|()| self.apply_resources(result));
+        match applied {
             Ok(()) => {
                 self.step_completed(
                     index,
@@ -353,19 +363,7 @@ impl<'a, 'e> Run<'a, 'e> {
     }
 
     fn set_resources(&mut self, block: &str, values: &Map<String, Json>) -> Result<(), String> {
-        for (name, value) in values {
-            let ty = self.product.resource_type(block, name).ok_or_else(|| {
-                format!(
-                    "product {} has no resource {block}.{name}",
-                    self.product.name
-                )
-            })?;
-            if !value.is_null() && !ty.accepts(value) {
-                return Err(format!(
-                    "resource {block}.{name} must be {ty:?}, got {value}"
-                ));
-            }
-        }
+        check_resources(self.product, block, values)?;
         self.emit_subscription(Body::SubscriptionResourcesChanged(
             v1::SubscriptionResourcesChanged {
                 block: block.to_owned(),
@@ -563,4 +561,71 @@ fn describe(template: &str, values: &Map<String, Json>) -> String {
             .get(k)
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
     })
+}
+
+/// The state keys a process sets about itself, which no outside result may change.
+const OWN_KEYS: [&str; 6] = [
+    "process_id",
+    "workflow_name",
+    "workflow_target",
+    "product",
+    "customer_id",
+    "subscription_id",
+];
+
+/// Checks an outside result (a task's, a callback's, a submitted form's) before it is applied:
+/// its `subscription` updates name the product's resources with values of their types, and it
+/// leaves the process's own keys (its id, its subscription's, …) as they are.
+pub(crate) fn check_result(
+    product: &Product,
+    process: &ProcessState,
+    result: &Map<String, Json>,
+) -> Result<(), String> {
+    for key in OWN_KEYS {
+        if let Some(value) = result.get(key)
+            && process
+                .state
+                .fields
+                .get(key)
+                .map(json::value_to_json)
+                .as_ref()
+                != Some(value)
+        {
+            return Err(format!(
+                "result.{key} may not change the process's own {key}"
+            ));
+        }
+    }
+    let Some(update) = result.get("subscription") else {
+        return Ok(());
+    };
+    let blocks = update
+        .as_object()
+        .ok_or("result.subscription must be an object of blocks")?;
+    for (block, values) in blocks {
+        let values = values
+            .as_object()
+            .ok_or_else(|| format!("result.subscription.{block} must be an object of resources"))?;
+        check_resources(product, block, values)?;
+    }
+    Ok(())
+}
+
+/// Checks resource values of one block against the product's types.
+fn check_resources(
+    product: &Product,
+    block: &str,
+    values: &Map<String, Json>,
+) -> Result<(), String> {
+    for (name, value) in values {
+        let ty = product
+            .resource_type(block, name)
+            .ok_or_else(|| format!("product {} has no resource {block}.{name}", product.name))?;
+        if !value.is_null() && !ty.accepts(value) {
+            return Err(format!(
+                "resource {block}.{name} must be {ty:?}, got {value}"
+            ));
+        }
+    }
+    Ok(())
 }

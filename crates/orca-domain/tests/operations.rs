@@ -131,7 +131,12 @@ fn a_failed_task_is_retried_from_its_step_and_completes_holding_the_lock_through
     let d = retry(&mut s).unwrap();
     assert_eq!(names(&d), ["process_retried", "task_scheduled"]);
     assert_eq!(status(&s), ProcessStatus::Resumed);
-    assert_eq!(s.view().steps[4].attempts, 2);
+    let step = &s.view().steps[4];
+    assert_eq!(
+        (step.attempts, step.status.as_str(), step.error.as_str()),
+        (2, "pending", "")
+    );
+    assert_eq!(step.cloudportal_state, "In-Progress");
     assert_eq!(s.sub().locked_by_process_id, pid);
     // The first attempt's late result is not current; the second's is.
     assert_eq!(
@@ -228,8 +233,12 @@ fn an_aborted_process_releases_its_subscription_which_stays_out_of_sync_until_se
     let sub = s.sub();
     assert!(sub.in_sync);
     assert_eq!(sub.sync_reason, "checked by hand");
-    // In sync already: accepted, nothing recorded.
-    assert!(set_in_sync(&mut s).unwrap().events.is_empty());
+    // In sync already: the operator's word is recorded all the same (so the command id is too).
+    assert_eq!(
+        names(&set_in_sync(&mut s).unwrap()),
+        ["subscription_sync_changed"]
+    );
+    assert!(s.sub().in_sync);
     // And workflows start on it again.
     start_on_subscription(&mut s, "terminate_user_group", json!({}));
 }
@@ -345,11 +354,25 @@ fn a_callback_step_waits_for_its_token_and_refuses_any_other() {
     assert_eq!(status(&s), ProcessStatus::AwaitingCallback);
     let v = s.view();
     let token = v.steps[7].callback_token.clone();
-    assert_eq!(token.len(), 32);
+    assert_eq!(token.len(), 64);
     assert_eq!(v.steps[7].status, "awaiting_callback");
 
     let r = callback(&mut s, "0123456789abcdef0123456789abcdef", json!({})).unwrap_err();
     assert_eq!(r.code, Code::CallbackTokenInvalid);
+    assert_eq!(status(&s), ProcessStatus::AwaitingCallback);
+    // A result that could not be applied is refused, not taken as the step's failure: the
+    // caller fixes it and calls back again with the same token.
+    for bad in [
+        json!({"subscription": {"user_group": {"grp_id": 1}}}),
+        json!({"subscription": {"user_group": {"group_id": "many"}}}),
+        json!({"subscription_id": uuid::Uuid::from_u128(7).to_string()}),
+    ] {
+        let r = callback(&mut s, &token, bad).unwrap_err();
+        assert_eq!(
+            (r.code, r.field_errors[0].field.as_str()),
+            (Code::InvalidArgument, "result")
+        );
+    }
     assert_eq!(status(&s), ProcessStatus::AwaitingCallback);
     let d = callback(&mut s, &token, json!({"delivered": true})).unwrap();
     assert!(names(&d).contains(&"process_completed"));
@@ -632,4 +655,36 @@ fn views_carry_cloudportals_states() {
     assert_eq!(s.view().cloudportal_state, "Error");
     abort(&mut s, "x").unwrap();
     assert_eq!(s.view().cloudportal_state, "Failure");
+}
+
+#[test]
+fn a_task_result_may_not_change_the_processs_own_keys() {
+    let mut s = Scenario::new();
+    s.start_create("Ops");
+    let own = s.view().state.unwrap().fields["subscription_id"].clone();
+    let d = s
+        .report(
+            4,
+            1,
+            Ok(json!({"subscription_id": uuid::Uuid::from_u128(7).to_string()})),
+        )
+        .unwrap();
+    assert_eq!(pv(&d).status, "failed");
+    assert!(
+        pv(&d).steps[4].error.contains("may not change"),
+        "{}",
+        pv(&d).steps[4].error
+    );
+    assert_eq!(s.view().state.unwrap().fields["subscription_id"], own);
+    // Echoing the value it has is fine.
+    retry(&mut s).unwrap();
+    let echo = orca_domain::json::value_to_json(&own);
+    let d = s
+        .report(
+            4,
+            2,
+            Ok(json!({"subscription_id": echo, "subscription": {"user_group": {"group_id": 3}}})),
+        )
+        .unwrap();
+    assert_eq!(pv(&d).status, "completed");
 }

@@ -122,9 +122,9 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
     let again = s.terminate().unwrap_err();
     assert_eq!(again.code, Code::SubscriptionOutOfSync);
     // In sync but held by an unfinished process: still refused.
-    s.subscription.as_mut().unwrap().in_sync = true;
+    s.tamper(|sub| sub.in_sync = true);
     assert_eq!(s.terminate().unwrap_err().code, Code::SubscriptionLocked);
-    s.subscription.as_mut().unwrap().in_sync = false;
+    s.tamper(|sub| sub.in_sync = false);
 
     s.report(3, 1, Ok(json!({}))).unwrap();
     let sub = s.sub();
@@ -151,8 +151,7 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
 fn out_of_sync_subscriptions_refuse_workflows() {
     let mut s = Scenario::new();
     s.create("Ops");
-    let sub = s.subscription.as_mut().unwrap();
-    sub.in_sync = false;
+    s.tamper(|sub| sub.in_sync = false);
     assert_eq!(s.terminate().unwrap_err().code, Code::SubscriptionOutOfSync);
 }
 
@@ -469,7 +468,7 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "resync", "done
 "#,
     );
     s.create("Ops");
-    s.subscription.as_mut().unwrap().in_sync = false;
+    s.tamper(|sub| sub.in_sync = false);
     let out_of_sync = s.subscription.clone();
 
     let r = start_on_subscription(&mut s, "rename_user_group").unwrap_err();

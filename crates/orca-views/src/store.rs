@@ -131,6 +131,9 @@ fn fold<T: Default>(
     evolve: fn(&mut T, &v1::Event),
 ) -> Result<T, Error> {
     let mut state = T::default();
+    if version <= 1 {
+        return Ok(state);
+    }
     for r in log.read_stream(stream, 1)? {
         if r.version >= version {
             break;

@@ -105,6 +105,8 @@ impl Service {
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server? `nats-server -js`)")?;
 
+        let checkpoint = options.data_dir.join("outbox").join("checkpoint");
+        carry_over_checkpoint(&log, &checkpoint)?;
         // The group commit's threads write and fsync what the engine decides.
         let shared: SharedLog = Arc::new(DiskLog::start(
             log.clone(),
@@ -134,7 +136,7 @@ impl Service {
             .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
         let outbox = Outbox::new(
             shared.clone(),
-            &options.data_dir.join("outbox").join("checkpoint"),
+            &checkpoint,
             async_nats::jetstream::new(outbox_client),
             OutboxOptions {
                 prefix: options.bus.prefix.clone(),
@@ -204,5 +206,51 @@ impl Service {
             r = &mut self.projector => format!("projector stopped: {r:?}"),
             r = &mut self.outbox => format!("outbox stopped: {r:?}"),
         }
+    }
+}
+
+/// Data dirs from before the outbox kept its checkpoint in a file of its own held it in the log's
+/// index database (tree `outbox`, key `published`): carried over once, so that an upgrade
+/// neither publishes from zero nor refuses a purged stream it did publish.
+fn carry_over_checkpoint(log: &Log, file: &std::path::Path) -> anyhow::Result<()> {
+    if file.exists() {
+        return Ok(());
+    }
+    let old = log
+        .db()
+        .open_tree("outbox")
+        .and_then(|t| t.get(b"published"))
+        .context("reading the outbox checkpoint kept in the log's index")?;
+    if let Some(at) = old.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok()) {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(file, at).with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_data_dirs_outbox_checkpoint_is_carried_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open_log(dir.path(), 1 << 20).unwrap();
+        let file = dir.path().join("outbox").join("checkpoint");
+        carry_over_checkpoint(&log, &file).unwrap();
+        assert!(!file.exists(), "nothing to carry over");
+        log.db()
+            .open_tree("outbox")
+            .unwrap()
+            .insert(b"published", &42u64.to_be_bytes())
+            .unwrap();
+        carry_over_checkpoint(&log, &file).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), 42u64.to_be_bytes());
+        // The file, once there, is what counts.
+        std::fs::write(&file, 43u64.to_be_bytes()).unwrap();
+        carry_over_checkpoint(&log, &file).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), 43u64.to_be_bytes());
     }
 }

@@ -330,10 +330,15 @@ impl Catalog {
                     }
                     StepKind::Input(InputDef::approval())
                 }
-                "input" => StepKind::Input(InputDef {
-                    form: form_from_raw(s.form, &err)?,
-                    approval: false,
-                }),
+                "input" => {
+                    if s.form.iter().any(|f| f.prefill.is_some()) {
+                        return Err(err("an input step's form fields take no prefill".into()));
+                    }
+                    StepKind::Input(InputDef {
+                        form: form_from_raw(s.form, &err)?,
+                        approval: false,
+                    })
+                }
                 other => {
                     return Err(err(format!(
                         "unknown kind {other:?} (task, input, callback)"
@@ -472,6 +477,14 @@ impl Catalog {
                 if store.is_some_and(|s| s < create) {
                     return Err(err(
                         "store_process_subscription must follow create_subscription".into(),
+                    ));
+                }
+                // The new subscription's id is made when the workflow starts: its creation and
+                // its lock belong to the start's decision.
+                if create > first_wait || store.is_some_and(|s| s > first_wait) {
+                    return Err(err(
+                        "create_subscription and store_process_subscription must come before the first task, input or callback step"
+                            .into(),
                     ));
                 }
             }

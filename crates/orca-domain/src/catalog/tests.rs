@@ -84,3 +84,35 @@ fn rejects_unknown_steps_and_misplaced_locks() {
     );
     assert!(Catalog::from_toml("[[bogus]]").is_err());
 }
+
+#[test]
+fn a_create_workflow_makes_and_locks_its_subscription_before_it_waits() {
+    let text = r#"
+        [[product]]
+        name = "P"
+        [[step]]
+        name = "ask"
+        kind = "input"
+        [[workflow]]
+        name = "w"
+        target = "create"
+        product = "P"
+        steps = ["init", "ask", "create_subscription", "store_process_subscription(create)", "done"]
+    "#;
+    let e = Catalog::from_toml(text).unwrap_err();
+    assert!(
+        e.0.contains("must come before the first task, input or callback"),
+        "{e}"
+    );
+    let prefilled = r#"
+        [[step]]
+        name = "ask"
+        kind = "input"
+        [[step.form]]
+        name = "x"
+        type = "string"
+        prefill = "subscription.description"
+    "#;
+    let e = Catalog::from_toml(prefilled).unwrap_err();
+    assert!(e.0.contains("take no prefill"), "{e}");
+}

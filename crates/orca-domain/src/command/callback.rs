@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 
 use super::{
     Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
-    shallow, status_invalid, subscription_of,
+    refuse_bad_result, shallow, status_invalid, subscription_of,
 };
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
@@ -75,6 +75,7 @@ pub(super) fn decide(
     }
     let index = step.index;
     let product = product_of(catalog, p)?;
+    refuse_bad_result(product, p, &cmd.result, "result")?;
     let sub = subscription_of(state, p);
     let expected = expected_for(p, sub.as_ref());
     let mut run = Run::new(product, env, p.clone(), sub);

@@ -209,12 +209,17 @@ pub(crate) fn product_of<'a>(
 ) -> Result<&'a Product, Rejection> {
     match &p.product_def {
         Some(def) => Ok(def),
-        None => catalog.product(&p.product, None).ok_or_else(|| {
-            Rejection::new(
-                Code::UnknownProduct,
-                format!("product {} is no longer in the catalog", p.product),
-            )
-        }),
+        None => {
+            let version = catalog
+                .workflow(&p.workflow, Some(p.workflow_version))
+                .map(|w| w.product_version);
+            catalog.product(&p.product, version).ok_or_else(|| {
+                Rejection::new(
+                    Code::UnknownProduct,
+                    format!("product {} is no longer in the catalog", p.product),
+                )
+            })
+        }
     }
 }
 
@@ -280,5 +285,22 @@ pub(crate) fn reason(text: &str, default: impl FnOnce() -> String) -> Result<Str
         default()
     } else {
         text.to_owned()
+    })
+}
+
+/// Refuses an outside result (a callback's, a submitted form's) that would fail its step: the
+/// caller can fix it, and the process keeps waiting for it (invariant 10).
+pub(crate) fn refuse_bad_result(
+    product: &Product,
+    p: &ProcessState,
+    result: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<(), Rejection> {
+    crate::stepper::check_result(product, p, result).map_err(|why| {
+        Rejection::fields(
+            Code::InvalidArgument,
+            format!("{field} refused: {why}"),
+            vec![FieldError::new(field, why)],
+        )
     })
 }

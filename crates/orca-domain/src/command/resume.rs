@@ -5,7 +5,7 @@ use serde_json::{Map, Value as Json};
 
 use super::{
     Checked, Command, Decision, FailureKind, Loaded, expected_for, named_process, process_command,
-    product_of, shallow, status_invalid, subscription_of,
+    product_of, refuse_bad_result, shallow, status_invalid, subscription_of,
 };
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
@@ -68,6 +68,7 @@ pub(super) fn decide(
     let rejected =
         input.approval && values.get("decision").and_then(Json::as_str) == Some("reject");
     let product = product_of(catalog, p)?;
+    refuse_bad_result(product, p, &values, "input")?;
     let sub = subscription_of(state, p);
     let expected = expected_for(p, sub.as_ref());
     let actor = env.actor.to_owned();

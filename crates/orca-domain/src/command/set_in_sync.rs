@@ -34,7 +34,8 @@ impl TryFrom<&v1::SetInSync> for Checked<Command> {
 }
 
 /// Decides a set-in-sync: refused while a process holds the subscription (it may be changing
-/// it); one already in sync stays as it is.
+/// it). One already in sync records the operator's word all the same, so that the command, like
+/// any other, is remembered by its id.
 pub(super) fn decide(
     state: &Loaded,
     cmd: &SetInSync,
@@ -58,21 +59,17 @@ pub(super) fn decide(
     }
     let expected = vec![(sub.stream(), sub.version)];
     let mut sub = sub.clone();
-    let mut events = Vec::new();
-    if !sub.in_sync {
-        let event = env.event(
-            sub.stream(),
-            sub.version + 1,
-            Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
-                in_sync: true,
-                reason: cmd.reason.clone(),
-            }),
-        );
-        sub.evolve(&event);
-        events.push(event);
-    }
+    let event = env.event(
+        sub.stream(),
+        sub.version + 1,
+        Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
+            in_sync: true,
+            reason: cmd.reason.clone(),
+        }),
+    );
+    sub.evolve(&event);
     Ok(Decision {
-        events,
+        events: vec![event],
         expected,
         process: None,
         subscription: Some(sub),

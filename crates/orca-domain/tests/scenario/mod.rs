@@ -16,6 +16,10 @@ pub struct Scenario {
     pub subscription: Option<SubscriptionState>,
     pub process: Option<ProcessState>,
     next_id: u128,
+    /// Every event decided so far, as the log would hold them.
+    log: Vec<v1::Event>,
+    /// Set when a test changed the held state by hand: it no longer follows from the log.
+    tampered: bool,
 }
 
 impl Scenario {
@@ -25,6 +29,36 @@ impl Scenario {
             subscription: None,
             process: None,
             next_id: 1,
+            log: Vec::new(),
+            tampered: false,
+        }
+    }
+
+    /// Changes the held subscription by hand (a state the commands could not reach as quickly).
+    pub fn tamper(&mut self, change: impl FnOnce(&mut SubscriptionState)) {
+        self.tampered = true;
+        change(self.subscription.as_mut().unwrap());
+    }
+
+    /// What decide says an aggregate is must be what its events fold to: decide and evolve
+    /// agree, so that replay rebuilds what was decided.
+    fn check_replay(&self, d: &Decision) {
+        if self.tampered {
+            return;
+        }
+        let fold = |stream: String| self.log.iter().filter(move |e| e.stream == stream);
+        if let Some(p) = &d.process {
+            let mut replayed = ProcessState::default();
+            fold(p.stream()).for_each(|e| replayed.evolve(e));
+            assert_eq!(&replayed, p, "the process decided is the process replayed");
+        }
+        if let Some(sub) = d.subscription.as_ref().filter(|s| s.exists()) {
+            let mut replayed = SubscriptionState::default();
+            fold(sub.stream()).for_each(|e| replayed.evolve(e));
+            assert_eq!(
+                &replayed, sub,
+                "the subscription decided is the subscription replayed"
+            );
         }
     }
 
@@ -57,6 +91,8 @@ impl Scenario {
         let d = decide(&self.catalog, &loaded, &cmd.command, &mut env);
         self.next_id = counter;
         let d = d?;
+        self.log.extend(d.events.iter().cloned());
+        self.check_replay(&d);
         self.apply(&d);
         Ok(d)
     }
