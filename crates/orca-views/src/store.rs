@@ -347,8 +347,11 @@ impl Views {
         recent.dirty_processes.clear();
         recent.index.clear();
         recent.since = None;
-        // A finished process gets no more events; the rest stay for those to come, within bounds.
+        // Kept for the events to come: unfinished processes and the subscriptions they hold,
+        // within bounds. A finished process gets no more events, and a subscription no process
+        // holds gets its next ones only when one starts: folded again from the log then.
         recent.processes.retain(|_, p| !p.status.is_finished());
+        recent.subscriptions.retain(|_, s| s.locked_by.is_some());
         if recent.processes.len() > STATES {
             recent.processes.clear();
         }
