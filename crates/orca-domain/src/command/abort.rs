@@ -3,8 +3,8 @@
 use orca_proto::v1;
 
 use super::{
-    Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
-    reason, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, Loaded, expected_for, named_process, process_command,
+    product_of, reason, status_invalid, subscription_of,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
@@ -34,25 +34,32 @@ impl TryFrom<&v1::AbortProcess> for Checked<Command> {
     }
 }
 
-/// Decides an abort: the process ends `aborted`, its waiting steps `abort`; the subscription it
-/// held is released and, if the process left it out of sync, stays so with the reason.
-pub(super) fn decide(
-    catalog: &Catalog,
-    state: &Loaded,
-    cmd: &AbortProcess,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let p = named_process(state, cmd.process_id)?;
-    if p.status.is_finished() {
-        return Err(status_invalid(
-            p,
-            "only an unfinished process can be aborted",
-        ));
+impl Decide for AbortProcess {
+    fn process_id(&self) -> Option<ProcessId> {
+        Some(self.process_id)
     }
-    let product = product_of(catalog, p)?;
-    let sub = subscription_of(state, p);
-    let expected = expected_for(p, sub.as_ref());
-    let mut run = Run::new(product, env, p.clone(), sub);
-    run.abort(cmd.reason.clone());
-    Ok(run.finish(expected))
+
+    /// Decides an abort: the process ends `aborted`, its waiting steps `abort`; the subscription it
+    /// held is released and, if the process left it out of sync, stays so with the reason.
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let cmd = self;
+        let p = named_process(state, cmd.process_id)?;
+        if p.status.is_finished() {
+            return Err(status_invalid(
+                p,
+                "only an unfinished process can be aborted",
+            ));
+        }
+        let product = product_of(catalog, p)?;
+        let sub = subscription_of(state, p);
+        let expected = expected_for(p, sub.as_ref());
+        let mut run = Run::new(product, env, p.clone(), sub);
+        run.abort(cmd.reason.clone());
+        Ok(run.finish(expected))
+    }
 }

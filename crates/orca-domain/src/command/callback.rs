@@ -4,8 +4,8 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
-    refuse_bad_result, shallow, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, Loaded, expected_for, named_process, process_command,
+    product_of, refuse_bad_result, shallow, status_invalid, subscription_of,
 };
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
@@ -48,39 +48,46 @@ impl TryFrom<&v1::CallbackProcess> for Checked<Command> {
     }
 }
 
-/// Decides a callback: with the token the process waits for, the step completes with the result
-/// and the process goes on; any other token is refused and changes nothing.
-pub(super) fn decide(
-    catalog: &Catalog,
-    state: &Loaded,
-    cmd: &CallbackProcess,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let p = named_process(state, cmd.process_id)?;
-    let step = p
-        .waiting_step(|k| *k == StepKind::Callback)
-        .ok_or_else(|| status_invalid(p, "only a process awaiting a callback takes one"))?;
-    if step.callback_token != cmd.token {
-        return Err(Rejection::fields(
-            Code::CallbackTokenInvalid,
-            format!(
-                "process {} does not wait for a callback with this token at step {} ({})",
-                p.id, step.index, step.name
-            ),
-            vec![FieldError::new(
-                "token",
-                "not the token the process waits for",
-            )],
-        ));
+impl Decide for CallbackProcess {
+    fn process_id(&self) -> Option<ProcessId> {
+        Some(self.process_id)
     }
-    let index = step.index;
-    let product = product_of(catalog, p)?;
-    refuse_bad_result(product, p, &cmd.result, "result")?;
-    let sub = subscription_of(state, p);
-    let expected = expected_for(p, sub.as_ref());
-    let mut run = Run::new(product, env, p.clone(), sub);
-    if run.complete_step(index, 1, &cmd.result) {
-        run.advance();
+
+    /// Decides a callback: with the token the process waits for, the step completes with the result
+    /// and the process goes on; any other token is refused and changes nothing.
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let cmd = self;
+        let p = named_process(state, cmd.process_id)?;
+        let step = p
+            .waiting_step(|k| *k == StepKind::Callback)
+            .ok_or_else(|| status_invalid(p, "only a process awaiting a callback takes one"))?;
+        if step.callback_token != cmd.token {
+            return Err(Rejection::fields(
+                Code::CallbackTokenInvalid,
+                format!(
+                    "process {} does not wait for a callback with this token at step {} ({})",
+                    p.id, step.index, step.name
+                ),
+                vec![FieldError::new(
+                    "token",
+                    "not the token the process waits for",
+                )],
+            ));
+        }
+        let index = step.index;
+        let product = product_of(catalog, p)?;
+        refuse_bad_result(product, p, &cmd.result, "result")?;
+        let sub = subscription_of(state, p);
+        let expected = expected_for(p, sub.as_ref());
+        let mut run = Run::new(product, env, p.clone(), sub);
+        if run.complete_step(index, 1, &cmd.result) {
+            run.advance();
+        }
+        Ok(run.finish(expected))
     }
-    Ok(run.finish(expected))
 }

@@ -2,7 +2,9 @@
 //! [`Rejection`], never a panic), then decided by [`decide`] on the state they name.
 //!
 //! One file per command, each with the same parts: its domain type, its `TryFrom` the wire
-//! message, and its `decide`. A decision runs the workflow as far as it can go without outside
+//! message, and its [`Decide`] (what it names, and its decision). A new command is its proto
+//! message, its file here with one line in `commands!`, one line in the endpoint table of
+//! `orca-nats`, and its CLI verb. A decision runs the workflow as far as it can go without outside
 //! help: every builtin step runs in the same decision, which stops at a task step (handed to a
 //! step worker) or at the end. So a start is one atomic append: the in-sync check, the lock on
 //! the subscription and the `unsync` of a terminate are decided together on one stream version.
@@ -38,9 +40,66 @@ use crate::subscription::SubscriptionState;
 /// Longest actor or command id accepted.
 pub const MAX_ID_LEN: usize = 256;
 
-/// Every command orca decides.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
+/// What every command's file gives: what the command names, and its decision.
+pub trait Decide {
+    /// The process it is about, if it names one.
+    fn process_id(&self) -> Option<ProcessId> {
+        None
+    }
+
+    /// The subscription it names; otherwise the one of its process is loaded.
+    fn subscription_id(&self) -> Option<SubscriptionId> {
+        None
+    }
+
+    /// Its events on `state`, or why it changes nothing.
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection>;
+}
+
+/// The command list: a new command is one line here (and a file of its own).
+macro_rules! commands {
+    ($($(#[$doc:meta])* $variant:ident($ty:ty)),+ $(,)?) => {
+        /// Every command orca decides.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Command {
+            $($(#[$doc])* $variant($ty)),+
+        }
+
+        impl Command {
+            /// The process the command is about, if it names one.
+            pub fn process_id(&self) -> Option<ProcessId> {
+                match self {
+                    $(Command::$variant(c) => c.process_id()),+
+                }
+            }
+
+            /// The subscription the command names; otherwise the one of its process is loaded.
+            pub fn subscription_id(&self) -> Option<SubscriptionId> {
+                match self {
+                    $(Command::$variant(c) => c.subscription_id()),+
+                }
+            }
+
+            fn decide(
+                &self,
+                catalog: &Catalog,
+                state: &Loaded,
+                env: &mut Env<'_>,
+            ) -> Result<Decision, Rejection> {
+                match self {
+                    $(Command::$variant(c) => c.decide(catalog, state, env)),+
+                }
+            }
+        }
+    };
+}
+
+commands! {
     /// `orca.cmd.process.start`
     Start(StartProcess),
     /// `orca.cmd.task.complete` and `orca.cmd.task.fail`
@@ -55,33 +114,6 @@ pub enum Command {
     Callback(CallbackProcess),
     /// `orca.cmd.subscription.set_in_sync`
     SetInSync(SetInSync),
-}
-
-impl Command {
-    /// The process the command is about, if it names one.
-    pub fn process_id(&self) -> Option<ProcessId> {
-        match self {
-            Command::Start(_) | Command::SetInSync(_) => None,
-            Command::Report(c) => Some(c.process_id),
-            Command::Retry(c) => Some(c.process_id),
-            Command::Abort(c) => Some(c.process_id),
-            Command::Resume(c) => Some(c.process_id),
-            Command::Callback(c) => Some(c.process_id),
-        }
-    }
-
-    /// The subscription the command names; otherwise the one of its process is loaded.
-    pub fn subscription_id(&self) -> Option<SubscriptionId> {
-        match self {
-            Command::Start(c) => c.subscription_id,
-            Command::SetInSync(c) => Some(c.subscription_id),
-            Command::Report(_)
-            | Command::Retry(_)
-            | Command::Abort(_)
-            | Command::Resume(_)
-            | Command::Callback(_) => None,
-        }
-    }
 }
 
 /// The state a command is decided on, loaded by the runtime: the process it names and the
@@ -101,15 +133,7 @@ pub fn decide(
     command: &Command,
     env: &mut Env<'_>,
 ) -> Result<Decision, Rejection> {
-    match command {
-        Command::Start(c) => start::decide(catalog, state, c, env),
-        Command::Report(c) => report::decide(catalog, state, c, env),
-        Command::Retry(c) => retry::decide(catalog, state, c, env),
-        Command::Abort(c) => abort::decide(catalog, state, c, env),
-        Command::Resume(c) => resume::decide(catalog, state, c, env),
-        Command::Callback(c) => callback::decide(catalog, state, c, env),
-        Command::SetInSync(c) => set_in_sync::decide(state, c, env),
-    }
+    command.decide(catalog, state, env)
 }
 
 /// A decoded command with its metadata.

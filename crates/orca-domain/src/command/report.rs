@@ -4,8 +4,8 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decision, FailureKind, Loaded, Meta, expected_for, named_process, product_of,
-    shallow, subscription_of,
+    Checked, Command, Decide, Decision, FailureKind, Loaded, Meta, expected_for, named_process,
+    product_of, shallow, subscription_of,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
@@ -81,38 +81,45 @@ impl TryFrom<&v1::FailTask> for Checked<Command> {
     }
 }
 
-/// Decides a report. One on an attempt the process no longer waits for (it moved on, ended, or
-/// the attempt was superseded) is refused with `TASK_NOT_CURRENT` and changes nothing: delivery
-/// is at least once, the effect exactly once (invariant 9).
-pub(super) fn decide(
-    catalog: &Catalog,
-    state: &Loaded,
-    report: &TaskReport,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let id = report.process_id;
-    let p = named_process(state, id)?;
-    p.awaits(report.step_index, report.attempt).map_err(|why| {
-        Rejection::new(
-            Code::TaskNotCurrent,
-            format!(
-                "task {id}/{}/{} is not current: {why}",
-                report.step_index, report.attempt
-            ),
-        )
-    })?;
-    let product = product_of(catalog, p)?;
-    let sub = subscription_of(state, p);
-    let expected = expected_for(p, sub.as_ref());
-    let index = report.step_index;
-    let mut run = Run::new(product, env, p.clone(), sub);
-    match &report.outcome {
-        Ok(result) => {
-            if run.complete_step(index, report.attempt, result) {
-                run.advance();
-            }
-        }
-        Err((error, kind)) => run.fail_step(index, report.attempt, error.clone(), *kind),
+impl Decide for TaskReport {
+    fn process_id(&self) -> Option<ProcessId> {
+        Some(self.process_id)
     }
-    Ok(run.finish(expected))
+
+    /// Decides a report. One on an attempt the process no longer waits for (it moved on, ended, or
+    /// the attempt was superseded) is refused with `TASK_NOT_CURRENT` and changes nothing: delivery
+    /// is at least once, the effect exactly once (invariant 9).
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let report = self;
+        let id = report.process_id;
+        let p = named_process(state, id)?;
+        p.awaits(report.step_index, report.attempt).map_err(|why| {
+            Rejection::new(
+                Code::TaskNotCurrent,
+                format!(
+                    "task {id}/{}/{} is not current: {why}",
+                    report.step_index, report.attempt
+                ),
+            )
+        })?;
+        let product = product_of(catalog, p)?;
+        let sub = subscription_of(state, p);
+        let expected = expected_for(p, sub.as_ref());
+        let index = report.step_index;
+        let mut run = Run::new(product, env, p.clone(), sub);
+        match &report.outcome {
+            Ok(result) => {
+                if run.complete_step(index, report.attempt, result) {
+                    run.advance();
+                }
+            }
+            Err((error, kind)) => run.fail_step(index, report.attempt, error.clone(), *kind),
+        }
+        Ok(run.finish(expected))
+    }
 }

@@ -4,8 +4,8 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decision, FailureKind, Loaded, expected_for, named_process, process_command,
-    product_of, refuse_bad_result, shallow, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, FailureKind, Loaded, expected_for, named_process,
+    process_command, product_of, refuse_bad_result, shallow, status_invalid, subscription_of,
 };
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
@@ -38,56 +38,63 @@ impl TryFrom<&v1::ResumeProcess> for Checked<Command> {
     }
 }
 
-/// Decides a resume: input that does not satisfy the step's form is refused and the process
-/// stays suspended; valid input completes the step (its values merged into the state) and the
-/// process goes on. An approval rejected fails the process with the reason.
-pub(super) fn decide(
-    catalog: &Catalog,
-    state: &Loaded,
-    cmd: &ResumeProcess,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let p = named_process(state, cmd.process_id)?;
-    let step = p
-        .waiting_step(|k| matches!(k, StepKind::Input(_)))
-        .ok_or_else(|| status_invalid(p, "only a suspended process takes input"))?;
-    let Ok(StepKind::Input(input)) = &step.kind else {
-        return Err(status_invalid(p, "only a suspended process takes input"));
-    };
-    let values = input.form.validate(&cmd.input).map_err(|errors| {
-        Rejection::fields(
-            Code::FormInvalid,
-            format!(
-                "input does not satisfy the form of step {} ({})",
-                step.index, step.name
-            ),
-            errors,
-        )
-    })?;
-    let index = step.index;
-    let rejected =
-        input.approval && values.get("decision").and_then(Json::as_str) == Some("reject");
-    let product = product_of(catalog, p)?;
-    refuse_bad_result(product, p, &values, "input")?;
-    let sub = subscription_of(state, p);
-    let expected = expected_for(p, sub.as_ref());
-    let actor = env.actor.to_owned();
-    let mut run = Run::new(product, env, p.clone(), sub);
-    run.resumed(index);
-    if rejected {
-        let why = values
-            .get("reason")
-            .and_then(Json::as_str)
-            .filter(|r| !r.is_empty())
-            .unwrap_or("no reason given");
-        run.fail_step(
-            index,
-            1,
-            format!("rejected by {actor}: {why}"),
-            FailureKind::Permanent,
-        );
-    } else if run.complete_step(index, 1, &values) {
-        run.advance();
+impl Decide for ResumeProcess {
+    fn process_id(&self) -> Option<ProcessId> {
+        Some(self.process_id)
     }
-    Ok(run.finish(expected))
+
+    /// Decides a resume: input that does not satisfy the step's form is refused and the process
+    /// stays suspended; valid input completes the step (its values merged into the state) and the
+    /// process goes on. An approval rejected fails the process with the reason.
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let cmd = self;
+        let p = named_process(state, cmd.process_id)?;
+        let step = p
+            .waiting_step(|k| matches!(k, StepKind::Input(_)))
+            .ok_or_else(|| status_invalid(p, "only a suspended process takes input"))?;
+        let Ok(StepKind::Input(input)) = &step.kind else {
+            return Err(status_invalid(p, "only a suspended process takes input"));
+        };
+        let values = input.form.validate(&cmd.input).map_err(|errors| {
+            Rejection::fields(
+                Code::FormInvalid,
+                format!(
+                    "input does not satisfy the form of step {} ({})",
+                    step.index, step.name
+                ),
+                errors,
+            )
+        })?;
+        let index = step.index;
+        let rejected =
+            input.approval && values.get("decision").and_then(Json::as_str) == Some("reject");
+        let product = product_of(catalog, p)?;
+        refuse_bad_result(product, p, &values, "input")?;
+        let sub = subscription_of(state, p);
+        let expected = expected_for(p, sub.as_ref());
+        let actor = env.actor.to_owned();
+        let mut run = Run::new(product, env, p.clone(), sub);
+        run.resumed(index);
+        if rejected {
+            let why = values
+                .get("reason")
+                .and_then(Json::as_str)
+                .filter(|r| !r.is_empty())
+                .unwrap_or("no reason given");
+            run.fail_step(
+                index,
+                1,
+                format!("rejected by {actor}: {why}"),
+                FailureKind::Permanent,
+            );
+        } else if run.complete_step(index, 1, &values) {
+            run.advance();
+        }
+        Ok(run.finish(expected))
+    }
 }

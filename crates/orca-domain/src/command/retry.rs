@@ -3,8 +3,8 @@
 use orca_proto::v1;
 
 use super::{
-    Checked, Command, Decision, Loaded, expected_for, named_process, process_command, product_of,
-    status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, Loaded, expected_for, named_process, process_command,
+    product_of, status_invalid, subscription_of,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
@@ -32,32 +32,39 @@ impl TryFrom<&v1::RetryProcess> for Checked<Command> {
     }
 }
 
-/// Decides a retry: the step that stopped the process runs again on the state the process had
-/// (a task gets a new attempt); its subscription stays held by it.
-pub(super) fn decide(
-    catalog: &Catalog,
-    state: &Loaded,
-    cmd: &RetryProcess,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let p = named_process(state, cmd.process_id)?;
-    if !matches!(
-        p.status,
-        ProcessStatus::Failed
-            | ProcessStatus::Waiting
-            | ProcessStatus::ApiUnavailable
-            | ProcessStatus::InconsistentData
-    ) {
-        return Err(status_invalid(
-            p,
-            "only a failed, waiting, api_unavailable or inconsistent_data process can be retried",
-        ));
+impl Decide for RetryProcess {
+    fn process_id(&self) -> Option<ProcessId> {
+        Some(self.process_id)
     }
-    let product = product_of(catalog, p)?;
-    let sub = subscription_of(state, p);
-    let expected = expected_for(p, sub.as_ref());
-    let mut run = Run::new(product, env, p.clone(), sub);
-    run.retried();
-    run.advance();
-    Ok(run.finish(expected))
+
+    /// Decides a retry: the step that stopped the process runs again on the state the process had
+    /// (a task gets a new attempt); its subscription stays held by it.
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let cmd = self;
+        let p = named_process(state, cmd.process_id)?;
+        if !matches!(
+            p.status,
+            ProcessStatus::Failed
+                | ProcessStatus::Waiting
+                | ProcessStatus::ApiUnavailable
+                | ProcessStatus::InconsistentData
+        ) {
+            return Err(status_invalid(
+                p,
+                "only a failed, waiting, api_unavailable or inconsistent_data process can be retried",
+            ));
+        }
+        let product = product_of(catalog, p)?;
+        let sub = subscription_of(state, p);
+        let expected = expected_for(p, sub.as_ref());
+        let mut run = Run::new(product, env, p.clone(), sub);
+        run.retried();
+        run.advance();
+        Ok(run.finish(expected))
+    }
 }

@@ -2,7 +2,8 @@
 
 use orca_proto::v1::{self, event::Body};
 
-use super::{Checked, Command, Decision, Loaded, Meta, reason};
+use super::{Checked, Command, Decide, Decision, Loaded, Meta, reason};
+use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::SubscriptionId;
 use crate::rejection::{Code, Rejection};
@@ -33,45 +34,53 @@ impl TryFrom<&v1::SetInSync> for Checked<Command> {
     }
 }
 
-/// Decides a set-in-sync: refused while a process holds the subscription (it may be changing
-/// it). One already in sync records the operator's word all the same, so that the command, like
-/// any other, is remembered by its id.
-pub(super) fn decide(
-    state: &Loaded,
-    cmd: &SetInSync,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let id = cmd.subscription_id;
-    let sub = state
-        .subscription
-        .as_ref()
-        .filter(|s| s.exists() && s.id == id)
-        .ok_or_else(|| {
-            Rejection::new(Code::SubscriptionNotFound, format!("no subscription {id}"))
-        })?;
-    if let Some(holder) = sub.locked_by {
-        return Err(Rejection::new(
-            Code::SubscriptionLocked,
-            format!(
-                "subscription {id} is held by unfinished process {holder}; finish or abort it first"
-            ),
-        ));
+impl Decide for SetInSync {
+    fn subscription_id(&self) -> Option<SubscriptionId> {
+        Some(self.subscription_id)
     }
-    let expected = vec![(sub.stream(), sub.version)];
-    let mut sub = sub.clone();
-    let event = env.event(
-        sub.stream(),
-        sub.version + 1,
-        Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
-            in_sync: true,
-            reason: cmd.reason.clone(),
-        }),
-    );
-    sub.evolve(&event);
-    Ok(Decision {
-        events: vec![event],
-        expected,
-        process: None,
-        subscription: Some(sub),
-    })
+
+    /// Decides a set-in-sync: refused while a process holds the subscription (it may be changing
+    /// it). One already in sync records the operator's word all the same, so that the command, like
+    /// any other, is remembered by its id.
+    fn decide(
+        &self,
+        _catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let cmd = self;
+        let id = cmd.subscription_id;
+        let sub = state
+            .subscription
+            .as_ref()
+            .filter(|s| s.exists() && s.id == id)
+            .ok_or_else(|| {
+                Rejection::new(Code::SubscriptionNotFound, format!("no subscription {id}"))
+            })?;
+        if let Some(holder) = sub.locked_by {
+            return Err(Rejection::new(
+                Code::SubscriptionLocked,
+                format!(
+                    "subscription {id} is held by unfinished process {holder}; finish or abort it first"
+                ),
+            ));
+        }
+        let expected = vec![(sub.stream(), sub.version)];
+        let mut sub = sub.clone();
+        let event = env.event(
+            sub.stream(),
+            sub.version + 1,
+            Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
+                in_sync: true,
+                reason: cmd.reason.clone(),
+            }),
+        );
+        sub.evolve(&event);
+        Ok(Decision {
+            events: vec![event],
+            expected,
+            process: None,
+            subscription: Some(sub),
+        })
+    }
 }

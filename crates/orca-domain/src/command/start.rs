@@ -3,7 +3,7 @@
 use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
 
-use super::{Checked, Command, Decision, Loaded, Meta, opt, shallow};
+use super::{Checked, Command, Decide, Decision, Loaded, Meta, opt, shallow};
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
 use crate::ids::{CustomerId, ProcessId, SubscriptionId};
@@ -55,191 +55,198 @@ impl TryFrom<&v1::StartProcess> for Checked<Command> {
     }
 }
 
-/// Decides a start: checks the workflow, product, subscription and form, then runs the
-/// workflow's builtin steps up to its first task.
-pub(super) fn decide(
-    catalog: &Catalog,
-    state: &Loaded,
-    cmd: &StartProcess,
-    env: &mut Env<'_>,
-) -> Result<Decision, Rejection> {
-    let wf = catalog
-        .workflow(&cmd.workflow, cmd.workflow_version)
-        .ok_or_else(|| match cmd.workflow_version {
-            Some(v) => Rejection::fields(
-                Code::UnknownWorkflow,
-                format!("no workflow {:?} version {v} in the catalog", cmd.workflow),
-                vec![FieldError::new("workflow_version", "unknown version")],
-            ),
-            None => Rejection::fields(
-                Code::UnknownWorkflow,
-                format!("no workflow named {:?} in the catalog", cmd.workflow),
-                vec![FieldError::new("workflow", "unknown workflow")],
-            ),
-        })?;
-    if let Some(p) = &cmd.product {
-        if catalog.product(p, None).is_none() {
-            return Err(Rejection::fields(
-                Code::UnknownProduct,
-                format!("no product named {p:?} in the catalog"),
-                vec![FieldError::new("product", "unknown product")],
-            ));
-        }
-        if *p != wf.product {
-            return Err(Rejection::fields(
-                Code::UnknownProduct,
-                format!(
-                    "workflow {} is for product {}, not {p}",
-                    wf.name, wf.product
-                ),
-                vec![FieldError::new(
-                    "product",
-                    format!("must be {}", wf.product),
-                )],
-            ));
-        }
+impl Decide for StartProcess {
+    fn subscription_id(&self) -> Option<SubscriptionId> {
+        self.subscription_id
     }
-    let product = catalog
-        .product(&wf.product, Some(wf.product_version))
-        .ok_or_else(|| {
-            Rejection::new(
-                Code::UnknownProduct,
-                format!("no product {:?} version {}", wf.product, wf.product_version),
+
+    /// Decides a start: checks the workflow, product, subscription and form, then runs the
+    /// workflow's builtin steps up to its first task.
+    fn decide(
+        &self,
+        catalog: &Catalog,
+        state: &Loaded,
+        env: &mut Env<'_>,
+    ) -> Result<Decision, Rejection> {
+        let cmd = self;
+        let wf = catalog
+            .workflow(&cmd.workflow, cmd.workflow_version)
+            .ok_or_else(|| match cmd.workflow_version {
+                Some(v) => Rejection::fields(
+                    Code::UnknownWorkflow,
+                    format!("no workflow {:?} version {v} in the catalog", cmd.workflow),
+                    vec![FieldError::new("workflow_version", "unknown version")],
+                ),
+                None => Rejection::fields(
+                    Code::UnknownWorkflow,
+                    format!("no workflow named {:?} in the catalog", cmd.workflow),
+                    vec![FieldError::new("workflow", "unknown workflow")],
+                ),
+            })?;
+        if let Some(p) = &cmd.product {
+            if catalog.product(p, None).is_none() {
+                return Err(Rejection::fields(
+                    Code::UnknownProduct,
+                    format!("no product named {p:?} in the catalog"),
+                    vec![FieldError::new("product", "unknown product")],
+                ));
+            }
+            if *p != wf.product {
+                return Err(Rejection::fields(
+                    Code::UnknownProduct,
+                    format!(
+                        "workflow {} is for product {}, not {p}",
+                        wf.name, wf.product
+                    ),
+                    vec![FieldError::new(
+                        "product",
+                        format!("must be {}", wf.product),
+                    )],
+                ));
+            }
+        }
+        let product = catalog
+            .product(&wf.product, Some(wf.product_version))
+            .ok_or_else(|| {
+                Rejection::new(
+                    Code::UnknownProduct,
+                    format!("no product {:?} version {}", wf.product, wf.product_version),
+                )
+            })?;
+
+        let process_id = ProcessId((env.new_id)());
+        let mut expected = Vec::new();
+        let mut new_subscription_id = None;
+        let subscription = if wf.target == Target::Create {
+            if cmd.customer_id.is_none() {
+                return Err(Rejection::fields(
+                    Code::InvalidArgument,
+                    format!("{} creates a subscription and needs a customer_id", wf.name),
+                    vec![FieldError::new("customer_id", "field required")],
+                ));
+            }
+            if cmd.subscription_id.is_some() {
+                return Err(Rejection::fields(
+                    Code::InvalidArgument,
+                    format!("{} creates a subscription; do not name one", wf.name),
+                    vec![FieldError::new(
+                        "subscription_id",
+                        "not allowed for a create workflow",
+                    )],
+                ));
+            }
+            let id = SubscriptionId((env.new_id)());
+            expected.push((id.stream(), 0));
+            new_subscription_id = Some(id);
+            None
+        } else {
+            let Some(id) = cmd.subscription_id else {
+                return Err(Rejection::fields(
+                    Code::InvalidArgument,
+                    format!("{} needs a subscription_id", wf.name),
+                    vec![FieldError::new("subscription_id", "field required")],
+                ));
+            };
+            let sub = state
+                .subscription
+                .as_ref()
+                .filter(|s| s.exists() && s.id == id)
+                .ok_or_else(|| {
+                    Rejection::new(Code::SubscriptionNotFound, format!("no subscription {id}"))
+                })?;
+            if sub.product != wf.product {
+                return Err(Rejection::new(
+                    Code::UnknownProduct,
+                    format!(
+                        "subscription {id} is a {}; {} is for {}",
+                        sub.product, wf.name, wf.product
+                    ),
+                ));
+            }
+            if !wf.usable_when.contains(&sub.status) {
+                let allowed: Vec<_> = wf.usable_when.iter().map(|l| l.as_str()).collect();
+                return Err(Rejection::new(
+                    Code::LifecycleInvalid,
+                    format!(
+                        "subscription {id} is {}; {} starts only on {}",
+                        sub.status,
+                        wf.name,
+                        allowed.join(" or ")
+                    ),
+                ));
+            }
+            if !sub.in_sync && !wf.target.runs_out_of_sync() {
+                return Err(Rejection::new(
+                    Code::SubscriptionOutOfSync,
+                    format!(
+                        "subscription {id} is out of sync; only validate and system workflows may run"
+                    ),
+                ));
+            }
+            if let Some(holder) = sub.locked_by {
+                return Err(Rejection::new(
+                    Code::SubscriptionLocked,
+                    format!("subscription {id} is held by unfinished process {holder}"),
+                ));
+            }
+            expected.push((id.stream(), sub.version));
+            Some(sub.clone())
+        };
+
+        // A value left out of a modify form keeps the subscription's.
+        let given = match &subscription {
+            Some(sub) => {
+                let view = sub.to_view_without_trail();
+                wf.form
+                    .prefilled(&cmd.input, &|k| crate::view::template_value(&view, k))
+            }
+            None => cmd.input.clone(),
+        };
+        let input = wf.form.validate(&given).map_err(|errors| {
+            Rejection::fields(
+                Code::FormInvalid,
+                format!("input does not satisfy the form of {}", wf.name),
+                errors,
             )
         })?;
 
-    let process_id = ProcessId((env.new_id)());
-    let mut expected = Vec::new();
-    let mut new_subscription_id = None;
-    let subscription = if wf.target == Target::Create {
-        if cmd.customer_id.is_none() {
-            return Err(Rejection::fields(
-                Code::InvalidArgument,
-                format!("{} creates a subscription and needs a customer_id", wf.name),
-                vec![FieldError::new("customer_id", "field required")],
-            ));
-        }
-        if cmd.subscription_id.is_some() {
-            return Err(Rejection::fields(
-                Code::InvalidArgument,
-                format!("{} creates a subscription; do not name one", wf.name),
-                vec![FieldError::new(
-                    "subscription_id",
-                    "not allowed for a create workflow",
-                )],
-            ));
-        }
-        let id = SubscriptionId((env.new_id)());
-        expected.push((id.stream(), 0));
-        new_subscription_id = Some(id);
-        None
-    } else {
-        let Some(id) = cmd.subscription_id else {
-            return Err(Rejection::fields(
-                Code::InvalidArgument,
-                format!("{} needs a subscription_id", wf.name),
-                vec![FieldError::new("subscription_id", "field required")],
-            ));
+        expected.push((process_id.stream(), 0));
+        let steps = wf
+            .steps
+            .iter()
+            .map(|s| {
+                let mut def = s.to_proto();
+                if let StepKind::Builtin(b) = s.kind
+                    && b.takes_description()
+                {
+                    def.argument = wf.subscription_description.clone().unwrap_or_default();
+                }
+                def
+            })
+            .collect();
+        let started = v1::ProcessStarted {
+            process_id: process_id.to_string(),
+            workflow: wf.name.clone(),
+            workflow_version: wf.version,
+            target: wf.target.as_str().into(),
+            product: wf.product.clone(),
+            customer_id: match (&cmd.customer_id, &subscription) {
+                (Some(c), _) => c.to_string(),
+                (None, Some(s)) => s.customer_id.clone(),
+                (None, None) => String::new(),
+            },
+            subscription_id: cmd
+                .subscription_id
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            input: Some(json::json_to_struct(&input)),
+            steps,
+            product_def: Some(product.to_proto()),
         };
-        let sub = state
-            .subscription
-            .as_ref()
-            .filter(|s| s.exists() && s.id == id)
-            .ok_or_else(|| {
-                Rejection::new(Code::SubscriptionNotFound, format!("no subscription {id}"))
-            })?;
-        if sub.product != wf.product {
-            return Err(Rejection::new(
-                Code::UnknownProduct,
-                format!(
-                    "subscription {id} is a {}; {} is for {}",
-                    sub.product, wf.name, wf.product
-                ),
-            ));
-        }
-        if !wf.usable_when.contains(&sub.status) {
-            let allowed: Vec<_> = wf.usable_when.iter().map(|l| l.as_str()).collect();
-            return Err(Rejection::new(
-                Code::LifecycleInvalid,
-                format!(
-                    "subscription {id} is {}; {} starts only on {}",
-                    sub.status,
-                    wf.name,
-                    allowed.join(" or ")
-                ),
-            ));
-        }
-        if !sub.in_sync && !wf.target.runs_out_of_sync() {
-            return Err(Rejection::new(
-                Code::SubscriptionOutOfSync,
-                format!(
-                    "subscription {id} is out of sync; only validate and system workflows may run"
-                ),
-            ));
-        }
-        if let Some(holder) = sub.locked_by {
-            return Err(Rejection::new(
-                Code::SubscriptionLocked,
-                format!("subscription {id} is held by unfinished process {holder}"),
-            ));
-        }
-        expected.push((id.stream(), sub.version));
-        Some(sub.clone())
-    };
-
-    // A value left out of a modify form keeps the subscription's.
-    let given = match &subscription {
-        Some(sub) => {
-            let view = sub.to_view_without_trail();
-            wf.form
-                .prefilled(&cmd.input, &|k| crate::view::template_value(&view, k))
-        }
-        None => cmd.input.clone(),
-    };
-    let input = wf.form.validate(&given).map_err(|errors| {
-        Rejection::fields(
-            Code::FormInvalid,
-            format!("input does not satisfy the form of {}", wf.name),
-            errors,
-        )
-    })?;
-
-    expected.push((process_id.stream(), 0));
-    let steps = wf
-        .steps
-        .iter()
-        .map(|s| {
-            let mut def = s.to_proto();
-            if let StepKind::Builtin(b) = s.kind
-                && b.takes_description()
-            {
-                def.argument = wf.subscription_description.clone().unwrap_or_default();
-            }
-            def
-        })
-        .collect();
-    let started = v1::ProcessStarted {
-        process_id: process_id.to_string(),
-        workflow: wf.name.clone(),
-        workflow_version: wf.version,
-        target: wf.target.as_str().into(),
-        product: wf.product.clone(),
-        customer_id: match (&cmd.customer_id, &subscription) {
-            (Some(c), _) => c.to_string(),
-            (None, Some(s)) => s.customer_id.clone(),
-            (None, None) => String::new(),
-        },
-        subscription_id: cmd
-            .subscription_id
-            .map(|s| s.to_string())
-            .unwrap_or_default(),
-        input: Some(json::json_to_struct(&input)),
-        steps,
-        product_def: Some(product.to_proto()),
-    };
-    let mut run = Run::new(product, env, ProcessState::default(), subscription);
-    run.new_subscription_id = new_subscription_id;
-    run.emit_process(process_id, Body::ProcessStarted(started));
-    run.advance();
-    Ok(run.finish(expected))
+        let mut run = Run::new(product, env, ProcessState::default(), subscription);
+        run.new_subscription_id = new_subscription_id;
+        run.emit_process(process_id, Body::ProcessStarted(started));
+        run.advance();
+        Ok(run.finish(expected))
+    }
 }
