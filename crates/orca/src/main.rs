@@ -12,8 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// orca — an event-sourced orchestrator for product subscriptions and their workflows.
 ///
 /// Start here: `orca demo` runs the whole story (it starts a local nats-server, the service and
-/// the example step worker, creates a UserGroup subscription and terminates it). `orca serve` and
-/// `orca worker example` run the pieces apart; the other verbs talk to a running service.
+/// the example step worker, then creates, modifies, validates and terminates a UserGroup
+/// subscription). `orca serve` and `orca worker example` run the pieces apart; the other verbs
+/// talk to a running service.
 #[derive(Parser)]
 #[command(name = "orca", version, propagate_version = true)]
 struct Cli {
@@ -38,12 +39,12 @@ enum Command {
     /// Run a step worker.
     #[command(subcommand)]
     Worker(cli::worker::Command),
-    /// Run the whole story locally: create a UserGroup, terminate it, print everything.
+    /// Run the whole story locally: create, modify, validate and terminate a UserGroup.
     Demo(cli::demo::Args),
-    /// Start, inspect and list processes (workflow runs).
+    /// Start, inspect and follow processes (workflow runs); retry, abort, resume and call them back.
     #[command(subcommand)]
     Process(cli::process::Command),
-    /// Inspect and list subscriptions.
+    /// Inspect and list subscriptions; set one back in sync.
     #[command(subcommand)]
     Subscription(cli::subscription::Command),
     /// List workflows and show their input forms.
