@@ -94,14 +94,16 @@ async fn callback(env: &Env, id: &str, token: &str, result: Json) -> v1::Command
     send(env, "cmd.process.callback", &m).await
 }
 
-/// Waits until the process is in `status`; returns its view.
+/// Waits until the process is in `status`, reading views that include everything the log held
+/// when the wait began (so a view from before the last command does not count); returns it.
 async fn wait_status(client: &OrcaClient, id: &str, status: &str) -> v1::Process {
     let found = Arc::new(Mutex::new(None));
+    let head = client.info().await.unwrap().log_head;
     wait_until(LONG, || {
         let (c, found, id) = (client.clone(), found.clone(), id.to_owned());
         let status = status.to_owned();
         async move {
-            let Ok(reply) = c.process(&id, 0).await else {
+            let Ok(reply) = c.process(&id, head).await else {
                 return false;
             };
             let done = reply.process.as_ref().is_some_and(|p| p.status == status);
@@ -538,23 +540,13 @@ async fn after_kill_9_suspended_callback_failed_and_running_processes_each_reach
     let env = Env::new().await;
     let catalog = gated_catalog(&env);
     let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
-    // Provision fails its first attempt for groups named Broken; every success is counted.
-    let runs: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
-    let counted = runs.clone();
-    let provision = move |task: v1::Task| {
-        let counted = counted.clone();
-        async move {
-            let broken = orca_worker::state(&task).get("group_name") == Some(&json!("Broken"));
-            if broken && task.attempt == 1 {
-                return TaskOutcome::Failed("the directory refused".into());
-            }
-            *counted
-                .lock()
-                .unwrap()
-                .entry(task.process_id.clone())
-                .or_default() += 1;
-            orca_worker::example::provision_user_group(task).await
+    // Provision fails its first attempt for groups named Broken.
+    let provision = move |task: v1::Task| async move {
+        let broken = orca_worker::state(&task).get("group_name") == Some(&json!("Broken"));
+        if broken && task.attempt == 1 {
+            return TaskOutcome::Failed("the directory refused".into());
         }
+        orca_worker::example::provision_user_group(task).await
     };
     let stop = provision_worker(&env, provision).await;
 
@@ -594,18 +586,7 @@ async fn after_kill_9_suspended_callback_failed_and_running_processes_each_reach
     orca.kill9();
 
     let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
-    let counted = runs.clone();
-    let provision = move |task: v1::Task| {
-        let counted = counted.clone();
-        async move {
-            *counted
-                .lock()
-                .unwrap()
-                .entry(task.process_id.clone())
-                .or_default() += 1;
-            orca_worker::example::provision_user_group(task).await
-        }
-    };
+    let provision = orca_worker::example::provision_user_group;
     let _stop = provision_worker(&env, provision).await;
     assert_eq!(
         wait_status(&env.client, &suspended.process_id, "suspended")
@@ -646,11 +627,33 @@ async fn after_kill_9_suspended_callback_failed_and_running_processes_each_reach
             "{id}"
         );
     }
-    // Nothing ran twice to completion: one successful provision per process.
-    let runs = runs.lock().unwrap().clone();
-    for id in &all {
-        assert_eq!(runs.get(id), Some(&1), "provisioned once: {id} {runs:?}");
-    }
     assert!(orca.terminate(), "clean stop");
+    // Nothing ran twice to completion: the log holds one success of each step of each process
+    // and one completion each (a task delivered twice has one effect).
+    let log = orca_log::Log::open(&orca_log::LogOptions::new(env.data().join("log"))).unwrap();
+    let mut successes: BTreeMap<(String, u32), u32> = BTreeMap::new();
+    let mut completions: BTreeMap<String, u32> = BTreeMap::new();
+    for r in log.read_from(1, usize::MAX).unwrap() {
+        let e =
+            orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version).unwrap();
+        let id = r.stream.trim_start_matches("process-").to_owned();
+        match e.body {
+            Some(v1::event::Body::StepCompleted(s)) if s.status != "failed" => {
+                *successes.entry((id, s.index)).or_default() += 1;
+            }
+            Some(v1::event::Body::ProcessCompleted(_)) => {
+                *completions.entry(id).or_default() += 1;
+            }
+            _ => {}
+        }
+    }
+    drop(log);
+    for id in &all {
+        assert_eq!(completions.get(id), Some(&1), "completed once: {id}");
+    }
+    assert!(
+        successes.values().all(|n| *n == 1),
+        "every step succeeded once: {successes:?}"
+    );
     assert_views_verify(&env.data());
 }

@@ -5,8 +5,9 @@
 //! - [`form`]: input form validation and JSON Schema.
 //! - [`command`]: every [`Command`], one file each: decoded from the wire with `TryFrom` (never
 //!   a panic) and decided by [`decide`] — command + [`Loaded`] state in, events or a
-//!   [`Rejection`] out. Builtin steps run inside the decision (the stepper); task steps stop it
-//!   and become `TaskScheduled` events that the runtime hands to step workers.
+//!   [`Rejection`] out. Builtin steps run inside the decision (the stepper); a task step stops
+//!   it as a `TaskScheduled` event that the runtime hands to step workers, an input or callback
+//!   step as the process waiting for its answer.
 //! - [`ProcessState`], [`SubscriptionState`]: the aggregates, with `evolve` folding their events;
 //!   the same fold builds the views ([`view`]: the one place wire views are made), so replay
 //!   equals live.

@@ -152,9 +152,28 @@ impl<'a, 'e> Run<'a, 'e> {
         self.emit(Body::ProcessResumed(v1::ProcessResumed { index, name }));
     }
 
-    /// Records an operator's retry: the step that stopped the process runs again.
+    /// Records an operator's retry: the step that stopped the process runs again. A
+    /// subscription it holds out of sync says so (instead of why the process stopped).
     pub fn retried(&mut self) {
         self.emit(Body::ProcessRetried(v1::ProcessRetried {}));
+        let pid = self.process.id;
+        if self
+            .subscription
+            .as_ref()
+            .is_some_and(|s| s.exists() && s.locked_by == Some(pid) && !s.in_sync)
+        {
+            let reason = format!(
+                "process {pid} ({}) is changing it (retried)",
+                self.process.workflow
+            );
+            // The subscription exists: emitting cannot fail.
+            let _ = self.emit_subscription(Body::SubscriptionSyncChanged(
+                v1::SubscriptionSyncChanged {
+                    in_sync: false,
+                    reason,
+                },
+            ));
+        }
     }
 
     /// Ends the process as aborted; releases its subscription, which, if out of sync, says why.
@@ -200,8 +219,8 @@ impl<'a, 'e> Run<'a, 'e> {
         }
     }
 
-    /// Runs steps until the process waits for something outside (a worker), a step fails, or the
-    /// process completes.
+    /// Runs steps until the process waits for something outside (a worker, an input, a
+    /// callback), a step fails, or the process completes.
     pub fn advance(&mut self) {
         loop {
             let next = self.process.next_steps();

@@ -69,6 +69,7 @@ impl SubscriptionState {
                 self.customer_id.clone_from(&e.customer_id);
                 self.status = Lifecycle::from_str(&e.status).unwrap_or_default();
                 self.in_sync = false;
+                self.sync_reason = "new: in sync once its create workflow resyncs it".into();
                 self.blocks = e
                     .blocks
                     .iter()

@@ -89,6 +89,14 @@ pub async fn deprovision_user_group(task: v1::Task) -> TaskOutcome {
     TaskOutcome::Ok(out)
 }
 
+/// The steps the example worker runs.
+pub const STEPS: [&str; 4] = [
+    "provision_user_group",
+    "modify_user_group",
+    "validate_user_group",
+    "deprovision_user_group",
+];
+
 /// Fail the first `attempts` attempts (all when `None`) of each task of `step` with a retryable
 /// error: how to see orca's failure handling with the example worker (`--fail STEP[:N]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +123,11 @@ impl std::str::FromStr for FailRule {
             ),
             None => (s, None),
         };
-        if step.is_empty() {
-            return Err("name a step: STEP or STEP:N".into());
+        if !STEPS.contains(&step) {
+            return Err(format!(
+                "the example worker runs no step {step:?} (it runs {})",
+                STEPS.join(", ")
+            ));
         }
         Ok(Self {
             step: step.to_owned(),
@@ -145,12 +156,13 @@ fn failing(inner: Arc<dyn Handler>, rule: FailRule) -> impl Handler {
 
 /// Adds the example handlers to a worker, failing as `fail` says.
 pub fn register(worker: Worker, fail: &[FailRule]) -> Worker {
-    let handlers: [(&str, Arc<dyn Handler>); 4] = [
-        ("provision_user_group", Arc::new(provision_user_group)),
-        ("modify_user_group", Arc::new(modify_user_group)),
-        ("validate_user_group", Arc::new(validate_user_group)),
-        ("deprovision_user_group", Arc::new(deprovision_user_group)),
+    let handlers: [Arc<dyn Handler>; 4] = [
+        Arc::new(provision_user_group),
+        Arc::new(modify_user_group),
+        Arc::new(validate_user_group),
+        Arc::new(deprovision_user_group),
     ];
+    let handlers = STEPS.into_iter().zip(handlers);
     handlers.into_iter().fold(worker, |w, (step, handler)| {
         match fail.iter().find(|r| r.step == step) {
             Some(rule) => w.handle(step, failing(handler, rule.clone())),
@@ -165,5 +177,31 @@ struct ArcHandler(Arc<dyn Handler>);
 impl Handler for ArcHandler {
     fn run(&self, task: v1::Task) -> std::pin::Pin<Box<dyn Future<Output = TaskOutcome> + Send>> {
         self.0.run(task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailRule;
+
+    #[test]
+    fn fail_rules_name_a_step_of_the_example_worker_and_a_count() {
+        let rule: FailRule = "provision_user_group:2".parse().unwrap();
+        assert_eq!(
+            (rule.step.as_str(), rule.attempts),
+            ("provision_user_group", Some(2))
+        );
+        assert_eq!(
+            "validate_user_group".parse::<FailRule>().unwrap().attempts,
+            None
+        );
+        for bad in [
+            "provison_user_group:2",
+            "",
+            "provision_user_group:0",
+            "provision_user_group:x",
+        ] {
+            assert!(bad.parse::<FailRule>().is_err(), "{bad}");
+        }
     }
 }

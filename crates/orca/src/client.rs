@@ -130,10 +130,20 @@ impl OrcaClient {
         self.call("query.process.list", q).await
     }
 
-    /// `query.workflow.form`
+    /// `query.workflow.form` of the newest version.
     pub async fn form(
         &self,
         workflow: &str,
+        subscription_id: &str,
+    ) -> anyhow::Result<v1::WorkflowForm> {
+        self.form_at(workflow, 0, subscription_id).await
+    }
+
+    /// `query.workflow.form` of `version` (the newest when 0).
+    pub async fn form_at(
+        &self,
+        workflow: &str,
+        version: u32,
         subscription_id: &str,
     ) -> anyhow::Result<v1::WorkflowForm> {
         self.call(
@@ -141,7 +151,7 @@ impl OrcaClient {
             &v1::GetWorkflowForm {
                 workflow: workflow.to_owned(),
                 subscription_id: subscription_id.to_owned(),
-                workflow_version: 0,
+                workflow_version: version,
             },
         )
         .await

@@ -125,3 +125,14 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_verb_and_flag_is_well_formed() {
+        // What clap checks when a debug build starts: no two flags of a verb share a name.
+        super::Cli::command().debug_assert();
+    }
+}

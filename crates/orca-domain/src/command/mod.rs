@@ -5,8 +5,8 @@
 //! message, and its [`Decide`] (what it names, and its decision). A new command is its proto
 //! message, its file here with one line in `commands!`, one line in the endpoint table of
 //! `orca-nats`, and its CLI verb. A decision runs the workflow as far as it can go without outside
-//! help: every builtin step runs in the same decision, which stops at a task step (handed to a
-//! step worker) or at the end. So a start is one atomic append: the in-sync check, the lock on
+//! help: every builtin step runs in the same decision, which stops at a step that waits (a task
+//! handed to a step worker, an input, a callback), at a failure, or at the end. So a start is one atomic append: the in-sync check, the lock on
 //! the subscription and the `unsync` of a terminate are decided together on one stream version.
 
 mod abort;

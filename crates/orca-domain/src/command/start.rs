@@ -22,7 +22,7 @@ pub struct StartProcess {
     pub product: Option<String>,
     /// Customer (create).
     pub customer_id: Option<CustomerId>,
-    /// Subscription (modify, terminate).
+    /// Subscription (every workflow but a create).
     pub subscription_id: Option<SubscriptionId>,
     /// Form values.
     pub input: Map<String, Json>,
@@ -61,7 +61,7 @@ impl Decide for StartProcess {
     }
 
     /// Decides a start: checks the workflow, product, subscription and form, then runs the
-    /// workflow's builtin steps up to its first task.
+    /// workflow's builtin steps up to its first waiting step (a task, an input, a callback).
     fn decide(
         &self,
         catalog: &Catalog,

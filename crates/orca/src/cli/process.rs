@@ -26,7 +26,7 @@ pub enum Command {
         /// Customer UUID (create workflows).
         #[arg(long)]
         customer: Option<String>,
-        /// Subscription UUID (modify and terminate workflows).
+        /// Subscription UUID (every workflow but a create).
         #[arg(long)]
         subscription: Option<String>,
         /// Product name (optional; checked against the workflow).
@@ -40,7 +40,7 @@ pub enum Command {
         input_json: Option<String>,
         /// Version of the workflow (the newest when not given).
         #[arg(long)]
-        version: Option<u32>,
+        workflow_version: Option<u32>,
         #[command(flatten)]
         meta: Meta,
         /// Submit confirmation forms without asking.
@@ -110,7 +110,9 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Follow a process's events live until it completes or is aborted (Ctrl-C to stop).
+    /// Follow a process's events, from its first, live until it ends: exit 0 when it completes,
+    /// 1 when it is aborted. A process that waits (failed, suspended, …) is followed until
+    /// someone moves it on, or Ctrl-C.
     Watch {
         /// Process UUID.
         id: String,
@@ -152,39 +154,55 @@ pub struct Meta {
     pub actor: String,
 }
 
-/// `NAME=VALUE` / `NAME:=JSON` pairs over an optional JSON object.
-pub fn parse_inputs(inputs: &[String], json: Option<&str>) -> anyhow::Result<Map<String, Json>> {
+/// `NAME=VALUE` / `NAME:=JSON` pairs (given with `--<flag>`) over an optional JSON object
+/// (given with `--<flag>-json`).
+pub fn parse_inputs(
+    flag: &str,
+    inputs: &[String],
+    json: Option<&str>,
+) -> anyhow::Result<Map<String, Json>> {
     let mut map = match json {
-        Some(text) => match serde_json::from_str::<Json>(text).context("not JSON")? {
+        Some(text) => match serde_json::from_str::<Json>(text)
+            .with_context(|| format!("--{flag}-json is not JSON"))?
+        {
             Json::Object(m) => m,
-            _ => bail!("the JSON must be an object"),
+            _ => bail!("--{flag}-json must be a JSON object"),
         },
         None => Map::new(),
     };
     for item in inputs {
         if let Some((k, v)) = item.split_once(":=") {
             let value = serde_json::from_str(v)
-                .with_context(|| format!("--input {k}:= needs JSON, got {v:?}"))?;
+                .with_context(|| format!("--{flag} {k}:= needs JSON, got {v:?}"))?;
             map.insert(k.trim().to_owned(), value);
         } else if let Some((k, v)) = item.split_once('=') {
             map.insert(k.trim().to_owned(), Json::String(v.to_owned()));
         } else {
-            bail!("--input {item:?} must be NAME=VALUE or NAME:=JSON");
+            bail!("--{flag} {item:?} must be NAME=VALUE or NAME:=JSON");
         }
     }
     Ok(map)
 }
 
-/// Shows label fields and asks; false when the user cancels.
+/// What the user said to a workflow's confirmation.
+enum Confirmed {
+    Yes,
+    No,
+    /// The form could not be shown (no such workflow or subscription).
+    Refused(v1::Rejected),
+}
+
+/// Shows the workflow's label fields and asks.
 async fn confirm(
     client: &OrcaClient,
     workflow: &str,
+    version: u32,
     subscription: &str,
     yes: bool,
-) -> anyhow::Result<bool> {
-    let form = client.form(workflow, subscription).await?;
+) -> anyhow::Result<Confirmed> {
+    let form = client.form_at(workflow, version, subscription).await?;
     if let Some(e) = form.error {
-        bail!("{}: {}", e.code, e.message);
+        return Ok(Confirmed::Refused(e));
     }
     let schema = orca_proto::json::opt_struct_to_json(form.schema.as_ref());
     let labels: Vec<String> = schema
@@ -198,7 +216,7 @@ async fn confirm(
         })
         .unwrap_or_default();
     if labels.is_empty() || yes {
-        return Ok(true);
+        return Ok(Confirmed::Yes);
     }
     for l in &labels {
         eprintln!("{l}");
@@ -210,7 +228,11 @@ async fn confirm(
     std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+    Ok(if matches!(line.trim(), "y" | "Y" | "yes") {
+        Confirmed::Yes
+    } else {
+        Confirmed::No
+    })
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
@@ -223,17 +245,27 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             product,
             inputs,
             input_json,
-            version,
+            workflow_version,
             meta,
             yes,
             wait,
         } => {
-            let input = parse_inputs(&inputs, input_json.as_deref())?;
-            if let Some(sub) = &subscription
-                && !confirm(&client, &workflow, sub, yes).await?
-            {
-                eprintln!("cancelled; nothing started");
-                return Ok(ExitCode::SUCCESS);
+            let input = parse_inputs("input", &inputs, input_json.as_deref())?;
+            let version = workflow_version.unwrap_or_default();
+            if let Some(sub) = &subscription {
+                match confirm(&client, &workflow, version, sub, yes).await? {
+                    Confirmed::Yes => {}
+                    Confirmed::No => {
+                        eprintln!("cancelled; nothing started");
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                    Confirmed::Refused(r) => {
+                        if g.json {
+                            super::print_json(&r)?;
+                        }
+                        return Ok(super::rejected(&r));
+                    }
+                }
             }
             let cmd = v1::StartProcess {
                 workflow,
@@ -243,7 +275,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 input: Some(orca_proto::json::json_to_struct(&input)),
                 command_id: meta.command_id.unwrap_or_default(),
                 actor: meta.actor,
-                workflow_version: version.unwrap_or_default(),
+                workflow_version: version,
             };
             let reply = client.start(&cmd).await?;
             return settle(g, &client, &reply, wait).await;
@@ -274,7 +306,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             meta,
             wait,
         } => {
-            let input = parse_inputs(&inputs, input_json.as_deref()).context("--input")?;
+            let input = parse_inputs("input", &inputs, input_json.as_deref())?;
             let cmd = v1::ResumeProcess {
                 process_id: id,
                 input: Some(orca_proto::json::json_to_struct(&input)),
@@ -292,7 +324,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             meta,
             wait,
         } => {
-            let result = parse_inputs(&results, result_json.as_deref()).context("--result")?;
+            let result = parse_inputs("result", &results, result_json.as_deref())?;
             let cmd = v1::CallbackProcess {
                 process_id: id,
                 token,
@@ -386,10 +418,14 @@ pub async fn settle(
     if g.json {
         super::print_json(reply)?;
     } else {
-        println!(
-            "accepted: process {} subscription {} at log position {}",
-            accepted.process_id, accepted.subscription_id, accepted.position
-        );
+        let mut line = String::from("accepted:");
+        if !accepted.process_id.is_empty() {
+            line.push_str(&format!(" process {}", accepted.process_id));
+        }
+        if !accepted.subscription_id.is_empty() {
+            line.push_str(&format!(" subscription {}", accepted.subscription_id));
+        }
+        println!("{line} at log position {}", accepted.position);
     }
     Ok(ExitCode::SUCCESS)
 }
