@@ -23,6 +23,8 @@ pub(crate) struct Run<'a, 'e> {
     process: ProcessState,
     subscription: Option<SubscriptionState>,
     events: Vec<v1::Event>,
+    /// Stream versions the decision is made on.
+    expected: Vec<(String, u64)>,
     /// Id `create_subscription` uses.
     pub new_subscription_id: Option<SubscriptionId>,
 }
@@ -35,6 +37,7 @@ impl<'a, 'e> Run<'a, 'e> {
         env: &'a mut Env<'e>,
         process: ProcessState,
         subscription: Option<SubscriptionState>,
+        expected: Vec<(String, u64)>,
     ) -> Self {
         Self {
             product,
@@ -42,14 +45,15 @@ impl<'a, 'e> Run<'a, 'e> {
             process,
             subscription,
             events: Vec::new(),
+            expected,
             new_subscription_id: None,
         }
     }
 
-    pub fn finish(self, expected: Vec<(String, u64)>) -> Decision {
+    pub fn finish(self) -> Decision {
         Decision {
             events: self.events,
-            expected,
+            expected: self.expected,
             process: Some(self.process),
             subscription: self.subscription,
         }
@@ -126,24 +130,33 @@ impl<'a, 'e> Run<'a, 'e> {
             error: error.clone(),
             status: process.as_str().into(),
         }));
+        if self.holds_out_of_sync() {
+            let reason = format!("is {process} at step {index} ({name}): {error}");
+            self.out_of_sync_because(&reason);
+        }
+    }
+
+    /// Whether the process holds its subscription while it is out of sync.
+    fn holds_out_of_sync(&self) -> bool {
         let pid = self.process.id;
-        if self
-            .subscription
+        self.subscription
             .as_ref()
             .is_some_and(|s| s.exists() && s.locked_by == Some(pid) && !s.in_sync)
-        {
-            let reason = format!(
-                "process {pid} ({}) is {process} at step {index} ({name}): {error}",
-                self.process.workflow
-            );
-            // The subscription exists: emitting cannot fail.
-            let _ = self.emit_subscription(Body::SubscriptionSyncChanged(
-                v1::SubscriptionSyncChanged {
-                    in_sync: false,
-                    reason,
-                },
-            ));
-        }
+    }
+
+    /// Records on the subscription, out of sync, what the process did to it:
+    /// `process <id> (<workflow>) <what>`.
+    fn out_of_sync_because(&mut self, what: &str) {
+        let reason = format!(
+            "process {} ({}) {what}",
+            self.process.id, self.process.workflow
+        );
+        // Only called with a subscription that exists: emitting cannot fail.
+        let _ =
+            self.emit_subscription(Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
+                in_sync: false,
+                reason,
+            }));
     }
 
     /// Records that the process goes on after a suspended step's form was submitted.
@@ -156,23 +169,8 @@ impl<'a, 'e> Run<'a, 'e> {
     /// subscription it holds out of sync says so (instead of why the process stopped).
     pub fn retried(&mut self) {
         self.emit(Body::ProcessRetried(v1::ProcessRetried {}));
-        let pid = self.process.id;
-        if self
-            .subscription
-            .as_ref()
-            .is_some_and(|s| s.exists() && s.locked_by == Some(pid) && !s.in_sync)
-        {
-            let reason = format!(
-                "process {pid} ({}) is changing it (retried)",
-                self.process.workflow
-            );
-            // The subscription exists: emitting cannot fail.
-            let _ = self.emit_subscription(Body::SubscriptionSyncChanged(
-                v1::SubscriptionSyncChanged {
-                    in_sync: false,
-                    reason,
-                },
-            ));
+        if self.holds_out_of_sync() {
+            self.out_of_sync_because("is changing it (retried)");
         }
     }
 
@@ -190,13 +188,21 @@ impl<'a, 'e> Run<'a, 'e> {
         self.emit(Body::ProcessAborted(v1::ProcessAborted {
             reason: reason.clone(),
         }));
+        let out_of_sync = self.holds_out_of_sync();
+        if self.release() && out_of_sync {
+            self.out_of_sync_because(&format!("was aborted{at}: {reason}"));
+        }
+    }
+
+    /// Lets go of the subscription the process holds, if it holds one; true if it did.
+    fn release(&mut self) -> bool {
         let pid = self.process.id;
-        let Some(sub) = self.subscription.as_ref().filter(|s| s.exists()) else {
-            return;
-        };
-        let (held, in_sync) = (sub.locked_by == Some(pid), sub.in_sync);
-        if !held {
-            return;
+        if !self
+            .subscription
+            .as_ref()
+            .is_some_and(|s| s.exists() && s.locked_by == Some(pid))
+        {
+            return false;
         }
         // The subscription exists: emitting cannot fail.
         let _ = self.emit_subscription(Body::SubscriptionProcessReleased(
@@ -205,18 +211,7 @@ impl<'a, 'e> Run<'a, 'e> {
                 process_status: self.process.status.as_str().into(),
             },
         ));
-        if !in_sync {
-            let reason = format!(
-                "process {pid} ({}) was aborted{at}: {reason}",
-                self.process.workflow
-            );
-            let _ = self.emit_subscription(Body::SubscriptionSyncChanged(
-                v1::SubscriptionSyncChanged {
-                    in_sync: false,
-                    reason,
-                },
-            ));
-        }
+        true
     }
 
     /// Runs steps until the process waits for something outside (a worker, an input, a
@@ -300,20 +295,7 @@ impl<'a, 'e> Run<'a, 'e> {
 
     fn finish_process(&mut self) {
         self.emit(Body::ProcessCompleted(v1::ProcessCompleted {}));
-        let pid = self.process.id;
-        if self
-            .subscription
-            .as_ref()
-            .is_some_and(|s| s.locked_by == Some(pid))
-        {
-            // The subscription exists: emitting cannot fail.
-            let _ = self.emit_subscription(Body::SubscriptionProcessReleased(
-                v1::SubscriptionProcessReleased {
-                    process_id: pid.to_string(),
-                    process_status: self.process.status.as_str().into(),
-                },
-            ));
-        }
+        self.release();
     }
 
     fn schedule(&mut self, index: u32, attempt: u32) {

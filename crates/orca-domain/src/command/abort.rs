@@ -3,14 +3,13 @@
 use orca_proto::v1;
 
 use super::{
-    Checked, Command, Decide, Decision, Loaded, expected_for, named_process, process_command,
-    product_of, reason, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, Loaded, named_process, process_command, reason, run_on,
+    status_invalid,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::rejection::Rejection;
-use crate::stepper::Run;
 
 /// Abort an unfinished process.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,11 +54,8 @@ impl Decide for AbortProcess {
                 "only an unfinished process can be aborted",
             ));
         }
-        let product = product_of(catalog, p)?;
-        let sub = subscription_of(state, p);
-        let expected = expected_for(p, sub.as_ref());
-        let mut run = Run::new(product, env, p.clone(), sub);
+        let mut run = run_on(catalog, state, p, env)?;
         run.abort(cmd.reason.clone());
-        Ok(run.finish(expected))
+        Ok(run.finish())
     }
 }

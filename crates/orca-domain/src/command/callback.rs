@@ -4,15 +4,14 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decide, Decision, Loaded, expected_for, named_process, process_command,
-    product_of, refuse_bad_result, shallow, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, Loaded, named_process, process_command, refuse_bad_result,
+    run_on, shallow, status_invalid,
 };
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::json;
 use crate::rejection::{Code, FieldError, Rejection};
-use crate::stepper::Run;
 
 /// Continue a process awaiting a callback.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,14 +79,11 @@ impl Decide for CallbackProcess {
             ));
         }
         let index = step.index;
-        let product = product_of(catalog, p)?;
-        refuse_bad_result(product, p, &cmd.result, "result")?;
-        let sub = subscription_of(state, p);
-        let expected = expected_for(p, sub.as_ref());
-        let mut run = Run::new(product, env, p.clone(), sub);
+        refuse_bad_result(catalog, p, &cmd.result, "result")?;
+        let mut run = run_on(catalog, state, p, env)?;
         if run.complete_step(index, 1, &cmd.result) {
             run.advance();
         }
-        Ok(run.finish(expected))
+        Ok(run.finish())
     }
 }

@@ -35,6 +35,7 @@ use crate::json;
 use crate::process::ProcessState;
 use crate::rejection::{Code, FieldError, Rejection};
 pub use crate::status::FailureKind;
+use crate::stepper::Run;
 use crate::subscription::SubscriptionState;
 
 /// Longest actor or command id accepted.
@@ -247,25 +248,25 @@ pub(crate) fn product_of<'a>(
     }
 }
 
-/// The loaded subscription of process `p`, if it has one.
-pub(crate) fn subscription_of(state: &Loaded, p: &ProcessState) -> Option<SubscriptionState> {
-    state
+/// A run of the stepper on process `p`: with the rules it runs with and its subscription, decided
+/// on the versions of both as loaded.
+pub(crate) fn run_on<'a, 'e>(
+    catalog: &'a Catalog,
+    state: &'a Loaded,
+    p: &'a ProcessState,
+    env: &'a mut Env<'e>,
+) -> Result<Run<'a, 'e>, Rejection> {
+    let product = product_of(catalog, p)?;
+    let sub = state
         .subscription
         .as_ref()
         .filter(|s| s.exists() && Some(s.id) == p.subscription_id)
-        .cloned()
-}
-
-/// The stream versions a decision on process `p` (and its subscription) is made on.
-pub(crate) fn expected_for(
-    p: &ProcessState,
-    sub: Option<&SubscriptionState>,
-) -> Vec<(String, u64)> {
+        .cloned();
     let mut expected = vec![(p.stream(), p.version)];
-    if let Some(s) = sub {
+    if let Some(s) = &sub {
         expected.push((s.stream(), s.version));
     }
-    expected
+    Ok(Run::new(product, env, p.clone(), sub, expected))
 }
 
 /// A command that needs the process in another status.
@@ -315,12 +316,12 @@ pub(crate) fn reason(text: &str, default: impl FnOnce() -> String) -> Result<Str
 /// Refuses an outside result (a callback's, a submitted form's) that would fail its step: the
 /// caller can fix it, and the process keeps waiting for it (invariant 10).
 pub(crate) fn refuse_bad_result(
-    product: &Product,
+    catalog: &Catalog,
     p: &ProcessState,
     result: &serde_json::Map<String, serde_json::Value>,
     field: &str,
 ) -> Result<(), Rejection> {
-    crate::stepper::check_result(product, p, result).map_err(|why| {
+    crate::stepper::check_result(product_of(catalog, p)?, p, result).map_err(|why| {
         Rejection::fields(
             Code::InvalidArgument,
             format!("{field} refused: {why}"),

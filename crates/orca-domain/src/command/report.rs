@@ -4,15 +4,13 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decide, Decision, FailureKind, Loaded, Meta, expected_for, named_process,
-    product_of, shallow, subscription_of,
+    Checked, Command, Decide, Decision, FailureKind, Loaded, Meta, named_process, run_on, shallow,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::json;
 use crate::rejection::{Code, FieldError, Rejection};
-use crate::stepper::Run;
 
 /// A step worker's report on a task attempt.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,11 +105,9 @@ impl Decide for TaskReport {
                 ),
             )
         })?;
-        let product = product_of(catalog, p)?;
-        let sub = subscription_of(state, p);
-        let expected = expected_for(p, sub.as_ref());
+
         let index = report.step_index;
-        let mut run = Run::new(product, env, p.clone(), sub);
+        let mut run = run_on(catalog, state, p, env)?;
         match &report.outcome {
             Ok(result) => {
                 if run.complete_step(index, report.attempt, result) {
@@ -120,6 +116,6 @@ impl Decide for TaskReport {
             }
             Err((error, kind)) => run.fail_step(index, report.attempt, error.clone(), *kind),
         }
-        Ok(run.finish(expected))
+        Ok(run.finish())
     }
 }

@@ -4,15 +4,14 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decide, Decision, FailureKind, Loaded, expected_for, named_process,
-    process_command, product_of, refuse_bad_result, shallow, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, FailureKind, Loaded, named_process, process_command,
+    refuse_bad_result, run_on, shallow, status_invalid,
 };
 use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::json;
 use crate::rejection::{Code, Rejection};
-use crate::stepper::Run;
 
 /// Submit a suspended process's form.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +72,9 @@ impl Decide for ResumeProcess {
         let index = step.index;
         let rejected =
             input.approval && values.get("decision").and_then(Json::as_str) == Some("reject");
-        let product = product_of(catalog, p)?;
-        refuse_bad_result(product, p, &values, "input")?;
-        let sub = subscription_of(state, p);
-        let expected = expected_for(p, sub.as_ref());
+        refuse_bad_result(catalog, p, &values, "input")?;
         let actor = env.actor.to_owned();
-        let mut run = Run::new(product, env, p.clone(), sub);
+        let mut run = run_on(catalog, state, p, env)?;
         run.resumed(index);
         if rejected {
             let why = values
@@ -95,6 +91,6 @@ impl Decide for ResumeProcess {
         } else if run.complete_step(index, 1, &values) {
             run.advance();
         }
-        Ok(run.finish(expected))
+        Ok(run.finish())
     }
 }

@@ -3,15 +3,14 @@
 use orca_proto::v1;
 
 use super::{
-    Checked, Command, Decide, Decision, Loaded, expected_for, named_process, process_command,
-    product_of, status_invalid, subscription_of,
+    Checked, Command, Decide, Decision, Loaded, named_process, process_command, run_on,
+    status_invalid,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::rejection::Rejection;
 use crate::status::ProcessStatus;
-use crate::stepper::Run;
 
 /// Retry a failed, waiting, api_unavailable or inconsistent_data process.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,12 +58,9 @@ impl Decide for RetryProcess {
                 "only a failed, waiting, api_unavailable or inconsistent_data process can be retried",
             ));
         }
-        let product = product_of(catalog, p)?;
-        let sub = subscription_of(state, p);
-        let expected = expected_for(p, sub.as_ref());
-        let mut run = Run::new(product, env, p.clone(), sub);
+        let mut run = run_on(catalog, state, p, env)?;
         run.retried();
         run.advance();
-        Ok(run.finish(expected))
+        Ok(run.finish())
     }
 }

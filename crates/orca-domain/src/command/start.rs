@@ -243,10 +243,16 @@ impl Decide for StartProcess {
             steps,
             product_def: Some(product.to_proto()),
         };
-        let mut run = Run::new(product, env, ProcessState::default(), subscription);
+        let mut run = Run::new(
+            product,
+            env,
+            ProcessState::default(),
+            subscription,
+            expected,
+        );
         run.new_subscription_id = new_subscription_id;
         run.emit_process(process_id, Body::ProcessStarted(started));
         run.advance();
-        Ok(run.finish(expected))
+        Ok(run.finish())
     }
 }
