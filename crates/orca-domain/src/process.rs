@@ -341,3 +341,21 @@ impl ProcessState {
         }
     }
 }
+
+/// Whether the task that the event at version `scheduled` of a process stream scheduled (step
+/// `index`, attempt `attempt`) is still awaited, the stream being at `stream_version`: what a
+/// dispatcher asks before it sends a task again. While nothing follows that event the process is
+/// the one that scheduled it, which awaits it by definition; once something did, the process
+/// state `fold` rebuilds says.
+pub fn task_awaited<E>(
+    scheduled: u64,
+    stream_version: u64,
+    index: u32,
+    attempt: u32,
+    fold: impl FnOnce() -> Result<ProcessState, E>,
+) -> Result<bool, E> {
+    if stream_version == scheduled {
+        return Ok(true);
+    }
+    Ok(fold()?.awaits(index, attempt).is_ok())
+}

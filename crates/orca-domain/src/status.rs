@@ -80,6 +80,17 @@ impl ProcessStatus {
         )
     }
 
+    /// Whether an operator's retry can run the step that stopped it again.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ProcessStatus::Failed
+                | ProcessStatus::Waiting
+                | ProcessStatus::ApiUnavailable
+                | ProcessStatus::InconsistentData
+        )
+    }
+
     /// Whether the process will run no more steps.
     pub fn is_finished(self) -> bool {
         matches!(self, ProcessStatus::Completed | ProcessStatus::Aborted)

@@ -303,9 +303,19 @@ fn a_worker_failure_fails_the_process_and_keeps_the_lock() {
 
 #[test]
 fn a_scheduled_task_is_awaited_until_its_attempt_is_reported() {
+    use orca_domain::process::task_awaited;
     let mut s = Scenario::new();
-    s.start_create("Ops");
+    let d = s.start_create("Ops");
+    let scheduled = d
+        .events
+        .iter()
+        .find(|e| event_name(e.body.as_ref().unwrap()) == "task_scheduled")
+        .unwrap()
+        .version;
     let p = s.process.clone().unwrap();
+    // Nothing after it on the stream: awaited, without folding the process.
+    let never = || -> Result<orca_domain::ProcessState, ()> { panic!("no fold needed") };
+    assert_eq!(task_awaited(scheduled, p.version, 4, 1, never), Ok(true));
     assert_eq!(p.awaits(4, 1), Ok(()));
     assert!(p.outstanding.contains(&4));
     assert!(p.awaits(4, 2).unwrap_err().contains("current attempt is 1"));
@@ -320,6 +330,9 @@ fn a_scheduled_task_is_awaited_until_its_attempt_is_reported() {
     let p = s.process.clone().unwrap();
     assert!(p.awaits(4, 1).unwrap_err().contains("completed"));
     assert!(p.outstanding.is_empty());
+    // Something followed: the process state says, and it no longer waits.
+    let folded = || Ok::<_, ()>(p.clone());
+    assert_eq!(task_awaited(scheduled, p.version, 4, 1, folded), Ok(false));
     // So does a failure.
     let mut f = Scenario::new();
     f.start_create("Ops");

@@ -480,20 +480,19 @@ impl Outbox {
         Ok(sent)
     }
 
-    /// Whether the process of the task scheduled by `r` still waits for it, as its state says.
-    /// While the task's event is the last on its stream the state is the one that scheduled it,
-    /// which waits for it by definition: the fold is needed only once something followed.
+    /// Whether the process of the task scheduled by `r` still waits for it (the domain's rule).
     fn awaited(&self, r: &orca_log::Recorded, t: &v1::TaskScheduled) -> Result<bool, Error> {
-        if self.log.stream_version(&r.stream)? == r.version {
-            return Ok(true);
-        }
-        let mut process = ProcessState::default();
-        for e in self.log.read_stream(&r.stream, 1)? {
-            let e = orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
-                .map_err(|_| Error::Corrupt(e.position))?;
-            process.evolve(&e);
-        }
-        Ok(process.awaits(t.index, t.attempt).is_ok())
+        let now = self.log.stream_version(&r.stream)?;
+        orca_domain::process::task_awaited(r.version, now, t.index, t.attempt, || {
+            let mut process = ProcessState::default();
+            for e in self.log.read_stream(&r.stream, 1)? {
+                let e =
+                    orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
+                        .map_err(|_| Error::Corrupt(e.position))?;
+                process.evolve(&e);
+            }
+            Ok(process)
+        })
     }
 
     /// A publish that gives up after `ack_timeout` instead of waiting on a dead connection.

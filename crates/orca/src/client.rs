@@ -182,7 +182,11 @@ impl OrcaClient {
         loop {
             let reply = self.process(id, min_position).await?;
             if let Some(p) = reply.process {
-                if !matches!(p.status.as_str(), "created" | "running" | "resumed") {
+                let moving = p
+                    .status
+                    .parse::<orca_domain::ProcessStatus>()
+                    .is_ok_and(orca_domain::ProcessStatus::runs_steps);
+                if !moving {
                     return Ok(p);
                 }
                 if Instant::now() > deadline {

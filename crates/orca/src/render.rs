@@ -46,15 +46,15 @@ pub fn process(p: &v1::Process) -> String {
         };
         let _ = writeln!(s, "  {label}: {}", p.failed_reason);
     }
-    match p.status.as_str() {
-        "failed" | "waiting" | "api_unavailable" | "inconsistent_data" => {
-            let _ = writeln!(
-                s,
-                "  next: orca process retry {0}   or   orca process abort {0} --reason …",
-                p.process_id
-            );
-        }
-        _ => {}
+    if p.status
+        .parse::<orca_domain::ProcessStatus>()
+        .is_ok_and(orca_domain::ProcessStatus::retryable)
+    {
+        let _ = writeln!(
+            s,
+            "  next: orca process retry {0}   or   orca process abort {0} --reason …",
+            p.process_id
+        );
     }
     for st in &p.steps {
         if let Some(form) = &st.form {

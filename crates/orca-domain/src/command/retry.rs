@@ -10,7 +10,6 @@ use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::rejection::Rejection;
-use crate::status::ProcessStatus;
 
 /// Retry a failed, waiting, api_unavailable or inconsistent_data process.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,13 +45,7 @@ impl Decide for RetryProcess {
     ) -> Result<Decision, Rejection> {
         let cmd = self;
         let p = named_process(state, cmd.process_id)?;
-        if !matches!(
-            p.status,
-            ProcessStatus::Failed
-                | ProcessStatus::Waiting
-                | ProcessStatus::ApiUnavailable
-                | ProcessStatus::InconsistentData
-        ) {
+        if !p.status.retryable() {
             return Err(status_invalid(
                 p,
                 "only a failed, waiting, api_unavailable or inconsistent_data process can be retried",

@@ -219,7 +219,11 @@ async fn run_to_end(
             .wait_process(&started.process_id, at, Duration::from_secs(30))
             .await?;
         show_process(&p, json_out)?;
-        if !matches!(p.status.as_str(), "waiting" | "failed" | "api_unavailable") {
+        let retryable = p
+            .status
+            .parse::<orca_domain::ProcessStatus>()
+            .is_ok_and(orca_domain::ProcessStatus::retryable);
+        if !retryable {
             return Ok(p);
         }
         if !json_out {
