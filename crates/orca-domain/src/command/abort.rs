@@ -1,4 +1,4 @@
-//! `orca.cmd.process.abort`: end an unfinished process.
+//! `orca.self.process.abort`: end an unfinished process.
 
 use orca_proto::v1;
 
@@ -46,8 +46,7 @@ impl Decide for AbortProcess {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let cmd = self;
-        let p = named_process(state, cmd.process_id)?;
+        let p = named_process(state, self.process_id)?;
         if p.status.is_finished() {
             return Err(status_invalid(
                 p,
@@ -55,7 +54,7 @@ impl Decide for AbortProcess {
             ));
         }
         let mut run = run_on(catalog, state, p, env)?;
-        run.abort(cmd.reason.clone());
+        run.abort(self.reason.clone());
         Ok(run.finish())
     }
 }

@@ -1,4 +1,4 @@
-//! `orca.cmd.process.callback`: an outside system reports on a process awaiting its callback.
+//! `orca.self.process.callback`: an outside system reports on a process awaiting its callback.
 
 use orca_proto::v1;
 use serde_json::{Map, Value as Json};
@@ -60,12 +60,11 @@ impl Decide for CallbackProcess {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let cmd = self;
-        let p = named_process(state, cmd.process_id)?;
+        let p = named_process(state, self.process_id)?;
         let step = p
             .waiting_step(|k| *k == StepKind::Callback)
             .ok_or_else(|| status_invalid(p, "only a process awaiting a callback takes one"))?;
-        if step.callback_token != cmd.token {
+        if step.callback_token != self.token {
             return Err(Rejection::fields(
                 Code::CallbackTokenInvalid,
                 format!(
@@ -79,9 +78,9 @@ impl Decide for CallbackProcess {
             ));
         }
         let index = step.index;
-        refuse_bad_result(catalog, p, &cmd.result, "result")?;
+        refuse_bad_result(catalog, p, &self.result, "result")?;
         let mut run = run_on(catalog, state, p, env)?;
-        if run.complete_step(index, 1, &cmd.result) {
+        if run.complete_step(index, 1, &self.result) {
             run.advance();
         }
         Ok(run.finish())

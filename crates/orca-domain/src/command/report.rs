@@ -84,7 +84,7 @@ impl Decide for TaskReport {
         Some(self.process_id)
     }
 
-    /// Decides a report. One on an attempt the process no longer waits for (it moved on, ended, or
+    /// Decides a self. One on an attempt the process no longer waits for (it moved on, ended, or
     /// the attempt was superseded) is refused with `TASK_NOT_CURRENT` and changes nothing: delivery
     /// is at least once, the effect exactly once (invariant 9).
     fn decide(
@@ -93,28 +93,27 @@ impl Decide for TaskReport {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let report = self;
-        let id = report.process_id;
+        let id = self.process_id;
         let p = named_process(state, id)?;
-        p.awaits(report.step_index, report.attempt).map_err(|why| {
+        p.awaits(self.step_index, self.attempt).map_err(|why| {
             Rejection::new(
                 Code::TaskNotCurrent,
                 format!(
                     "task {id}/{}/{} is not current: {why}",
-                    report.step_index, report.attempt
+                    self.step_index, self.attempt
                 ),
             )
         })?;
 
-        let index = report.step_index;
+        let index = self.step_index;
         let mut run = run_on(catalog, state, p, env)?;
-        match &report.outcome {
+        match &self.outcome {
             Ok(result) => {
-                if run.complete_step(index, report.attempt, result) {
+                if run.complete_step(index, self.attempt, result) {
                     run.advance();
                 }
             }
-            Err((error, kind)) => run.fail_step(index, report.attempt, error.clone(), *kind),
+            Err((error, kind)) => run.fail_step(index, self.attempt, error.clone(), *kind),
         }
         Ok(run.finish())
     }

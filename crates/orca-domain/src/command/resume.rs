@@ -1,4 +1,4 @@
-//! `orca.cmd.process.resume`: submit the form of a suspended process's input step.
+//! `orca.self.process.resume`: submit the form of a suspended process's input step.
 
 use orca_proto::v1;
 use serde_json::{Map, Value as Json};
@@ -51,15 +51,14 @@ impl Decide for ResumeProcess {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let cmd = self;
-        let p = named_process(state, cmd.process_id)?;
+        let p = named_process(state, self.process_id)?;
         let step = p
             .waiting_step(|k| matches!(k, StepKind::Input(_)))
             .ok_or_else(|| status_invalid(p, "only a suspended process takes input"))?;
         let Ok(StepKind::Input(input)) = &step.kind else {
             return Err(status_invalid(p, "only a suspended process takes input"));
         };
-        let values = input.form.validate(&cmd.input).map_err(|errors| {
+        let values = input.form.validate(&self.input).map_err(|errors| {
             Rejection::fields(
                 Code::FormInvalid,
                 format!(

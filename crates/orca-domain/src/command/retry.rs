@@ -1,4 +1,4 @@
-//! `orca.cmd.process.retry`: run a stopped process again from the step that stopped it.
+//! `orca.self.process.retry`: run a stopped process again from the step that stopped it.
 
 use orca_proto::v1;
 
@@ -43,8 +43,7 @@ impl Decide for RetryProcess {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let cmd = self;
-        let p = named_process(state, cmd.process_id)?;
+        let p = named_process(state, self.process_id)?;
         if !p.status.retryable() {
             return Err(status_invalid(
                 p,

@@ -1,4 +1,4 @@
-//! `orca.cmd.subscription.set_in_sync`: the operator's way back for an out-of-sync subscription.
+//! `orca.self.subscription.set_in_sync`: the operator's way back for an out-of-sync subscription.
 
 use orca_proto::v1::{self, event::Body};
 
@@ -48,8 +48,7 @@ impl Decide for SetInSync {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let cmd = self;
-        let id = cmd.subscription_id;
+        let id = self.subscription_id;
         let sub = state
             .subscription
             .as_ref()
@@ -72,7 +71,7 @@ impl Decide for SetInSync {
             sub.version + 1,
             Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
                 in_sync: true,
-                reason: cmd.reason.clone(),
+                reason: self.reason.clone(),
             }),
         );
         sub.evolve(&event);

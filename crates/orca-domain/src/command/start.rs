@@ -1,4 +1,4 @@
-//! `orca.cmd.process.start`: start a workflow.
+//! `orca.self.process.start`: start a workflow.
 
 use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
@@ -68,22 +68,21 @@ impl Decide for StartProcess {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let cmd = self;
         let wf = catalog
-            .workflow(&cmd.workflow, cmd.workflow_version)
-            .ok_or_else(|| match cmd.workflow_version {
+            .workflow(&self.workflow, self.workflow_version)
+            .ok_or_else(|| match self.workflow_version {
                 Some(v) => Rejection::fields(
                     Code::UnknownWorkflow,
-                    format!("no workflow {:?} version {v} in the catalog", cmd.workflow),
+                    format!("no workflow {:?} version {v} in the catalog", self.workflow),
                     vec![FieldError::new("workflow_version", "unknown version")],
                 ),
                 None => Rejection::fields(
                     Code::UnknownWorkflow,
-                    format!("no workflow named {:?} in the catalog", cmd.workflow),
+                    format!("no workflow named {:?} in the catalog", self.workflow),
                     vec![FieldError::new("workflow", "unknown workflow")],
                 ),
             })?;
-        if let Some(p) = &cmd.product {
+        if let Some(p) = &self.product {
             if catalog.product(p, None).is_none() {
                 return Err(Rejection::fields(
                     Code::UnknownProduct,
@@ -118,14 +117,14 @@ impl Decide for StartProcess {
         let mut expected = Vec::new();
         let mut new_subscription_id = None;
         let subscription = if wf.target == Target::Create {
-            if cmd.customer_id.is_none() {
+            if self.customer_id.is_none() {
                 return Err(Rejection::fields(
                     Code::InvalidArgument,
                     format!("{} creates a subscription and needs a customer_id", wf.name),
                     vec![FieldError::new("customer_id", "field required")],
                 ));
             }
-            if cmd.subscription_id.is_some() {
+            if self.subscription_id.is_some() {
                 return Err(Rejection::fields(
                     Code::InvalidArgument,
                     format!("{} creates a subscription; do not name one", wf.name),
@@ -140,7 +139,7 @@ impl Decide for StartProcess {
             new_subscription_id = Some(id);
             None
         } else {
-            let Some(id) = cmd.subscription_id else {
+            let Some(id) = self.subscription_id else {
                 return Err(Rejection::fields(
                     Code::InvalidArgument,
                     format!("{} needs a subscription_id", wf.name),
@@ -198,9 +197,9 @@ impl Decide for StartProcess {
             Some(sub) => {
                 let view = sub.to_view_without_trail();
                 wf.form
-                    .prefilled(&cmd.input, &|k| crate::view::template_value(&view, k))
+                    .prefilled(&self.input, &|k| crate::view::template_value(&view, k))
             }
-            None => cmd.input.clone(),
+            None => self.input.clone(),
         };
         let input = wf.form.validate(&given).map_err(|errors| {
             Rejection::fields(
@@ -230,12 +229,12 @@ impl Decide for StartProcess {
             workflow_version: wf.version,
             target: wf.target.as_str().into(),
             product: wf.product.clone(),
-            customer_id: match (&cmd.customer_id, &subscription) {
+            customer_id: match (&self.customer_id, &subscription) {
                 (Some(c), _) => c.to_string(),
                 (None, Some(s)) => s.customer_id.clone(),
                 (None, None) => String::new(),
             },
-            subscription_id: cmd
+            subscription_id: self
                 .subscription_id
                 .map(|s| s.to_string())
                 .unwrap_or_default(),
