@@ -244,7 +244,7 @@ impl<'a, 'e> Run<'a, 'e> {
                 return false;
             }
             Ok(StepKind::Task) => {
-                self.schedule(index, attempts + 1);
+                self.schedule(index, attempts.saturating_add(1));
                 return true;
             }
             Ok(StepKind::Input(_)) => {
