@@ -170,35 +170,46 @@ async fn a_failed_process_is_retried_or_aborted_and_its_subscription_set_back_in
         env.dir.path(),
         &[
             "--fail",
-            "provision_user_group:1",
+            "provision_user_group:2",
             "--fail",
             "deprovision_user_group",
         ],
     );
-    // The first attempt fails (retryable): the process waits, holding its subscription.
+    // Two attempts fail (retryable): the process waits out a backoff after each, holding its
+    // subscription, and the third attempt succeeds.
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     let p = wait_status(&env.client, &a.process_id, "waiting").await;
     assert_eq!(
         (p.steps[4].status.as_str(), p.steps[4].attempts),
         ("waiting", 1)
     );
+    assert!(p.next_attempt_at.is_some(), "the next attempt's time");
     assert_eq!(p.cloudportal_state, "Running");
+    assert_eq!(p.steps[4].cloudportal_state, "Waiting");
     assert_eq!(
         subscription(&env, &a.subscription_id)
             .await
             .locked_by_process_id,
         a.process_id
     );
-    // Retried: the second attempt succeeds.
-    accepted(&retry(&env, &a.process_id).await);
     let p = wait_status(&env.client, &a.process_id, "completed").await;
-    assert_eq!(p.steps[4].attempts, 2);
+    assert_eq!(p.steps[4].attempts, 3);
+    let failed: Vec<u32> = p.steps[4].failures.iter().map(|f| f.attempt).collect();
+    assert_eq!(failed, [1, 2], "every failed attempt's error is kept");
+    assert!(p.steps[4].failures[1].error.contains("fails on purpose"));
     let sub = subscription(&env, &a.subscription_id).await;
     assert!(sub.in_sync && sub.locked_by_process_id.is_empty());
 
-    // Every deprovision fails: the terminate waits, the subscription out of sync and held.
+    // Every deprovision fails: after three attempts the terminate fails, the subscription out of
+    // sync and held.
     let t = start(&env, "terminate_user_group", &a.subscription_id, json!({})).await;
-    wait_status(&env.client, &t.process_id, "waiting").await;
+    let p = wait_status(&env.client, &t.process_id, "failed").await;
+    assert_eq!(p.steps[3].attempts, 3);
+    assert!(
+        p.steps[3].error.contains("attempt 3 of 3: no attempt left"),
+        "{}",
+        p.steps[3].error
+    );
     let head = env.head().await;
     refused(
         &env,
@@ -267,7 +278,13 @@ async fn a_failed_process_is_retried_or_aborted_and_its_subscription_set_back_in
     )
     .await;
 
-    // Aborted: the lock goes, the subscription stays out of sync and says why.
+    // An operator's retry starts a fresh series of attempts: the fourth fails and waits for a
+    // fifth.
+    accepted(&retry(&env, &t.process_id).await);
+    let p = wait_status(&env.client, &t.process_id, "waiting").await;
+    assert_eq!(p.steps[3].attempts, 4);
+
+    // Aborted while it waits: the lock goes, the subscription stays out of sync and says why.
     accepted(&abort(&env, &t.process_id, "the directory is gone").await);
     let p = wait_status(&env.client, &t.process_id, "aborted").await;
     assert_eq!(p.failed_reason, "the directory is gone");
@@ -308,10 +325,10 @@ async fn a_failed_process_is_retried_or_aborted_and_its_subscription_set_back_in
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("waiting at step 4 provision_user_group"),
+        text.contains("step 4 provision_user_group waits until"),
         "{text}"
     );
-    assert!(text.contains("retried by ops"), "{text}");
+    assert!(text.contains("handed to workers (attempt 3)"), "{text}");
     assert!(text.trim_end().ends_with("completed"), "{text}");
 
     assert!(orca.terminate(), "clean stop");

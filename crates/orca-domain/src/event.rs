@@ -58,6 +58,9 @@ pub fn body_field(body: &Body) -> u32 {
         Body::SubscriptionSyncChanged(_) => 25,
         Body::SubscriptionProcessReleased(_) => 26,
         Body::SubscriptionNoteChanged(_) => 27,
+        Body::TimerSet(_) => 28,
+        Body::TimerFired(_) => 29,
+        Body::TaskHeartbeat(_) => 30,
     }
 }
 
@@ -99,6 +102,9 @@ mod tests {
             Body::SubscriptionSyncChanged(Default::default()),
             Body::SubscriptionProcessReleased(Default::default()),
             Body::SubscriptionNoteChanged(Default::default()),
+            Body::TimerSet(Default::default()),
+            Body::TimerFired(Default::default()),
+            Body::TaskHeartbeat(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

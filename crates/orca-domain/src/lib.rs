@@ -27,6 +27,7 @@ mod rejection;
 pub mod status;
 mod stepper;
 pub mod subscription;
+pub mod timer;
 pub mod view;
 
 pub use catalog::{Catalog, CatalogError};

@@ -1,15 +1,16 @@
 //! The process aggregate: its state, how its events change it, and what it waits for.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use orca_proto::v1::{self, event::Body};
 use orca_proto::{Struct, Timestamp};
 
-use crate::catalog::{Product, StepDef, StepKind};
+use crate::catalog::{Product, RetryPolicy, StepDef, StepKind};
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::status::{ProcessStatus, StepStatus, Target};
+use crate::timer::{self, Timer, TimerChange, TimerWhat};
 
 /// One run of a workflow, as its events made it.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -52,6 +53,19 @@ pub struct ProcessState {
     pub version: u64,
     /// Log position of its last event.
     pub position: u64,
+    /// Its armed timers by id (see [`crate::timer`]).
+    pub timers: BTreeMap<String, Timer>,
+}
+
+/// One failed attempt of a step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptFailure {
+    /// Which attempt.
+    pub attempt: u32,
+    /// Why it failed.
+    pub error: String,
+    /// When.
+    pub at: Option<Timestamp>,
 }
 
 /// One step of a process and how it went.
@@ -79,6 +93,18 @@ pub struct StepState {
     pub result: Option<Struct>,
     /// While a callback step waits: the token a callback must carry.
     pub callback_token: String,
+    /// While it waits to be tried again: when the next attempt starts.
+    pub next_attempt_at: Option<Timestamp>,
+    /// While an attempt runs: when it times out unless it reports or heartbeats.
+    pub deadline: Option<Timestamp>,
+    /// The running attempt's last heartbeat.
+    pub last_heartbeat_at: Option<Timestamp>,
+    /// What the running attempt said it is doing.
+    pub progress: String,
+    /// Every failed attempt, oldest first.
+    pub failures: Vec<AttemptFailure>,
+    /// Attempts made before the current series began (an operator's retry starts a new one).
+    pub series_start: u32,
 }
 
 impl StepState {
@@ -95,6 +121,38 @@ impl StepState {
             error: String::new(),
             result: None,
             callback_token: String::new(),
+            next_attempt_at: None,
+            deadline: None,
+            last_heartbeat_at: None,
+            progress: String::new(),
+            failures: Vec::new(),
+            series_start: 0,
+        }
+    }
+
+    /// When the running attempt times out, at `policy`'s limits: `timeout` after it started,
+    /// or `heartbeat` after its last sign of life, whichever comes first.
+    pub fn attempt_deadline(&self, policy: &RetryPolicy) -> Option<Timestamp> {
+        let started = self.started_at?;
+        let by_timeout = policy.timeout.map(|t| timer::after(started, t));
+        let by_heartbeat = policy.heartbeat.map(|h| {
+            let alive = match self.last_heartbeat_at {
+                Some(b) if timer::key(b) > timer::key(started) => b,
+                _ => started,
+            };
+            timer::after(alive, h)
+        });
+        match (by_timeout, by_heartbeat) {
+            (Some(a), Some(b)) => Some(if timer::key(a) <= timer::key(b) { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The step's task policy, if it is a task recorded with one.
+    pub fn policy(&self) -> Option<&RetryPolicy> {
+        match &self.kind {
+            Ok(StepKind::Task(p)) => p.as_ref(),
+            _ => None,
         }
     }
 
@@ -118,6 +176,17 @@ impl ProcessState {
     /// Applies one of the process's events. Pure and total: replaying a stream rebuilds it.
     pub fn evolve(&mut self, event: &v1::Event) {
         let at = event.occurred_at;
+        if let Some(change) = event.body.as_ref().and_then(timer::timer_change) {
+            match change {
+                TimerChange::Arm(id, t) => {
+                    self.timers.insert(id, t);
+                }
+                TimerChange::Disarm(id) => {
+                    self.timers.remove(&id);
+                }
+                TimerChange::DisarmAll => self.timers.clear(),
+            }
+        }
         match &event.body {
             Some(Body::ProcessStarted(e)) => self.started(e, &event.actor, at),
             Some(Body::StepCompleted(e)) => {
@@ -133,6 +202,14 @@ impl ProcessState {
                     step.error.clone_from(&e.error);
                     step.result.clone_from(&e.result);
                     step.callback_token.clear();
+                    step.deadline = None;
+                    if matches!(status, StepStatus::Failed | StepStatus::Waiting) {
+                        step.failures.push(AttemptFailure {
+                            attempt: e.attempt,
+                            error: e.error.clone(),
+                            at,
+                        });
+                    }
                 }
                 if let Some(result) = e.result.as_ref().filter(|_| status != StepStatus::Failed) {
                     self.state.fields.extend(result.fields.clone());
@@ -161,6 +238,10 @@ impl ProcessState {
                 if let Some(step) = self.step_mut(e.index) {
                     step.attempts = e.attempt;
                     step.started_at = at;
+                    step.deadline = e.deadline;
+                    step.next_attempt_at = None;
+                    step.last_heartbeat_at = None;
+                    step.progress.clear();
                 }
                 // A retried process stays `resumed` until the step it retried is done.
                 if self.status == ProcessStatus::Created {
@@ -184,6 +265,36 @@ impl ProcessState {
                 }
                 self.status = ProcessStatus::AwaitingCallback;
             }
+            Some(Body::TimerSet(e)) => {
+                let what = TimerWhat::parse(&e.what);
+                if let Some(step) = self.step_mut(e.index) {
+                    match what {
+                        Some(TimerWhat::Retry) => step.next_attempt_at = e.due,
+                        Some(TimerWhat::Deadline) => step.deadline = e.due,
+                        None => {}
+                    }
+                }
+                if what == Some(TimerWhat::Retry) {
+                    self.status = ProcessStatus::Waiting;
+                }
+            }
+            Some(Body::TimerFired(e)) => {
+                if TimerWhat::parse(&e.what) == Some(TimerWhat::Retry) {
+                    if let Some(step) = self.step_mut(e.index) {
+                        step.status = StepStatus::Pending;
+                        step.next_attempt_at = None;
+                        step.error.clear();
+                        step.completed_at = None;
+                    }
+                    self.status = ProcessStatus::Running;
+                }
+            }
+            Some(Body::TaskHeartbeat(e)) => {
+                if let Some(step) = self.step_mut(e.index) {
+                    step.last_heartbeat_at = at;
+                    step.progress.clone_from(&e.progress);
+                }
+            }
             Some(Body::ProcessResumed(_)) => self.status = ProcessStatus::Resumed,
             Some(Body::ProcessCompleted(_)) => self.status = ProcessStatus::Completed,
             Some(Body::ProcessFailed(e)) => {
@@ -201,6 +312,9 @@ impl ProcessState {
                         step.error.clear();
                         step.result = None;
                         step.completed_at = None;
+                        step.next_attempt_at = None;
+                        // A fresh series of attempts.
+                        step.series_start = step.attempts;
                     }
                 }
                 self.failed_reason.clear();
@@ -214,6 +328,8 @@ impl ProcessState {
                         step.status = StepStatus::Abort;
                         step.completed_at = at;
                         step.callback_token.clear();
+                        step.next_attempt_at = None;
+                        step.deadline = None;
                     }
                 }
                 self.status = ProcessStatus::Aborted;
@@ -330,7 +446,7 @@ impl ProcessState {
             });
         }
         match self.step(index) {
-            Some(s) if s.kind != Ok(StepKind::Task) => {
+            Some(s) if !matches!(s.kind, Ok(StepKind::Task(_))) => {
                 Err(format!("step {index} ({}) is not a task", s.name))
             }
             Some(s) if s.attempts != attempt => {

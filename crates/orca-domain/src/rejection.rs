@@ -33,6 +33,10 @@ pub enum Code {
     ProcessStatusInvalid,
     /// The callback's token is not the one the process waits for.
     CallbackTokenInvalid,
+    /// The timer is not armed (any more): it was cancelled or superseded, or it fired.
+    TimerNotArmed,
+    /// The timer is not due yet.
+    TimerNotDue,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -57,6 +61,8 @@ impl Code {
             Code::TaskNotCurrent => "TASK_NOT_CURRENT",
             Code::ProcessStatusInvalid => "PROCESS_STATUS_INVALID",
             Code::CallbackTokenInvalid => "CALLBACK_TOKEN_INVALID",
+            Code::TimerNotArmed => "TIMER_NOT_ARMED",
+            Code::TimerNotDue => "TIMER_NOT_DUE",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

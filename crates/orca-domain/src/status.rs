@@ -205,7 +205,28 @@ impl FailureKind {
         }
     }
 
-    /// The status of the failed step and of its process.
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Permanent => "permanent",
+            FailureKind::Retryable => "retryable",
+            FailureKind::ApiUnavailable => "api_unavailable",
+            FailureKind::InconsistentData => "inconsistent_data",
+        }
+    }
+
+    /// The status of the step and of its process when a failure of this kind stops it (no
+    /// attempt follows): a retryable failure then fails them.
+    pub fn final_statuses(self) -> (StepStatus, ProcessStatus) {
+        match self {
+            FailureKind::Retryable => (StepStatus::Failed, ProcessStatus::Failed),
+            other => other.statuses(),
+        }
+    }
+
+    /// The status of the failed step and of its process, as recorded for a process without a
+    /// retry policy (one that started before tasks had one): a retryable failure leaves it
+    /// `waiting` for an operator's retry.
     pub fn statuses(self) -> (StepStatus, ProcessStatus) {
         match self {
             FailureKind::Permanent => (StepStatus::Failed, ProcessStatus::Failed),

@@ -12,9 +12,10 @@ use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::lifecycle::Lifecycle;
 use crate::process::ProcessState;
-use crate::status::FailureKind;
-use crate::status::StepStatus;
+use crate::status::{FailureKind, ProcessStatus, StepStatus};
 use crate::subscription::SubscriptionState;
+use crate::timer::{self, Timer, TimerWhat};
+use orca_proto::Timestamp;
 
 /// A decision in progress: working copies of the aggregates and the events so far.
 pub(crate) struct Run<'a, 'e> {
@@ -118,10 +119,79 @@ impl<'a, 'e> Run<'a, 'e> {
         }));
     }
 
-    /// Records a failed step and stops the process there, in the status `kind` says. A
-    /// subscription it holds out of sync says why.
+    /// Records a failed attempt of a task: another one follows after the policy's backoff (the
+    /// process `waiting` meanwhile on a timer), unless the failure's kind is not retried or it was
+    /// the series' last attempt; then the step fails and stops the process.
+    pub fn fail_attempt(&mut self, index: u32, attempt: u32, error: String, kind: FailureKind) {
+        let Some(step) = self.process.step(index) else {
+            return;
+        };
+        let Some(policy) = step.policy().cloned() else {
+            // Recorded before tasks had a policy: as it was then.
+            let statuses = kind.statuses();
+            return self.stop_at(index, attempt, error, statuses);
+        };
+        let in_series = attempt.saturating_sub(step.series_start);
+        if !policy.retries(kind) {
+            return self.fail_step(index, attempt, error, kind);
+        }
+        if in_series >= policy.max_attempts {
+            let error = format!(
+                "{error} (attempt {in_series} of {}: no attempt left)",
+                policy.max_attempts
+            );
+            return self.fail_step(index, attempt, error, kind);
+        }
+        self.step_completed(index, StepStatus::Waiting, attempt, Map::new(), error);
+        let due = timer::after(self.env.now, policy.backoff(in_series));
+        self.set_timer(TimerWhat::Retry, index, attempt.saturating_add(1), due);
+    }
+
+    /// Arms step `index`'s timer.
+    pub fn set_timer(&mut self, what: TimerWhat, index: u32, attempt: u32, due: Timestamp) {
+        self.emit(Body::TimerSet(v1::TimerSet {
+            timer_id: timer::step_timer(index),
+            due: Some(due),
+            what: what.as_str().into(),
+            index,
+            attempt,
+        }));
+    }
+
+    /// Records that a timer came due and takes effect (what follows is the caller's).
+    pub fn timer_fired(&mut self, id: &str, t: &Timer) {
+        self.emit(Body::TimerFired(v1::TimerFired {
+            timer_id: id.to_owned(),
+            due: Some(t.due),
+            what: t.what.as_str().into(),
+            index: t.index,
+            attempt: t.attempt,
+        }));
+    }
+
+    /// Records a worker's heartbeat on a running attempt.
+    pub fn heartbeat(&mut self, index: u32, attempt: u32, progress: String) {
+        self.emit(Body::TaskHeartbeat(v1::TaskHeartbeat {
+            index,
+            attempt,
+            progress,
+        }));
+    }
+
+    /// Records a failed step and stops the process there, in the status `kind` says for a
+    /// failure no attempt follows. A subscription it holds out of sync says why.
     pub fn fail_step(&mut self, index: u32, attempt: u32, error: String, kind: FailureKind) {
-        let (step, process) = kind.statuses();
+        let statuses = kind.final_statuses();
+        self.stop_at(index, attempt, error, statuses);
+    }
+
+    fn stop_at(
+        &mut self,
+        index: u32,
+        attempt: u32,
+        error: String,
+        (step, process): (StepStatus, ProcessStatus),
+    ) {
         self.step_completed(index, step, attempt, Map::new(), error.clone());
         let name = self.step_name(index);
         self.emit(Body::ProcessFailed(v1::ProcessFailed {
@@ -243,7 +313,7 @@ impl<'a, 'e> Run<'a, 'e> {
                 self.fail_step(index, 1, e, FailureKind::Permanent);
                 return false;
             }
-            Ok(StepKind::Task) => {
+            Ok(StepKind::Task(_)) => {
                 self.schedule(index, attempts.saturating_add(1));
                 return true;
             }
@@ -300,6 +370,18 @@ impl<'a, 'e> Run<'a, 'e> {
 
     fn schedule(&mut self, index: u32, attempt: u32) {
         let name = self.step_name(index);
+        let policy = self.process.step(index).and_then(|s| s.policy());
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let heartbeat_ms = policy.and_then(|p| p.heartbeat).map_or(0, ms);
+        // Its deadline as the step will have it once this attempt has started now.
+        let deadline = policy.and_then(|p| {
+            let step = crate::process::StepState {
+                started_at: Some(self.env.now),
+                last_heartbeat_at: None,
+                ..self.process.step(index)?.clone()
+            };
+            step.attempt_deadline(p)
+        });
         let task_id = format!("{}/{}/{}", self.process.id, index, attempt);
         self.emit(Body::TaskScheduled(v1::TaskScheduled {
             index,
@@ -316,6 +398,8 @@ impl<'a, 'e> Run<'a, 'e> {
                     ..s.to_view_without_trail()
                 }
             }),
+            deadline,
+            heartbeat_ms,
         }));
     }
 

@@ -131,7 +131,10 @@ impl SubscriptionState {
                 | Body::ProcessAborted(_)
                 | Body::StepSuspended(_)
                 | Body::CallbackAwaited(_)
-                | Body::ProcessResumed(_),
+                | Body::ProcessResumed(_)
+                | Body::TimerSet(_)
+                | Body::TimerFired(_)
+                | Body::TaskHeartbeat(_),
             )
             | None => {}
         }

@@ -85,6 +85,19 @@ impl StepState {
             cloudportal_state: self.cloudportal(process).into(),
             form,
             callback_token: self.callback_token.clone(),
+            next_attempt_at: self.next_attempt_at,
+            deadline: self.deadline,
+            last_heartbeat_at: self.last_heartbeat_at,
+            progress: self.progress.clone(),
+            failures: self
+                .failures
+                .iter()
+                .map(|f| v1::AttemptFailure {
+                    attempt: f.attempt,
+                    error: f.error.clone(),
+                    at: f.at,
+                })
+                .collect(),
             index: self.index,
             name: self.name.clone(),
             kind,
@@ -118,6 +131,7 @@ impl ProcessState {
             steps: self.steps.iter().map(|s| s.to_view(self.status)).collect(),
             cloudportal_state: self.status.cloudportal().into(),
             product_version: self.product_def.as_ref().map_or(0, |p| p.version),
+            next_attempt_at: self.steps.iter().find_map(|s| s.next_attempt_at),
             actor: self.actor.clone(),
             started_at: self.started_at,
             last_modified_at: self.last_modified_at,

@@ -15,6 +15,29 @@ use serde_json::{Value as Json, json};
 /// Steps and a create workflow that use an approval, an input form and a callback.
 const GATED: &str = include_str!("../../../tests/fixtures/gated.toml");
 
+/// A create workflow whose task makes one attempt: every failure is its last.
+const ONCE: &str = r#"
+[[step]]
+name = "provision_once"
+max_attempts = 1
+
+[[workflow]]
+name = "create_user_group"
+target = "create"
+product = "UserGroup"
+version = 2
+steps = [
+  "init", "create_subscription", "store_process_subscription(create)",
+  "initialize_subscription", "provision_once", "set_status(active)", "resync", "done",
+]
+subscription_description = "User group {group_name}"
+
+[[workflow.form]]
+name = "group_name"
+type = "string"
+required = true
+"#;
+
 fn fail(s: &mut Scenario, index: u32, attempt: u32, kind: &str) -> Result<Decision, Rejection> {
     let process_id = s.pid();
     s.send(&v1::FailTask {
@@ -173,11 +196,11 @@ fn a_failed_task_is_retried_from_its_step_and_completes_holding_the_lock_through
 fn failure_kinds_set_orchestrator_cores_statuses_and_each_can_be_retried() {
     for (kind, process, step, cloudportal) in [
         ("permanent", "failed", "failed", "Failure"),
-        ("retryable", "waiting", "waiting", "Waiting"),
+        ("retryable", "failed", "failed", "Failure"),
         ("api_unavailable", "api_unavailable", "failed", "Error"),
         ("inconsistent_data", "inconsistent_data", "failed", "Error"),
     ] {
-        let mut s = Scenario::new();
+        let mut s = with_catalog(ONCE);
         s.start_create("Ops");
         fail(&mut s, 4, 1, kind).unwrap();
         let v = s.view();
@@ -190,6 +213,24 @@ fn failure_kinds_set_orchestrator_cores_statuses_and_each_can_be_retried() {
         retry(&mut s).unwrap();
         assert_eq!(s.view().steps[4].attempts, 2, "{kind}");
     }
+    // A process recorded before tasks had a retry policy keeps what a retryable failure meant
+    // then: it waits for an operator's retry.
+    let mut s = Scenario::new();
+    s.start_create("Ops");
+    s.tamper_process(|p| p.steps[4].kind = Ok(orca_domain::catalog::StepKind::Task(None)));
+    fail(&mut s, 4, 1, "retryable").unwrap();
+    let v = s.view();
+    assert_eq!(
+        (v.status.as_str(), v.steps[4].status.as_str()),
+        ("waiting", "waiting")
+    );
+    assert!(
+        s.process.as_ref().unwrap().timers.is_empty(),
+        "no retry timer"
+    );
+    retry(&mut s).unwrap();
+    assert_eq!(s.view().steps[4].attempts, 2);
+
     let mut s = Scenario::new();
     s.start_create("Ops");
     let r = fail(&mut s, 4, 1, "flaky").unwrap_err();
@@ -608,7 +649,7 @@ fn every_process_status_is_reachable() {
         "api_unavailable",
         "inconsistent_data",
     ] {
-        let mut s = Scenario::new();
+        let mut s = with_catalog(ONCE);
         let mut p = ProcessState::default();
         let d = s.start_create("Ops");
         record(&s, d, &mut p);
@@ -619,6 +660,13 @@ fn every_process_status_is_reachable() {
         let d = abort(&mut s, "done with it").unwrap();
         record(&s, d, &mut p);
     }
+    // A retryable failure with attempts left: waiting on a retry timer.
+    let mut s = Scenario::new();
+    let mut p = ProcessState::default();
+    let d = s.start_create("Ops");
+    record(&s, d, &mut p);
+    let d = fail(&mut s, 4, 1, "retryable").unwrap();
+    record(&s, d, &mut p);
     let mut s = with_catalog(GATED);
     let mut p = ProcessState::default();
     let d = start_gated(&mut s);
@@ -650,7 +698,7 @@ fn every_process_status_is_reachable() {
 
 #[test]
 fn views_carry_cloudportals_states() {
-    let mut s = Scenario::new();
+    let mut s = with_catalog(ONCE);
     s.start_create("Ops");
     let v = s.view();
     assert_eq!(v.cloudportal_state, "Running");

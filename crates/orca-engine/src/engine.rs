@@ -1,6 +1,7 @@
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use orca_domain::command::FireTimer;
 use orca_domain::ids::{ProcessId, SubscriptionId};
 use orca_domain::{
     Catalog, Checked, Code, Command, Decision, Env, Loaded, Meta, ProcessState, Rejection,
@@ -13,6 +14,10 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::cache::Cache;
+use crate::timers::Timers;
+
+/// How often the timer index is kept beside the log while it changes.
+const KEEP_TIMERS_EVERY: Duration = Duration::from_secs(1);
 
 /// Largest encoded event a command may record: published events must fit NATS's default 1 MiB
 /// message with room for headers.
@@ -37,6 +42,33 @@ impl std::fmt::Debug for Tap {
     }
 }
 
+/// The time the engine decides at: what `Env::now` is and what timers are due by.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> Timestamp + Send + Sync>);
+
+impl Clock {
+    /// The system's wall clock.
+    pub fn system() -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// A clock that reads `f` (tests move time by hand with one).
+    pub fn new(f: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// How the engine batches and how much it keeps in memory.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -51,6 +83,11 @@ pub struct EngineOptions {
     pub max_in_flight: usize,
     /// Where decided events go besides the log (default none).
     pub tap: Option<Tap>,
+    /// The time commands are decided at and timers come due by (default: the system's).
+    pub clock: Clock,
+    /// Longest the engine sleeps before it looks at the clock again while timers are armed
+    /// (default 1 s): a clock that jumps is noticed within it.
+    pub timer_nap: Duration,
 }
 
 impl Default for EngineOptions {
@@ -61,6 +98,8 @@ impl Default for EngineOptions {
             queue: 8192,
             max_in_flight: 8192,
             tap: None,
+            clock: Clock::system(),
+            timer_nap: Duration::from_secs(1),
         }
     }
 }
@@ -131,6 +170,12 @@ pub struct Engine {
     /// Appends decided in this batch, written together when it ends (or before anything waits
     /// for the disk).
     unwritten: Vec<(Append, oneshot::Sender<AppendOutcome>)>,
+    /// Timers armed by what has been decided.
+    timers: Timers,
+    /// The timer index as of a decided position, to keep beside the log once that is durable.
+    unsaved: Option<(u64, Vec<u8>)>,
+    /// When the timer index was last kept.
+    saved_at: tokio::time::Instant,
 }
 
 fn unavailable(why: &str) -> v1::CommandReply {
@@ -173,6 +218,9 @@ impl Engine {
             failed,
             replies,
             unwritten: Vec::new(),
+            timers: Timers::default(),
+            unsaved: None,
+            saved_at: tokio::time::Instant::now(),
         };
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
@@ -184,12 +232,20 @@ impl Engine {
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), Error> {
+        self.timers = Timers::recover(self.log.as_ref())?;
         let mut batch = Vec::with_capacity(self.options.max_batch);
-        while rx.recv_many(&mut batch, self.options.max_batch).await > 0 {
+        loop {
+            let wake = self.wake_at();
+            tokio::select! {
+                n = rx.recv_many(&mut batch, self.options.max_batch) => if n == 0 { break },
+                () = tokio::time::sleep_until(wake) => {}
+            }
             for request in batch.drain(..) {
                 self.handle(request).await;
             }
+            self.fire_due().await;
             self.write_decided();
+            self.keep_timers();
             if *self.failed.borrow() {
                 rx.close();
                 while let Some(r) = rx.recv().await {
@@ -200,7 +256,85 @@ impl Engine {
                 return Err(Error::Corrupt("the event log failed".into()));
             }
         }
+        // Stopping: keep the index as of everything decided, once that is durable.
+        if !*self.failed.borrow() && (self.timers.dirty || self.unsaved.is_some()) {
+            self.settle_log().await?;
+            let bytes = self.timers.encode(self.next_position - 1);
+            Timers::keep(self.log.as_ref(), &bytes)?;
+        }
         Ok(())
+    }
+
+    /// When to look at the timers again: when the first is due, at most a nap away (the clock
+    /// may jump), and no later than when the index is to be kept.
+    fn wake_at(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let nap = self.options.timer_nap;
+        let mut wake = now + Duration::from_secs(3600);
+        if let Some(first) = self.timers.first() {
+            let clock = self.options.clock.now();
+            let until = timestamp_diff(first.due(), clock);
+            wake = wake.min(now + until.min(nap));
+        }
+        if self.unsaved.is_some() {
+            wake = wake.min(now + nap);
+        } else if self.timers.dirty {
+            wake = wake.min(self.saved_at + KEEP_TIMERS_EVERY);
+        }
+        wake
+    }
+
+    /// Fires every timer that is due, as internal commands decided like any other.
+    async fn fire_due(&mut self) {
+        let now = self.options.clock.now();
+        for armed in self.timers.due_at(now) {
+            let command = Checked {
+                command: Command::FireTimer(FireTimer {
+                    process_id: armed.process,
+                    timer_id: armed.timer_id.clone(),
+                    due: armed.due(),
+                }),
+                meta: Meta {
+                    command_id: None,
+                    actor: "orca".into(),
+                },
+            };
+            let outcome = self.decide(&command).await;
+            match &outcome {
+                Ok(Outcome::Rejected(r)) if r.code == Code::TimerNotDue => continue,
+                // The process no longer arms it (or is gone): nothing to fire, ever.
+                Ok(Outcome::Rejected(r)) => {
+                    tracing::debug!(process = %armed.process, timer = %armed.timer_id, code = %r.code.as_str(), "timer not fired");
+                    self.timers.disarm(armed.process, &armed.timer_id);
+                }
+                _ => {}
+            }
+            let (reply, _) = oneshot::channel();
+            self.settle(outcome, &command.meta, reply).await;
+        }
+    }
+
+    /// Keeps the timer index beside the log, at most every [`KEEP_TIMERS_EVERY`]: encoded as of
+    /// a decided position, kept once that position is durable.
+    fn keep_timers(&mut self) {
+        if let Some((at, _)) = &self.unsaved
+            && self.log.head() >= *at
+            && let Some((_, bytes)) = self.unsaved.take()
+            && let Err(e) = Timers::keep(self.log.as_ref(), &bytes)
+        {
+            tracing::warn!(error = %e, "cannot keep the timer index; a restart reads more of the log");
+            self.timers.dirty = true;
+        }
+        if self.timers.dirty
+            && self.unsaved.is_none()
+            && self.saved_at.elapsed() >= KEEP_TIMERS_EVERY
+        {
+            self.unsaved = Some((
+                self.next_position - 1,
+                self.timers.encode(self.next_position - 1),
+            ));
+            self.saved_at = tokio::time::Instant::now();
+        }
     }
 
     /// Writes the appends decided so far as one batch; the sync thread makes them durable. The
@@ -315,6 +449,9 @@ impl Engine {
         };
         let (done, durable) = oneshot::channel();
         self.unwritten.push((append, done));
+        for e in &decision.events {
+            self.timers.apply(e);
+        }
         let Decision {
             process,
             subscription,
@@ -371,7 +508,7 @@ impl Engine {
             process,
             subscription,
         };
-        Ok(with_env(&cmd.meta, |env| {
+        Ok(with_env(&cmd.meta, self.options.clock.now(), |env| {
             orca_domain::decide(&self.catalog, &state, &cmd.command, env)
         })
         .into())
@@ -443,7 +580,7 @@ impl Engine {
 
 /// Runs a decision with what the domain may not make up: the clock, the actor, the command id
 /// (generated when the client gave none) and fresh event ids.
-fn with_env<R>(meta: &Meta, decide: impl FnOnce(&mut Env<'_>) -> R) -> R {
+fn with_env<R>(meta: &Meta, now: Timestamp, decide: impl FnOnce(&mut Env<'_>) -> R) -> R {
     let command_id = meta
         .command_id
         .clone()
@@ -451,7 +588,7 @@ fn with_env<R>(meta: &Meta, decide: impl FnOnce(&mut Env<'_>) -> R) -> R {
     // Time-ordered: process and subscription ids sort by creation.
     let mut new_id = Uuid::now_v7;
     let mut env = Env {
-        now: now(),
+        now,
         actor: &meta.actor,
         command_id: &command_id,
         new_id: &mut new_id,
@@ -522,4 +659,12 @@ async fn replier(
             }
         }
     }
+}
+
+/// `a - b` in nanoseconds (negative when `a` is earlier).
+fn timestamp_diff(a: Timestamp, b: Timestamp) -> std::time::Duration {
+    let nanos = (i128::from(a.seconds) - i128::from(b.seconds)) * 1_000_000_000
+        + i128::from(a.nanos)
+        - i128::from(b.nanos);
+    Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
 }

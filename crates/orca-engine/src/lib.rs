@@ -16,5 +16,6 @@
 
 mod cache;
 mod engine;
+mod timers;
 
-pub use engine::{Engine, EngineHandle, EngineOptions, Error, MAX_EVENT_BYTES, Tap};
+pub use engine::{Clock, Engine, EngineHandle, EngineOptions, Error, MAX_EVENT_BYTES, Tap};

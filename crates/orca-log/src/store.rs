@@ -34,7 +34,18 @@ pub trait EventLog: ReadLog {
     /// Writes `appends` as one batch, in order; each outcome is sent once its append is durable
     /// (or was refused). Returns without waiting for the disk.
     fn append(&self, appends: Vec<(Append, oneshot::Sender<AppendOutcome>)>);
+
+    /// Keeps `bytes` under `name` beside the log: state derived from the log up to a position
+    /// it records itself (the engine's index of armed timers), so that a restart reads only the
+    /// log's tail after it. Not synced: a crash may leave an older one, never a torn one.
+    fn save_state(&self, name: &str, bytes: &[u8]) -> Result<(), Error>;
+
+    /// What [`EventLog::save_state`] last kept under `name`.
+    fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error>;
 }
+
+/// The sled tree derived states are kept in.
+const STATE_TREE: &str = "derived_state";
 
 /// A shared event log.
 pub type SharedLog = Arc<dyn EventLog>;
@@ -89,6 +100,24 @@ impl EventLog for DiskLog {
         // thread behind it.
         self.writer.write_now(appends);
     }
+
+    fn save_state(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.log
+            .db()
+            .open_tree(STATE_TREE)
+            .and_then(|t| t.insert(name, bytes))
+            .map(|_| ())
+            .map_err(Error::Storage)
+    }
+
+    fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.log
+            .db()
+            .open_tree(STATE_TREE)
+            .and_then(|t| t.get(name))
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(Error::Storage)
+    }
 }
 
 impl ReadLog for DiskLog {
@@ -125,6 +154,7 @@ struct Mem {
     /// Stream → positions of its events, in version order.
     streams: HashMap<String, Vec<u64>>,
     commands: HashMap<String, (u64, Vec<u8>)>,
+    states: HashMap<String, Vec<u8>>,
 }
 
 impl Default for MemLog {
@@ -216,6 +246,15 @@ impl EventLog for MemLog {
         for (done, outcome) in outcomes {
             let _ = done.send(outcome);
         }
+    }
+
+    fn save_state(&self, name: &str, bytes: &[u8]) -> Result<(), Error> {
+        self.mem()?.states.insert(name.to_owned(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self.mem()?.states.get(name).cloned())
     }
 }
 

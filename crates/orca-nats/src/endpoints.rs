@@ -51,6 +51,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("process-callback",         "cmd.process.callback",          Kind::Command(command::<v1::CallbackProcess>)),
     ("task-complete",            "cmd.task.complete",             Kind::Command(command::<v1::CompleteTask>)),
     ("task-fail",                "cmd.task.fail",                 Kind::Command(command::<v1::FailTask>)),
+    ("task-heartbeat",           "cmd.task.heartbeat",            Kind::Command(command::<v1::HeartbeatTask>)),
     ("subscription-set-in-sync", "cmd.subscription.set_in_sync",  Kind::Command(command::<v1::SetInSync>)),
     ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
     ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),

@@ -465,6 +465,8 @@ impl Outbox {
             workflow: t.workflow.clone(),
             state: t.state.clone(),
             subscription: t.subscription.clone(),
+            deadline: t.deadline,
+            heartbeat_ms: t.heartbeat_ms,
         };
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());

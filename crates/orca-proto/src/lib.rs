@@ -133,6 +133,9 @@ pub fn event_type_name(field: u32) -> &'static str {
         25 => "subscription_sync_changed",
         26 => "subscription_process_released",
         27 => "subscription_note_changed",
+        28 => "timer_set",
+        29 => "timer_fired",
+        30 => "task_heartbeat",
         _ => "unknown",
     }
 }

@@ -6,6 +6,7 @@
 //! definition and product rules it runs with.
 
 mod product;
+mod retry;
 mod step;
 
 use std::collections::BTreeMap;
@@ -14,11 +15,12 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 pub use product::{BlockDef, Product, ResourceType};
+pub use retry::{MAX_ATTEMPTS, RetryPolicy};
 pub use step::{Builtin, InputDef, StepDef, StepKind};
 
 use crate::form::{DEFAULT_MAX_STRING, Field, FieldKind, Form};
 use crate::lifecycle::Lifecycle;
-use crate::status::Target;
+use crate::status::{FailureKind, Target};
 
 /// The catalog orca ships: the workshop's UserGroup product and its workflows.
 pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/default.toml");
@@ -160,6 +162,78 @@ struct RawStep {
     approval: bool,
     #[serde(default)]
     form: Vec<RawField>,
+    #[serde(flatten)]
+    retry: RawRetry,
+}
+
+/// A task step's retry policy as written; what is left out takes [`RetryPolicy::default`]'s.
+/// Durations are written like `500ms`, `30s` or `5m`; `timeout` and `heartbeat` may be `none`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<u32>,
+    initial_backoff: Option<String>,
+    backoff_factor: Option<f64>,
+    max_backoff: Option<String>,
+    non_retryable: Option<Vec<String>>,
+    timeout: Option<String>,
+    heartbeat: Option<String>,
+}
+
+impl RawRetry {
+    fn is_empty(&self) -> bool {
+        self.max_attempts.is_none()
+            && self.initial_backoff.is_none()
+            && self.backoff_factor.is_none()
+            && self.max_backoff.is_none()
+            && self.non_retryable.is_none()
+            && self.timeout.is_none()
+            && self.heartbeat.is_none()
+    }
+
+    fn policy(self) -> Result<RetryPolicy, String> {
+        fn duration(field: &str, text: &str) -> Result<std::time::Duration, String> {
+            humantime::parse_duration(text.trim())
+                .map_err(|e| format!("{field} {text:?}: {e} (write e.g. 500ms, 30s, 5m)"))
+        }
+        fn optional(field: &str, text: &str) -> Result<Option<std::time::Duration>, String> {
+            if text.trim() == "none" {
+                Ok(None)
+            } else {
+                duration(field, text).map(Some)
+            }
+        }
+        let mut p = RetryPolicy::default();
+        if let Some(n) = self.max_attempts {
+            p.max_attempts = n;
+        }
+        if let Some(t) = &self.initial_backoff {
+            p.initial_backoff = duration("initial_backoff", t)?;
+        }
+        if let Some(f) = self.backoff_factor {
+            p.backoff_factor = f;
+        }
+        if let Some(t) = &self.max_backoff {
+            p.max_backoff = duration("max_backoff", t)?;
+        }
+        if let Some(kinds) = &self.non_retryable {
+            p.non_retryable = kinds
+                .iter()
+                .map(|k| match k.trim() {
+                    "" => Err("non_retryable: a kind may not be empty".to_owned()),
+                    k => FailureKind::parse(k).map_err(|r| format!("non_retryable: {}", r.message)),
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(t) = &self.timeout {
+            p.timeout = optional("timeout", t)?;
+        }
+        if let Some(t) = &self.heartbeat {
+            p.heartbeat = optional("heartbeat", t)?;
+        }
+        p.check()?;
+        Ok(p)
+    }
 }
 
 #[derive(Deserialize)]
@@ -319,8 +393,13 @@ impl Catalog {
             if Builtin::reserved(&s.name) {
                 return Err(err("has a builtin step's name".into()));
             }
+            if s.kind != "task" && !s.retry.is_empty() {
+                return Err(err(
+                    "only task steps take a retry policy (max_attempts, initial_backoff, backoff_factor, max_backoff, non_retryable, timeout, heartbeat)".into(),
+                ));
+            }
             let kind = match s.kind.as_str() {
-                "task" => StepKind::Task,
+                "task" => StepKind::Task(Some(s.retry.policy().map_err(err)?)),
                 "callback" => StepKind::Callback,
                 "input" if s.approval => {
                     if !s.form.is_empty() {

@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use orca_proto::v1;
 
+use super::RetryPolicy;
 use crate::form::{Field, FieldKind, Form};
 use crate::lifecycle::Lifecycle;
 use crate::status::Target;
@@ -152,8 +153,10 @@ impl InputDef {
 pub enum StepKind {
     /// In the engine.
     Builtin(Builtin),
-    /// By a step worker, from the work queue `orca.task.<name>`.
-    Task,
+    /// By a step worker, from the work queue `orca.task.<name>`, retried and timed out by its
+    /// policy (`None` in a process recorded before tasks had one: one attempt, no timeout, and a
+    /// retryable failure waits for an operator).
+    Task(Option<RetryPolicy>),
     /// Suspends the process until a user submits a form (`orca.cmd.process.resume`).
     Input(InputDef),
     /// Waits for an outside system to call back (`orca.cmd.process.callback`) with a token.
@@ -174,7 +177,7 @@ impl StepDef {
     pub fn kind_name(kind: &StepKind) -> &'static str {
         match kind {
             StepKind::Builtin(_) => "builtin",
-            StepKind::Task => "task",
+            StepKind::Task(_) => "task",
             StepKind::Input(_) => "input",
             StepKind::Callback => "callback",
         }
@@ -195,7 +198,8 @@ impl StepDef {
                     def.form = Some(input.form.to_proto());
                 }
             }
-            StepKind::Task | StepKind::Callback => {}
+            StepKind::Task(policy) => def.retry = policy.as_ref().map(RetryPolicy::to_proto),
+            StepKind::Callback => {}
         }
         def
     }
@@ -210,7 +214,7 @@ impl StepDef {
                         .ok_or_else(|| format!("unknown builtin step {:?}", p.name))?,
                 )
             }
-            "task" => StepKind::Task,
+            "task" => StepKind::Task(p.retry.as_ref().map(RetryPolicy::from_proto).transpose()?),
             "input" if p.approval => StepKind::Input(InputDef::approval()),
             "input" => StepKind::Input(InputDef {
                 form: Form::from_proto(&p.form.clone().unwrap_or_default())?,

@@ -116,3 +116,70 @@ fn a_create_workflow_makes_and_locks_its_subscription_before_it_waits() {
     let e = Catalog::from_toml(prefilled).unwrap_err();
     assert!(e.0.contains("take no prefill"), "{e}");
 }
+
+#[test]
+fn a_tasks_retry_policy_takes_sane_defaults_and_refuses_nonsense() {
+    use std::time::Duration;
+    let c = Catalog::default_catalog().unwrap();
+    let StepKind::Task(Some(p)) = &c.steps["provision_user_group"].kind else {
+        panic!("a task with a policy");
+    };
+    assert_eq!(p, &RetryPolicy::default());
+    assert_eq!(p.max_attempts, 3);
+    let waits: Vec<u64> = (1..=9).map(|n| p.backoff(n).as_secs()).collect();
+    assert_eq!(
+        waits,
+        [1, 2, 4, 8, 16, 32, 60, 60, 60],
+        "doubling up to 1 min"
+    );
+    assert_eq!(p.backoff(u32::MAX), Duration::from_secs(60));
+
+    let step = |fields: &str| {
+        Catalog::from_toml(&format!("[[step]]\nname = \"t\"\n{fields}\n"))
+            .map(|c| c.steps["t"].kind.clone())
+    };
+    let Ok(StepKind::Task(Some(p))) = step(
+        "max_attempts = 5\ninitial_backoff = \"250ms\"\nbackoff_factor = 3.0\nmax_backoff = \"10s\"\nnon_retryable = []\ntimeout = \"none\"\nheartbeat = \"20s\"",
+    ) else {
+        panic!("a valid policy");
+    };
+    assert_eq!(
+        (
+            p.max_attempts,
+            p.initial_backoff,
+            p.timeout,
+            p.heartbeat,
+            p.non_retryable.len()
+        ),
+        (
+            5,
+            Duration::from_millis(250),
+            None,
+            Some(Duration::from_secs(20)),
+            0
+        )
+    );
+    assert_eq!(p.backoff(3), Duration::from_millis(2250));
+    // Round trip through what a process records.
+    assert_eq!(RetryPolicy::from_proto(&p.to_proto()).unwrap(), p);
+
+    for (fields, says) in [
+        ("max_attempts = 0", "max_attempts"),
+        ("backoff_factor = 0.5", "backoff_factor"),
+        (
+            "initial_backoff = \"2m\"",
+            "initial_backoff must not be longer",
+        ),
+        ("timeout = \"soon\"", "timeout \"soon\""),
+        (
+            "timeout = \"10s\"\nheartbeat = \"1m\"",
+            "heartbeat must not be longer",
+        ),
+        ("heartbeat = \"0s\"", "longer than 0"),
+        ("non_retryable = [\"flaky\"]", "non_retryable"),
+        ("kind = \"callback\"\nmax_attempts = 2", "only task steps"),
+    ] {
+        let e = step(fields).unwrap_err().to_string();
+        assert!(e.contains(says), "{fields}: {e}");
+    }
+}

@@ -1,4 +1,4 @@
-//! `orca.self.process.abort`: end an unfinished process.
+//! `orca.cmd.process.abort`: end an unfinished process.
 
 use orca_proto::v1;
 

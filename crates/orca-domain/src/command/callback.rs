@@ -1,4 +1,4 @@
-//! `orca.self.process.callback`: an outside system reports on a process awaiting its callback.
+//! `orca.cmd.process.callback`: an outside system reports on a process awaiting its callback.
 
 use orca_proto::v1;
 use serde_json::{Map, Value as Json};

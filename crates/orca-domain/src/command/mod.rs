@@ -11,21 +11,25 @@
 
 mod abort;
 mod callback;
+mod heartbeat;
 mod report;
 mod resume;
 mod retry;
 mod set_in_sync;
 mod start;
+mod timer;
 
 use serde_json::{Map, Value as Json};
 
 pub use abort::AbortProcess;
 pub use callback::CallbackProcess;
+pub use heartbeat::{HeartbeatTask, MAX_PROGRESS};
 pub use report::TaskReport;
 pub use resume::ResumeProcess;
 pub use retry::RetryProcess;
 pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
+pub use timer::FireTimer;
 
 use crate::catalog::{Catalog, Product};
 pub use crate::decision::Decision;
@@ -115,6 +119,10 @@ commands! {
     Callback(CallbackProcess),
     /// `orca.cmd.subscription.set_in_sync`
     SetInSync(SetInSync),
+    /// `orca.cmd.task.heartbeat`
+    Heartbeat(HeartbeatTask),
+    /// A timer came due (internal: fired by the engine).
+    FireTimer(FireTimer),
 }
 
 /// The state a command is decided on, loaded by the runtime: the process it names and the

@@ -25,7 +25,7 @@ pub struct TaskReport {
     pub outcome: Result<Map<String, Json>, (String, FailureKind)>,
 }
 
-fn report_ids(process_id: &str, attempt: u32) -> Result<ProcessId, Rejection> {
+pub(super) fn report_ids(process_id: &str, attempt: u32) -> Result<ProcessId, Rejection> {
     let id = ProcessId::parse("process_id", process_id)?;
     if attempt == 0 {
         return Err(Rejection::fields(
@@ -84,7 +84,7 @@ impl Decide for TaskReport {
         Some(self.process_id)
     }
 
-    /// Decides a self. One on an attempt the process no longer waits for (it moved on, ended, or
+    /// Decides a report. One on an attempt the process no longer waits for (it moved on, ended, or
     /// the attempt was superseded) is refused with `TASK_NOT_CURRENT` and changes nothing: delivery
     /// is at least once, the effect exactly once (invariant 9).
     fn decide(
@@ -113,7 +113,7 @@ impl Decide for TaskReport {
                     run.advance();
                 }
             }
-            Err((error, kind)) => run.fail_step(index, self.attempt, error.clone(), *kind),
+            Err((error, kind)) => run.fail_attempt(index, self.attempt, error.clone(), *kind),
         }
         Ok(run.finish())
     }

@@ -1,4 +1,4 @@
-//! `orca.self.process.resume`: submit the form of a suspended process's input step.
+//! `orca.cmd.process.resume`: submit the form of a suspended process's input step.
 
 use orca_proto::v1;
 use serde_json::{Map, Value as Json};

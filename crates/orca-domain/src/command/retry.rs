@@ -1,4 +1,4 @@
-//! `orca.self.process.retry`: run a stopped process again from the step that stopped it.
+//! `orca.cmd.process.retry`: run a stopped process again from the step that stopped it.
 
 use orca_proto::v1;
 

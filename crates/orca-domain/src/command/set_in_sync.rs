@@ -1,4 +1,4 @@
-//! `orca.self.subscription.set_in_sync`: the operator's way back for an out-of-sync subscription.
+//! `orca.cmd.subscription.set_in_sync`: the operator's way back for an out-of-sync subscription.
 
 use orca_proto::v1::{self, event::Body};
 

@@ -1,4 +1,4 @@
-//! `orca.self.process.start`: start a workflow.
+//! `orca.cmd.process.start`: start a workflow.
 
 use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};

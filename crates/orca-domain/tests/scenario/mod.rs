@@ -20,6 +20,8 @@ pub struct Scenario {
     log: Vec<v1::Event>,
     /// Set when a test changed the held state by hand: it no longer follows from the log.
     tampered: bool,
+    /// The clock every decision reads; tests move it by hand.
+    pub now: orca_proto::Timestamp,
 }
 
 impl Scenario {
@@ -31,7 +33,58 @@ impl Scenario {
             next_id: 1,
             log: Vec::new(),
             tampered: false,
+            now: orca_proto::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            },
         }
+    }
+
+    /// Moves the clock on by `ms` milliseconds.
+    pub fn advance_ms(&mut self, ms: u64) {
+        self.now = orca_domain::timer::after(self.now, std::time::Duration::from_millis(ms));
+    }
+
+    /// Moves the clock on by `secs` seconds.
+    pub fn advance(&mut self, secs: u64) {
+        self.advance_ms(secs * 1000);
+    }
+
+    /// Changes the held process by hand (a state the commands could not reach, e.g. one
+    /// recorded by an older version).
+    pub fn tamper_process(&mut self, change: impl FnOnce(&mut ProcessState)) {
+        self.tampered = true;
+        change(self.process.as_mut().unwrap());
+    }
+
+    /// The process's timer `id` as armed, if it is.
+    pub fn timer(&self, id: &str) -> Option<orca_domain::timer::Timer> {
+        self.process.as_ref().unwrap().timers.get(id).copied()
+    }
+
+    /// Fires the timer `id` armed for `due`, as the engine would, at the current time.
+    pub fn fire_at(&mut self, id: &str, due: orca_proto::Timestamp) -> Result<Decision, Rejection> {
+        let process_id = self.process.as_ref().unwrap().id;
+        let cmd = Checked {
+            command: Command::FireTimer(orca_domain::command::FireTimer {
+                process_id,
+                timer_id: id.to_owned(),
+                due,
+            }),
+            meta: orca_domain::Meta::parse("", "orca").unwrap(),
+        };
+        self.decide_now(&cmd)
+    }
+
+    /// Moves the clock to when timer `id` is due and fires it.
+    pub fn fire(&mut self, id: &str) -> Result<Decision, Rejection> {
+        let t = self
+            .timer(id)
+            .unwrap_or_else(|| panic!("timer {id} is not armed"));
+        if orca_domain::timer::key(self.now) < orca_domain::timer::key(t.due) {
+            self.now = t.due;
+        }
+        self.fire_at(id, t.due)
     }
 
     /// Changes the held subscription by hand (a state the commands could not reach as quickly).
@@ -71,15 +124,15 @@ impl Scenario {
         }
     }
 
-    /// Decides `cmd` on the state held, as of `seconds`, and keeps what it changed.
-    pub fn decide(&mut self, cmd: &Checked<Command>, seconds: i64) -> Result<Decision, Rejection> {
+    /// Decides `cmd` on the state held, as of now, and keeps what it changed.
+    pub fn decide_now(&mut self, cmd: &Checked<Command>) -> Result<Decision, Rejection> {
         let mut counter = self.next_id;
         let mut new_id = || {
             counter += 1;
             Uuid::from_u128(counter)
         };
         let mut env = Env {
-            now: orca_proto::Timestamp { seconds, nanos: 0 },
+            now: self.now,
             actor: "tester",
             command_id: "c",
             new_id: &mut new_id,
@@ -99,7 +152,7 @@ impl Scenario {
 
     pub fn start(&mut self, wire: v1::StartProcess) -> Result<Decision, Rejection> {
         let cmd = Checked::<Command>::try_from(&wire)?;
-        self.decide(&cmd, 1_700_000_000)
+        self.decide_now(&cmd)
     }
 
     pub fn report(
@@ -127,7 +180,7 @@ impl Scenario {
                 ..Default::default()
             })?,
         };
-        self.decide(&cmd, 1_700_000_001)
+        self.decide_now(&cmd)
     }
 
     /// Starts a create workflow; it stops at its task step.
@@ -192,7 +245,7 @@ impl Scenario {
         for<'w> Checked<Command>: TryFrom<&'w W, Error = Rejection>,
     {
         let cmd = Checked::<Command>::try_from(wire)?;
-        self.decide(&cmd, 1_700_000_002)
+        self.decide_now(&cmd)
     }
 
     /// The process's view.

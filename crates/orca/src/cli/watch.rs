@@ -12,8 +12,14 @@ use orca_proto::{Message, Timestamp};
 
 use crate::Global;
 
-/// One line for an event of the process.
-fn line(e: &v1::Event) -> String {
+/// One line for an event of the process whose steps are named `steps`.
+fn line(e: &v1::Event, steps: &[String]) -> String {
+    let step_name = |i: u32| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| steps.get(i))
+            .map_or("", String::as_str)
+    };
     let at = e
         .occurred_at
         .as_ref()
@@ -51,6 +57,32 @@ fn line(e: &v1::Event) -> String {
             format!("resumed at step {} {} by {}", r.index, r.name, e.actor)
         }
         Some(Body::ProcessRetried(_)) => format!("retried by {}", e.actor),
+        Some(Body::TimerSet(t)) if t.what == "retry" => format!(
+            "step {} {} waits until {} to try attempt {}",
+            t.index,
+            step_name(t.index),
+            t.due.as_ref().map(orca::render::clock).unwrap_or_default(),
+            t.attempt
+        ),
+        Some(Body::TimerSet(t)) => format!(
+            "step {} attempt {} now times out at {}",
+            t.index,
+            t.attempt,
+            t.due.as_ref().map(orca::render::clock).unwrap_or_default()
+        ),
+        Some(Body::TimerFired(t)) if t.what == "retry" => {
+            format!("step {} backoff over", t.index)
+        }
+        Some(Body::TimerFired(t)) => format!("step {} attempt {} timed out", t.index, t.attempt),
+        Some(Body::TaskHeartbeat(h)) if h.progress.is_empty() => {
+            format!("step {} attempt {} alive", h.index, h.attempt)
+        }
+        Some(Body::TaskHeartbeat(h)) => {
+            format!(
+                "step {} attempt {} alive: {}",
+                h.index, h.attempt, h.progress
+            )
+        }
         Some(Body::ProcessFailed(f)) => {
             let status = if f.status.is_empty() {
                 "failed"
@@ -102,6 +134,7 @@ pub async fn run(g: &Global, client: &OrcaClient, id: &str) -> anyhow::Result<Ex
         .await
         .context("creating the watch consumer")?;
     let mut messages = consumer.messages().await?;
+    let mut steps: Vec<String> = Vec::new();
     loop {
         let next = tokio::select! {
             m = messages.next() => m,
@@ -125,10 +158,13 @@ pub async fn run(g: &Global, client: &OrcaClient, id: &str) -> anyhow::Result<Ex
                 continue;
             }
         };
+        if let Some(Body::ProcessStarted(s)) = &event.body {
+            steps = s.steps.iter().map(|d| d.name.clone()).collect();
+        }
         if g.json {
             println!("{}", serde_json::to_string(&event)?);
         } else {
-            println!("{}", line(&event));
+            println!("{}", line(&event, &steps));
         }
         match event.body {
             Some(Body::ProcessCompleted(_)) => return Ok(ExitCode::SUCCESS),

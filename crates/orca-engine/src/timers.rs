@@ -1,0 +1,313 @@
+//! The index of armed timers: every timer the log has armed and not yet disarmed (the domain's
+//! [`event_timer_change`] says which events do which), in due order, so the engine knows when
+//! to wake and what to fire. It follows the engine's decisions as they are made, and is kept
+//! beside the log with the position it reflects: a restart reads that and only the log's tail
+//! after it, never the whole log.
+
+use std::collections::{BTreeSet, HashMap};
+
+use orca_domain::ids::ProcessId;
+use orca_domain::timer::{TimerChange, event_timer_change, key};
+use orca_log::EventLog;
+use orca_proto::{Timestamp, v1};
+
+use crate::engine::Error;
+
+/// Name under which the index is kept beside the log.
+const STATE: &str = "engine.timers";
+
+/// Events read at once while catching up on the log's tail.
+const CHUNK: usize = 4096;
+
+/// One armed timer: whose, which, when.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Armed {
+    /// When it is due, as a sortable key.
+    pub due: (i64, i32),
+    /// Its process.
+    pub process: ProcessId,
+    /// Its id within the process.
+    pub timer_id: String,
+}
+
+impl Armed {
+    /// When it is due.
+    pub fn due(&self) -> Timestamp {
+        Timestamp {
+            seconds: self.due.0,
+            nanos: self.due.1,
+        }
+    }
+}
+
+/// Armed timers in due order; see the module docs.
+#[derive(Debug, Default)]
+pub struct Timers {
+    by_due: BTreeSet<Armed>,
+    by_process: HashMap<ProcessId, HashMap<String, (i64, i32)>>,
+    /// Changed since last kept.
+    pub dirty: bool,
+}
+
+impl Timers {
+    /// Follows one event.
+    pub fn apply(&mut self, event: &v1::Event) {
+        let Some((process, change)) = event_timer_change(event) else {
+            return;
+        };
+        match change {
+            TimerChange::Arm(id, t) => {
+                self.disarm(process, &id);
+                let due = key(t.due);
+                self.by_process
+                    .entry(process)
+                    .or_default()
+                    .insert(id.clone(), due);
+                self.by_due.insert(Armed {
+                    due,
+                    process,
+                    timer_id: id,
+                });
+            }
+            TimerChange::Disarm(id) => self.disarm(process, &id),
+            TimerChange::DisarmAll => {
+                for (id, due) in self.by_process.remove(&process).unwrap_or_default() {
+                    self.by_due.remove(&Armed {
+                        due,
+                        process,
+                        timer_id: id,
+                    });
+                    self.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Drops one timer (one the log no longer arms, or whose firing was refused).
+    pub fn disarm(&mut self, process: ProcessId, id: &str) {
+        let Some(timers) = self.by_process.get_mut(&process) else {
+            return;
+        };
+        if let Some(due) = timers.remove(id) {
+            self.by_due.remove(&Armed {
+                due,
+                process,
+                timer_id: id.to_owned(),
+            });
+            self.dirty = true;
+        }
+        if timers.is_empty() {
+            self.by_process.remove(&process);
+        }
+    }
+
+    /// The timer due first.
+    pub fn first(&self) -> Option<&Armed> {
+        self.by_due.first()
+    }
+
+    /// Timers due at `now`, in due order.
+    pub fn due_at(&self, now: Timestamp) -> Vec<Armed> {
+        let now = key(now);
+        self.by_due
+            .iter()
+            .take_while(|a| a.due <= now)
+            .cloned()
+            .collect()
+    }
+
+    /// How many are armed.
+    pub fn len(&self) -> usize {
+        self.by_due.len()
+    }
+
+    /// The index as of `position` (every event decided up to there applied), to keep beside
+    /// the log with [`Timers::keep`] once `position` is durable.
+    pub fn encode(&mut self, position: u64) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(16 + self.by_due.len() * 64);
+        bytes.extend_from_slice(&position.to_be_bytes());
+        for a in &self.by_due {
+            bytes.extend_from_slice(&a.due.0.to_be_bytes());
+            bytes.extend_from_slice(&a.due.1.to_be_bytes());
+            bytes.extend_from_slice(a.process.0.as_bytes());
+            let id = a.timer_id.as_bytes();
+            bytes.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
+            bytes.extend_from_slice(id);
+        }
+        self.dirty = false;
+        bytes
+    }
+
+    /// Keeps an encoded index beside the log.
+    pub fn keep(log: &dyn EventLog, bytes: &[u8]) -> Result<(), Error> {
+        Ok(log.save_state(STATE, bytes)?)
+    }
+
+    /// The index as the log holds it now: what was kept, and the log's tail after it.
+    pub fn recover(log: &dyn EventLog) -> Result<Self, Error> {
+        let head = log.head();
+        let (mut timers, mut from) = match log.load_state(STATE)?.map(|b| Self::decode(&b)) {
+            Some(Some((t, at))) if at <= head => (t, at + 1),
+            Some(_) => {
+                tracing::warn!(
+                    "the kept timer index is unreadable or ahead of the log; rebuilding it from the log"
+                );
+                (Self::default(), 1)
+            }
+            None => (Self::default(), 1),
+        };
+        let start = from;
+        while from <= head {
+            let records = log.read_from(from, CHUNK)?;
+            if records.is_empty() {
+                break;
+            }
+            for r in &records {
+                // Only process events touch timers; the others need no decoding.
+                if !r.stream.starts_with("process-") {
+                    continue;
+                }
+                let e =
+                    orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                        .map_err(|e| Error::Corrupt(format!("event {}: {e}", r.position)))?;
+                timers.apply(&e);
+            }
+            from = records.last().map_or(head, |r| r.position) + 1;
+        }
+        tracing::info!(
+            armed = timers.len(),
+            read = head + 1 - start,
+            "timer index recovered"
+        );
+        timers.dirty = true;
+        Ok(timers)
+    }
+
+    fn decode(bytes: &[u8]) -> Option<(Self, u64)> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            rest = tail;
+            Some(head)
+        };
+        let position = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let mut timers = Self::default();
+        while let Some(secs) = take(8) {
+            let secs = i64::from_be_bytes(secs.try_into().ok()?);
+            let nanos = i32::from_be_bytes(take(4)?.try_into().ok()?);
+            let process = ProcessId(uuid::Uuid::from_slice(take(16)?).ok()?);
+            let len = usize::from(u16::from_be_bytes(take(2)?.try_into().ok()?));
+            let id = String::from_utf8(take(len)?.to_vec()).ok()?;
+            timers
+                .by_process
+                .entry(process)
+                .or_default()
+                .insert(id.clone(), (secs, nanos));
+            timers.by_due.insert(Armed {
+                due: (secs, nanos),
+                process,
+                timer_id: id,
+            });
+        }
+        Some((timers, position))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use orca_log::{Append, MemLog, NewEvent};
+    use v1::event::Body;
+
+    fn set(process: u128, due: i64) -> v1::Event {
+        v1::Event {
+            stream: ProcessId(uuid::Uuid::from_u128(process)).stream(),
+            body: Some(Body::TimerSet(v1::TimerSet {
+                timer_id: "step/4".into(),
+                due: Some(Timestamp {
+                    seconds: due,
+                    nanos: 0,
+                }),
+                what: "retry".into(),
+                index: 4,
+                attempt: 2,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn append(log: &MemLog, e: &v1::Event) {
+        let (done, _) = tokio::sync::oneshot::channel();
+        log.append(vec![(
+            Append {
+                events: vec![NewEvent {
+                    stream: e.stream.clone(),
+                    payload: orca_proto::encode_stored_event(e),
+                }],
+                ..Default::default()
+            },
+            done,
+        )]);
+    }
+
+    fn processes(t: &Timers) -> Vec<u128> {
+        t.by_due.iter().map(|a| a.process.0.as_u128()).collect()
+    }
+
+    #[test]
+    fn a_restart_reads_the_kept_index_and_only_the_logs_tail_after_it() {
+        let log = MemLog::new();
+        append(&log, &set(1, 10));
+        // Nothing kept: the whole log is read.
+        assert_eq!(processes(&Timers::recover(&log).unwrap()), [1]);
+
+        // Kept as of position 1, holding another timer than the log there: the kept one counts
+        // and position 1 is not read again.
+        let mut kept = Timers::default();
+        kept.apply(&set(2, 20));
+        let bytes = kept.encode(1);
+        Timers::keep(&log, &bytes).unwrap();
+        append(&log, &set(3, 5));
+        let t = Timers::recover(&log).unwrap();
+        assert_eq!(processes(&t), [3, 2], "due order");
+        assert_eq!(
+            t.first().unwrap().due(),
+            Timestamp {
+                seconds: 5,
+                nanos: 0
+            }
+        );
+        assert_eq!(
+            t.due_at(Timestamp {
+                seconds: 19,
+                nanos: 0
+            })
+            .len(),
+            1
+        );
+
+        // A kept index ahead of the log (a log restored from an older copy) is not trusted.
+        let bytes = kept.encode(99);
+        Timers::keep(&log, &bytes).unwrap();
+        assert_eq!(processes(&Timers::recover(&log).unwrap()), [3, 1]);
+    }
+
+    #[test]
+    fn the_step_ending_or_the_process_stopping_disarms() {
+        let mut t = Timers::default();
+        t.apply(&set(1, 10));
+        t.apply(&set(2, 10));
+        let mut done = set(1, 0);
+        done.body = Some(Body::StepCompleted(v1::StepCompleted {
+            index: 4,
+            ..Default::default()
+        }));
+        t.apply(&done);
+        assert_eq!(processes(&t), [2]);
+        let mut failed = set(2, 0);
+        failed.body = Some(Body::ProcessAborted(v1::ProcessAborted::default()));
+        t.apply(&failed);
+        assert_eq!(t.len(), 0);
+    }
+}
