@@ -8,16 +8,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use orca::client::OrcaClient;
 use orca_proto::v1;
 use orca_worker::TaskOutcome;
 use serde_json::{Value as Json, json};
 use support::*;
-
-const LONG: Duration = Duration::from_secs(30);
 
 /// The default catalog plus a create workflow gated by an approval, an input form and a
 /// callback.
@@ -92,28 +87,6 @@ async fn callback(env: &Env, id: &str, token: &str, result: Json) -> v1::Command
         ..Default::default()
     };
     send(env, "cmd.process.callback", &m).await
-}
-
-/// Waits until the process is in `status`, reading views that include everything the log held
-/// when the wait began (so a view from before the last command does not count); returns it.
-async fn wait_status(client: &OrcaClient, id: &str, status: &str) -> v1::Process {
-    let found = Arc::new(Mutex::new(None));
-    let head = client.info().await.unwrap().log_head;
-    wait_until(LONG, || {
-        let (c, found, id) = (client.clone(), found.clone(), id.to_owned());
-        let status = status.to_owned();
-        async move {
-            let Ok(reply) = c.process(&id, head).await else {
-                return false;
-            };
-            let done = reply.process.as_ref().is_some_and(|p| p.status == status);
-            *found.lock().unwrap() = reply.process;
-            done
-        }
-    })
-    .await;
-    let p = found.lock().unwrap().clone();
-    p.unwrap()
 }
 
 async fn subscription(env: &Env, id: &str) -> v1::Subscription {

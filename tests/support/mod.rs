@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use orca::client::OrcaClient;
@@ -343,4 +344,26 @@ pub async fn wait_no_pull(env: &Env, step: &str) {
         }
     })
     .await;
+}
+
+/// Waits until the process is in `status`, reading views that include everything the log held
+/// when the wait began (so a view from before the last command does not count); returns it.
+pub async fn wait_status(client: &OrcaClient, id: &str, status: &str) -> v1::Process {
+    let found = Arc::new(Mutex::new(None));
+    let head = client.info().await.unwrap().log_head;
+    wait_until(Duration::from_secs(30), || {
+        let (c, found, id) = (client.clone(), found.clone(), id.to_owned());
+        let status = status.to_owned();
+        async move {
+            let Ok(reply) = c.process(&id, head).await else {
+                return false;
+            };
+            let done = reply.process.as_ref().is_some_and(|p| p.status == status);
+            *found.lock().unwrap() = reply.process;
+            done
+        }
+    })
+    .await;
+    let p = found.lock().unwrap().clone();
+    p.unwrap()
 }

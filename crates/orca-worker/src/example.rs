@@ -154,8 +154,65 @@ fn failing(inner: Arc<dyn Handler>, rule: FailRule) -> impl Handler {
     }
 }
 
-/// Adds the example handlers to a worker, failing as `fail` says.
-pub fn register(worker: Worker, fail: &[FailRule]) -> Worker {
+/// Make each task of `step` take `duration`, telling its progress every second: how to see
+/// heartbeats and long tasks with the example worker (`--slow STEP:DURATION`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowRule {
+    /// The step.
+    pub step: String,
+    /// How long each of its tasks takes.
+    pub duration: std::time::Duration,
+}
+
+impl std::str::FromStr for SlowRule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (step, duration) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?} must be STEP:DURATION, e.g. provision_user_group:90s"))?;
+        if !STEPS.contains(&step) {
+            return Err(format!(
+                "the example worker runs no step {step:?} (it runs {})",
+                STEPS.join(", ")
+            ));
+        }
+        let duration = humantime::parse_duration(duration)
+            .map_err(|e| format!("{duration:?} is not a duration (e.g. 500ms, 90s): {e}"))?;
+        Ok(Self {
+            step: step.to_owned(),
+            duration,
+        })
+    }
+}
+
+/// A handler that takes as long as `rule` says, telling its progress, before `inner` runs.
+fn slow(inner: Arc<dyn Handler>, rule: SlowRule) -> impl Handler {
+    move |task: v1::Task| {
+        let inner = inner.clone();
+        let total = rule.duration;
+        async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                let done = start.elapsed();
+                if done >= total {
+                    break;
+                }
+                crate::progress(format!(
+                    "working: {}s of {}s",
+                    done.as_secs(),
+                    total.as_secs()
+                ));
+                tokio::time::sleep((total - done).min(std::time::Duration::from_secs(1))).await;
+            }
+            inner.run(task).await
+        }
+    }
+}
+
+/// Adds the example handlers to a worker, failing as `fail` says and taking as long as `slow`
+/// says.
+pub fn register(worker: Worker, fail: &[FailRule], slow_steps: &[SlowRule]) -> Worker {
     let handlers: [Arc<dyn Handler>; 4] = [
         Arc::new(provision_user_group),
         Arc::new(modify_user_group),
@@ -164,6 +221,10 @@ pub fn register(worker: Worker, fail: &[FailRule]) -> Worker {
     ];
     let handlers = STEPS.into_iter().zip(handlers);
     handlers.into_iter().fold(worker, |w, (step, handler)| {
+        let handler: Arc<dyn Handler> = match slow_steps.iter().find(|r| r.step == step) {
+            Some(rule) => Arc::new(slow(handler, rule.clone())),
+            None => handler,
+        };
         match fail.iter().find(|r| r.step == step) {
             Some(rule) => w.handle(step, failing(handler, rule.clone())),
             None => w.handle(step, ArcHandler(handler)),
@@ -182,7 +243,20 @@ impl Handler for ArcHandler {
 
 #[cfg(test)]
 mod tests {
-    use super::FailRule;
+    use super::{FailRule, SlowRule};
+
+    #[test]
+    fn slow_rules_name_a_step_and_a_duration() {
+        let rule: SlowRule = "provision_user_group:90s".parse().unwrap();
+        assert_eq!(rule.duration, std::time::Duration::from_secs(90));
+        for bad in [
+            "provision_user_group",
+            "nope:1s",
+            "provision_user_group:soon",
+        ] {
+            assert!(bad.parse::<SlowRule>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn fail_rules_name_a_step_of_the_example_worker_and_a_count() {

@@ -10,6 +10,11 @@
 //! with the reason, so its process fails where an operator sees it instead of waiting for a
 //! result that can never be taken.
 //!
+//! While a handler runs, the worker keeps its attempt alive by itself: it extends JetStream's
+//! ack wait, so a task that runs longer than the ack wait is not delivered again, and it sends
+//! `orca.cmd.task.heartbeat` as often as the step's policy asks (its `heartbeat`), carrying what
+//! the handler last told [`progress`].
+//!
 //! ```no_run
 //! # async fn demo(client: async_nats::Client) -> Result<(), orca_worker::Error> {
 //! use orca_worker::{Worker, WorkerOptions, TaskOutcome};
@@ -28,4 +33,6 @@
 pub mod example;
 mod worker;
 
-pub use worker::{Error, Handler, MAX_CONCURRENCY, TaskOutcome, Worker, WorkerOptions, state};
+pub use worker::{
+    Error, Handler, MAX_CONCURRENCY, TaskOutcome, Worker, WorkerOptions, progress, state,
+};

@@ -73,6 +73,22 @@ where
     }
 }
 
+tokio::task_local! {
+    /// What the running handler last said it is doing.
+    static PROGRESS: Arc<std::sync::Mutex<String>>;
+}
+
+/// Tells orca what the running task is doing, e.g. `copied 3 of 10`: sent with the next
+/// heartbeat and shown in the step's view. Call it from a handler (outside one it does nothing).
+pub fn progress(text: impl Into<String>) {
+    let text = text.into();
+    let _ = PROGRESS.try_with(|p| {
+        if let Ok(mut p) = p.lock() {
+            *p = text;
+        }
+    });
+}
+
 /// The task's process state as JSON.
 pub fn state(task: &v1::Task) -> Map<String, Json> {
     json::opt_struct_to_json(task.state.as_ref())
@@ -287,7 +303,7 @@ async fn run_one(
             return;
         }
     };
-    let outcome = handler.run(task.clone()).await;
+    let outcome = run_alive(client, options, handler, &task, &msg).await;
     let mut disposition = report(client, options, &task, outcome).await;
     if let Disposition::ResultRefused(reason) = disposition {
         disposition = report(client, options, &task, TaskOutcome::Failed(reason)).await;
@@ -299,6 +315,77 @@ async fn run_one(
                 .await
         }
     };
+}
+
+/// Shortest time between two signs of life.
+const MIN_BEAT: Duration = Duration::from_millis(50);
+
+/// Runs the handler on its own task and, while it runs, keeps the attempt alive: JetStream's
+/// ack wait is extended (`AckKind::Progress`) every half of it, so a task longer than the ack
+/// wait is not delivered again, and orca gets a heartbeat three times per heartbeat interval the
+/// step asks for, or whenever the handler's progress text changed.
+async fn run_alive(
+    client: &Client,
+    options: &WorkerOptions,
+    handler: &dyn Handler,
+    task: &v1::Task,
+    msg: &jetstream::Message,
+) -> TaskOutcome {
+    let progress = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut running = tokio::spawn(PROGRESS.scope(progress.clone(), handler.run(task.clone())));
+    let ack_every = (options.ack_wait / 2).max(MIN_BEAT);
+    let heartbeat = Duration::from_millis(task.heartbeat_ms);
+    let beat_every = if heartbeat.is_zero() {
+        ack_every
+    } else {
+        (heartbeat / 3).max(MIN_BEAT).min(ack_every)
+    };
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
+    let mut acked = tokio::time::Instant::now();
+    let mut said = String::new();
+    loop {
+        tokio::select! {
+            done = &mut running => {
+                return done.unwrap_or_else(|e| {
+                    tracing::error!(task = %task.task_id, error = %e, "handler panicked");
+                    TaskOutcome::Failed(format!("the step worker's handler panicked: {e}"))
+                });
+            }
+            _ = ticks.tick() => {}
+        }
+        if acked.elapsed() + beat_every > ack_every {
+            if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                tracing::debug!(task = %task.task_id, error = %e, "extending the ack wait failed");
+            }
+            acked = tokio::time::Instant::now();
+        }
+        let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
+        if heartbeat.is_zero() && now == said {
+            continue;
+        }
+        let beat = v1::HeartbeatTask {
+            process_id: task.process_id.clone(),
+            step_index: task.step_index,
+            attempt: task.attempt,
+            progress: now.clone(),
+            command_id: String::new(),
+            actor: options.actor.clone(),
+        };
+        let request = async_nats::Request::new()
+            .payload(Bytes::from(beat.encode_to_vec()))
+            .timeout(Some(options.request_timeout));
+        match client
+            .send_request(format!("{}.cmd.task.heartbeat", options.prefix), request)
+            .await
+            .map(|m| v1::CommandReply::decode(m.payload.as_ref()).map(|r| r.outcome))
+        {
+            Ok(Ok(Some(Outcome::Accepted(_)))) => said = now,
+            Ok(Ok(Some(Outcome::Rejected(r)))) => {
+                tracing::info!(task = %task.task_id, code = %r.code, message = %r.message, "heartbeat refused");
+            }
+            other => tracing::debug!(task = %task.task_id, ?other, "heartbeat not answered"),
+        }
+    }
 }
 
 async fn report(

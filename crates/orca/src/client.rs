@@ -182,11 +182,7 @@ impl OrcaClient {
         loop {
             let reply = self.process(id, min_position).await?;
             if let Some(p) = reply.process {
-                let moving = p
-                    .status
-                    .parse::<orca_domain::ProcessStatus>()
-                    .is_ok_and(orca_domain::ProcessStatus::runs_steps);
-                if !moving {
+                if !orca_domain::view::goes_on_by_itself(&p) {
                     return Ok(p);
                 }
                 if Instant::now() > deadline {

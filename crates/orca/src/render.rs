@@ -46,7 +46,15 @@ pub fn process(p: &v1::Process) -> String {
         };
         let _ = writeln!(s, "  {label}: {}", p.failed_reason);
     }
-    if p.status
+    if let Some(next) = &p.next_attempt_at {
+        let _ = writeln!(
+            s,
+            "  waiting: tries again at {} by itself (or now: orca process retry {})",
+            clock(next),
+            p.process_id
+        );
+    } else if p
+        .status
         .parse::<orca_domain::ProcessStatus>()
         .is_ok_and(orca_domain::ProcessStatus::retryable)
     {
@@ -89,6 +97,36 @@ pub fn process(p: &v1::Process) -> String {
                     .map(|f| format!("--input {f}"))
                     .collect::<Vec<_>>()
                     .join(" ")
+            );
+        }
+        if st.status == "pending" && (st.deadline.is_some() || !st.progress.is_empty()) {
+            let progress = if st.progress.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", st.progress)
+            };
+            let _ = writeln!(
+                s,
+                "  step {} ({}) attempt {} running{progress}; times out at {}",
+                st.index,
+                st.name,
+                st.attempts,
+                time(st.deadline.as_ref())
+            );
+        }
+        for f in st
+            .failures
+            .iter()
+            .filter(|_| st.failures.len() > 1 || st.status != "failed")
+        {
+            let _ = writeln!(
+                s,
+                "  step {} ({}) attempt {} failed at {}: {}",
+                st.index,
+                st.name,
+                f.attempt,
+                time(f.at.as_ref()),
+                f.error
             );
         }
         if !st.callback_token.is_empty() {

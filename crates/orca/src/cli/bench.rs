@@ -113,6 +113,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 },
             ),
             &[],
+            &[],
         );
         local = Some((service, stop_worker, tokio::spawn(worker.run(shutdown))));
     }

@@ -24,8 +24,9 @@ use crate::Global;
 ///
 /// Starts a local nats-server with JetStream (installing the Debian package if needed) unless
 /// --nats-url is given, the orca service and the example step worker. With `--fail STEP[:N]`
-/// the worker fails tasks on purpose and the demo retries the waiting process, as an operator
-/// would with `orca process retry`.
+/// the worker fails tasks on purpose: the step's retry policy tries again after a backoff (the
+/// process waits meanwhile), and a process that used up its attempts is retried once more, as
+/// an operator would with `orca process retry`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Keep the event log and views here (a temporary directory when not given).
@@ -75,6 +76,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             },
         ),
         &a.fail,
+        &[],
     );
     let worker = tokio::spawn(worker.run(shutdown));
     println!("started the example step worker\n");
@@ -101,8 +103,8 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Retries at most this many times when a process waits after a failure.
-const MAX_RETRIES: usize = 10;
+/// An operator's retries of a process that used up its attempts.
+const MAX_RETRIES: usize = 1;
 
 async fn story(client: &OrcaClient, group_name: &str, json_out: bool) -> anyhow::Result<bool> {
     let say = |line: String| {
@@ -206,8 +208,8 @@ async fn start_on(
     run_to_end(client, &started, json_out).await
 }
 
-/// Waits for the process; while it waits after a failure, shows it and retries it, as an
-/// operator would.
+/// Waits for the process (through the retries its policy makes); once it stops after a
+/// failure, shows it and retries it, as an operator would.
 async fn run_to_end(
     client: &OrcaClient,
     started: &v1::Accepted,

@@ -22,11 +22,24 @@ pub enum Command {
         /// runs the step again. Repeatable.
         #[arg(long, value_name = "STEP[:N]")]
         fail: Vec<orca_worker::example::FailRule>,
+        /// Make each task of STEP take DURATION (e.g. `90s`), telling its progress: the worker
+        /// heartbeats and keeps the task from being delivered again meanwhile. Repeatable.
+        #[arg(long, value_name = "STEP:DURATION")]
+        slow: Vec<orca_worker::example::SlowRule>,
+        /// How long a task may go without a sign of life before JetStream hands it to another
+        /// worker (e.g. `30s`); the worker extends it while a task runs.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        ack_wait: std::time::Duration,
     },
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let Command::Example { concurrency, fail } = c;
+    let Command::Example {
+        concurrency,
+        fail,
+        slow,
+        ack_wait,
+    } = c;
     let client = async_nats::ConnectOptions::new()
         .name("orca-worker-example")
         .connect(g.url())
@@ -36,10 +49,11 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
         prefix: g.prefix.clone(),
         concurrency,
         actor: "worker:example".into(),
+        ack_wait,
         ..WorkerOptions::default()
     };
     let (stop, shutdown) = watch::channel(false);
-    let worker = orca_worker::example::register(Worker::new(client, options), &fail);
+    let worker = orca_worker::example::register(Worker::new(client, options), &fail, &slow);
     eprintln!(
         "example worker taking {0}.task.provision_user_group, .modify_user_group, \
          .validate_user_group and .deprovision_user_group; Ctrl-C to stop",

@@ -1,0 +1,163 @@
+//! Time end to end, against a real nats-server and the real `orca` binary: task retries with
+//! backoff, a retry timer armed across kill -9, and a task that heartbeats for longer than its
+//! JetStream ack wait. Replayed views equal the live ones after each.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use orca_log::{Log, LogOptions};
+use support::*;
+
+/// The default catalog with `provision_user_group`'s declaration extended by `policy` (TOML
+/// lines), written into `dir`.
+fn catalog_with(dir: &Path, policy: &str) -> PathBuf {
+    let declared = "name = \"provision_user_group\"\n";
+    let text = orca_domain::catalog::DEFAULT_CATALOG.replacen(
+        declared,
+        &format!("{declared}{policy}\n"),
+        1,
+    );
+    assert_ne!(text, orca_domain::catalog::DEFAULT_CATALOG);
+    let path = dir.join("catalog.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The names of a process's events, as the log of a stopped service holds them.
+fn logged(data: &Path, process_id: &str) -> Vec<String> {
+    let log = Log::open(&LogOptions::new(data.join("log"))).unwrap();
+    log.read_stream(&format!("process-{process_id}"), 1)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                .unwrap();
+            orca_domain::event_name(e.body.as_ref().unwrap()).to_owned()
+        })
+        .collect()
+}
+
+fn count(names: &[String], name: &str) -> usize {
+    names.iter().filter(|n| *n == name).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_failures_then_success_wait_between_attempts() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let _worker = worker_with(
+        &env.nats.url(),
+        env.dir.path(),
+        &["--fail", "provision_user_group:2"],
+    );
+    let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
+    let p = wait_status(&env.client, &a.process_id, "waiting").await;
+    let first = p.next_attempt_at.expect("the next attempt's time");
+    assert_eq!(p.steps[4].status, "waiting");
+    let p = wait_status(&env.client, &a.process_id, "completed").await;
+    assert_eq!(p.steps[4].attempts, 3);
+    let failures: Vec<(u32, bool)> = p.steps[4]
+        .failures
+        .iter()
+        .map(|f| (f.attempt, f.error.contains("fails on purpose")))
+        .collect();
+    assert_eq!(failures, [(1, true), (2, true)]);
+    // The second wait (2 s) is twice the first (1 s): the third attempt started after both.
+    let failed_first = p.steps[4].failures[0].at.unwrap();
+    assert_eq!(first.seconds - failed_first.seconds, 1, "1 s backoff");
+    assert!(orca.terminate(), "clean stop");
+    let names = logged(&env.data(), &a.process_id);
+    assert_eq!(
+        (
+            count(&names, "timer_set"),
+            count(&names, "timer_fired"),
+            count(&names, "task_scheduled")
+        ),
+        (2, 2, 3),
+        "{names:?}"
+    );
+    assert_views_verify(&env.data());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_timer_armed_when_the_service_is_killed_fires_once_after_its_restart() {
+    let env = Env::new().await;
+    let catalog = catalog_with(env.dir.path(), "initial_backoff = \"3s\"");
+    let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
+    let _worker = worker_with(
+        &env.nats.url(),
+        env.dir.path(),
+        &["--fail", "provision_user_group:1"],
+    );
+    let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
+    let p = wait_status(&env.client, &a.process_id, "waiting").await;
+    assert_eq!(p.steps[4].attempts, 1);
+    // Killed with the retry timer armed (due 3 s after the failure).
+    orca.kill9();
+    let names = logged(&env.data(), &a.process_id);
+    assert_eq!(
+        count(&names, "timer_fired"),
+        0,
+        "killed before it fired: {names:?}"
+    );
+
+    let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
+    let p = wait_status(&env.client, &a.process_id, "completed").await;
+    assert_eq!(p.steps[4].attempts, 2);
+    assert!(orca.terminate(), "clean stop");
+    let names = logged(&env.data(), &a.process_id);
+    assert_eq!(
+        (
+            count(&names, "timer_fired"),
+            count(&names, "task_scheduled")
+        ),
+        (1, 2),
+        "the retry happened once: {names:?}"
+    );
+    assert_views_verify(&env.data());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_heartbeats_longer_than_its_ack_wait_is_delivered_once() {
+    let env = Env::new().await;
+    // The attempt must show a sign of life every second, and JetStream hands a task unacked for
+    // a second to another worker: the task takes three.
+    let catalog = catalog_with(env.dir.path(), "heartbeat = \"1s\"");
+    let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
+    let _worker = worker_with(
+        &env.nats.url(),
+        env.dir.path(),
+        &["--slow", "provision_user_group:3s", "--ack-wait", "1s"],
+    );
+    let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
+    // While it runs, its progress is in the step's view.
+    wait_until(std::time::Duration::from_secs(20), || {
+        let (c, id, at) = (env.client.clone(), a.process_id.clone(), a.position);
+        async move {
+            let p = c.process(&id, at).await.unwrap().process;
+            p.is_some_and(|p| p.steps[4].progress.starts_with("working: "))
+        }
+    })
+    .await;
+    let p = wait_status(&env.client, &a.process_id, "completed").await;
+    assert_eq!(p.steps[4].attempts, 1, "never timed out");
+    assert!(p.steps[4].failures.is_empty());
+
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream("ORCA_TASKS")
+        .await
+        .unwrap()
+        .get_consumer("worker-provision_user_group")
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_redelivered, 0, "delivered once: {info:?}");
+    assert!(orca.terminate(), "clean stop");
+    let names = logged(&env.data(), &a.process_id);
+    assert!(count(&names, "task_heartbeat") >= 2, "{names:?}");
+    assert_eq!(count(&names, "timer_fired"), 0, "{names:?}");
+    assert_views_verify(&env.data());
+}
