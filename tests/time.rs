@@ -161,3 +161,74 @@ async fn a_task_that_heartbeats_longer_than_its_ack_wait_is_delivered_once() {
     assert_eq!(count(&names, "timer_fired"), 0, "{names:?}");
     assert_views_verify(&env.data());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_lets_running_work_finish_holds_back_the_rest_and_a_resume_goes_on() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let _worker = worker_with(
+        &env.nats.url(),
+        env.dir.path(),
+        &["--slow", "provision_user_group:2s"],
+    );
+    let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
+    let engine = |args: &[&str]| {
+        let out = std::process::Command::new(orca_bin())
+            .arg("engine")
+            .args(args)
+            .args(["--json", "--nats-url", &env.nats.url()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    // Its task is out with the worker when the engine is paused: pausing.
+    wait_until(std::time::Duration::from_secs(20), || {
+        let c = env.client.clone();
+        async move { c.info().await.unwrap().processes_moving == 1 }
+    })
+    .await;
+    engine(&["pause", "--reason", "database upgrade", "--actor", "ops"]);
+    let info = env.client.info().await.unwrap();
+    assert_eq!(
+        (
+            info.engine.as_str(),
+            info.processes_moving,
+            info.paused_by.as_str()
+        ),
+        ("pausing", 1, "ops")
+    );
+    let r = env.client.start(&create_cmd("Dev")).await.unwrap();
+    assert_eq!(rejected(&r).code, "ENGINE_PAUSED");
+
+    // The task finishes; the steps after it are held back: paused.
+    wait_until(std::time::Duration::from_secs(20), || {
+        let c = env.client.clone();
+        async move { c.info().await.unwrap().engine == "paused" }
+    })
+    .await;
+    let status: serde_json::Value = serde_json::from_slice(&engine(&["status"]).stdout).unwrap();
+    assert_eq!(status["engine"], "paused");
+    assert_eq!(status["pausedReason"], "database upgrade");
+    let p = wait_status(&env.client, &a.process_id, "running").await;
+    assert_eq!(
+        (p.steps[4].status.as_str(), p.steps[5].status.as_str()),
+        ("success", "pending")
+    );
+
+    // Paused across a restart too.
+    assert!(orca.terminate(), "clean stop");
+    let mut orca = env.serve().await;
+    assert_eq!(env.client.info().await.unwrap().engine, "paused");
+
+    engine(&["resume"]);
+    let p = wait_status(&env.client, &a.process_id, "completed").await;
+    assert_eq!(p.steps[4].attempts, 1);
+    accepted(&env.client.start(&create_cmd("Dev")).await.unwrap());
+    assert!(orca.terminate(), "clean stop");
+    assert_views_verify(&env.data());
+}

@@ -3,11 +3,12 @@
 
 use orca_proto::v1;
 
+use crate::engine::EngineState;
 use crate::process::ProcessState;
 use crate::subscription::SubscriptionState;
 
 /// What a decision produced.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Decision {
     /// Events in order, stamped but without log positions.
     pub events: Vec<v1::Event>,
@@ -17,6 +18,8 @@ pub struct Decision {
     pub process: Option<ProcessState>,
     /// The subscription after the events, if the command touched one.
     pub subscription: Option<SubscriptionState>,
+    /// The engine after the events, if the command paused or resumed it.
+    pub engine: Option<EngineState>,
 }
 
 impl Decision {

@@ -61,6 +61,8 @@ pub fn body_field(body: &Body) -> u32 {
         Body::TimerSet(_) => 28,
         Body::TimerFired(_) => 29,
         Body::TaskHeartbeat(_) => 30,
+        Body::EnginePaused(_) => 31,
+        Body::EngineResumed(_) => 32,
     }
 }
 
@@ -105,6 +107,8 @@ mod tests {
             Body::TimerSet(Default::default()),
             Body::TimerFired(Default::default()),
             Body::TaskHeartbeat(Default::default()),
+            Body::EnginePaused(Default::default()),
+            Body::EngineResumed(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

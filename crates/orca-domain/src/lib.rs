@@ -17,6 +17,7 @@
 pub mod catalog;
 pub mod command;
 mod decision;
+pub mod engine;
 mod event;
 pub mod form;
 pub mod ids;
@@ -32,6 +33,7 @@ pub mod view;
 
 pub use catalog::{Catalog, CatalogError};
 pub use command::{Checked, Command, Decision, Loaded, Meta, decide};
+pub use engine::EngineState;
 pub use event::{Env, body_field, event_name, event_subject, subject_for};
 pub use lifecycle::Lifecycle;
 pub use process::ProcessState;

@@ -271,7 +271,7 @@ impl ProcessState {
                     match what {
                         Some(TimerWhat::Retry) => step.next_attempt_at = e.due,
                         Some(TimerWhat::Deadline) => step.deadline = e.due,
-                        None => {}
+                        Some(TimerWhat::Continue) | None => {}
                     }
                 }
                 if what == Some(TimerWhat::Retry) {
@@ -343,7 +343,9 @@ impl ProcessState {
                 | Body::SubscriptionStatusChanged(_)
                 | Body::SubscriptionSyncChanged(_)
                 | Body::SubscriptionProcessReleased(_)
-                | Body::SubscriptionNoteChanged(_),
+                | Body::SubscriptionNoteChanged(_)
+                | Body::EnginePaused(_)
+                | Body::EngineResumed(_),
             )
             | None => {}
         }

@@ -37,6 +37,8 @@ pub enum Code {
     TimerNotArmed,
     /// The timer is not due yet.
     TimerNotDue,
+    /// The engine is paused: no process starts until it is resumed.
+    EnginePaused,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -63,6 +65,7 @@ impl Code {
             Code::CallbackTokenInvalid => "CALLBACK_TOKEN_INVALID",
             Code::TimerNotArmed => "TIMER_NOT_ARMED",
             Code::TimerNotDue => "TIMER_NOT_DUE",
+            Code::EnginePaused => "ENGINE_PAUSED",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

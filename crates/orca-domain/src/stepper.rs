@@ -28,6 +28,8 @@ pub(crate) struct Run<'a, 'e> {
     expected: Vec<(String, u64)>,
     /// Id `create_subscription` uses.
     pub new_subscription_id: Option<SubscriptionId>,
+    /// The engine is paused: no step starts; the process waits on a `continue` timer.
+    pub paused: bool,
 }
 
 type StepResult = Result<Map<String, Json>, String>;
@@ -48,6 +50,7 @@ impl<'a, 'e> Run<'a, 'e> {
             events: Vec::new(),
             expected,
             new_subscription_id: None,
+            paused: false,
         }
     }
 
@@ -57,6 +60,7 @@ impl<'a, 'e> Run<'a, 'e> {
             expected: self.expected,
             process: Some(self.process),
             subscription: self.subscription,
+            engine: None,
         }
     }
 
@@ -290,6 +294,19 @@ impl<'a, 'e> Run<'a, 'e> {
         loop {
             let next = self.process.next_steps();
             if next.is_empty() {
+                return;
+            }
+            if self.paused {
+                if !self.process.timers.contains_key(timer::CONTINUE_TIMER) {
+                    let now = self.env.now;
+                    self.emit(Body::TimerSet(v1::TimerSet {
+                        timer_id: timer::CONTINUE_TIMER.into(),
+                        due: Some(now),
+                        what: TimerWhat::Continue.as_str().into(),
+                        index: next.first().copied().unwrap_or_default(),
+                        attempt: 0,
+                    }));
+                }
                 return;
             }
             for index in next {

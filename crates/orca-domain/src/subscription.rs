@@ -134,7 +134,9 @@ impl SubscriptionState {
                 | Body::ProcessResumed(_)
                 | Body::TimerSet(_)
                 | Body::TimerFired(_)
-                | Body::TaskHeartbeat(_),
+                | Body::TaskHeartbeat(_)
+                | Body::EnginePaused(_)
+                | Body::EngineResumed(_),
             )
             | None => {}
         }

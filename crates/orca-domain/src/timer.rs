@@ -17,6 +17,8 @@ pub enum TimerWhat {
     Retry,
     /// Times out attempt `attempt` of step `index`, unless a heartbeat moved its deadline.
     Deadline,
+    /// Starts the steps a paused engine held back (due at once: it fires when the engine runs).
+    Continue,
 }
 
 impl TimerWhat {
@@ -25,6 +27,7 @@ impl TimerWhat {
         match self {
             TimerWhat::Retry => "retry",
             TimerWhat::Deadline => "deadline",
+            TimerWhat::Continue => "continue",
         }
     }
 
@@ -33,6 +36,7 @@ impl TimerWhat {
         match s {
             "retry" => Some(TimerWhat::Retry),
             "deadline" => Some(TimerWhat::Deadline),
+            "continue" => Some(TimerWhat::Continue),
             _ => None,
         }
     }
@@ -61,6 +65,9 @@ pub enum TimerChange {
     /// No timer of the process is armed any more.
     DisarmAll,
 }
+
+/// The id of the timer that starts what a paused engine held back.
+pub const CONTINUE_TIMER: &str = "continue";
 
 /// The id of step `index`'s timer: a step has at most one at a time.
 pub fn step_timer(index: u32) -> String {
@@ -103,6 +110,31 @@ pub fn timer_change(body: &Body) -> Option<TimerChange> {
         | Body::ProcessFailed(_)
         | Body::ProcessAborted(_)
         | Body::ProcessRetried(_) => Some(TimerChange::DisarmAll),
+        _ => None,
+    }
+}
+
+/// How an event changes which task attempts of a process are out with a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskChange {
+    /// Step `index`'s attempt went out.
+    Out(u32),
+    /// Step `index` is back (done, failed or timed out).
+    Back(u32),
+    /// None is out any more (the process stopped).
+    AllBack,
+}
+
+/// How `body`, an event of a process, changes its task attempts out with workers: what tells a
+/// paused engine whether it is still pausing.
+pub fn task_change(body: &Body) -> Option<TaskChange> {
+    match body {
+        Body::TaskScheduled(e) => Some(TaskChange::Out(e.index)),
+        Body::StepCompleted(e) => Some(TaskChange::Back(e.index)),
+        Body::ProcessCompleted(_)
+        | Body::ProcessFailed(_)
+        | Body::ProcessAborted(_)
+        | Body::ProcessRetried(_) => Some(TaskChange::AllBack),
         _ => None,
     }
 }

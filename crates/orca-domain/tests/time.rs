@@ -334,3 +334,73 @@ fn an_operators_retry_of_an_exhausted_step_starts_a_fresh_series_and_cancels_a_w
     .unwrap();
     assert!(s.process.as_ref().unwrap().timers.is_empty());
 }
+
+fn pause(s: &mut Scenario) -> Decision {
+    s.send(&v1::PauseEngine {
+        reason: "database upgrade".into(),
+        actor: "ops".into(),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn resume_engine(s: &mut Scenario) -> Decision {
+    s.send(&v1::ResumeEngine::default()).unwrap()
+}
+
+#[test]
+fn a_paused_engine_refuses_starts_lets_running_steps_finish_and_holds_back_the_next() {
+    let mut s = Scenario::new();
+    s.start_create("Ops");
+    let d = pause(&mut s);
+    assert_eq!(names(&d), ["engine_paused"]);
+    assert!(s.engine.paused);
+    assert_eq!(s.engine.reason, "database upgrade");
+    // Paused twice: nothing more to record.
+    assert!(pause(&mut s).events.is_empty());
+
+    let r = s
+        .start(v1::StartProcess {
+            workflow: "create_user_group".into(),
+            customer_id: uuid::Uuid::from_u128(42).to_string(),
+            input: Some(orca_domain::json::json_to_struct(
+                json!({"group_name": "Dev"}).as_object().unwrap(),
+            )),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(r.code, Code::EnginePaused);
+    assert!(r.message.contains("database upgrade"), "{}", r.message);
+
+    // The running attempt finishes; the steps after it wait for the engine.
+    let d = s
+        .report(
+            4,
+            1,
+            Ok(json!({"subscription": {"user_group": {"group_id": 7}}})),
+        )
+        .unwrap();
+    assert_eq!(
+        names(&d),
+        [
+            "subscription_resources_changed",
+            "step_completed",
+            "timer_set"
+        ]
+    );
+    assert_eq!(status(&s), ProcessStatus::Running);
+    assert_eq!(s.view().steps[5].status, "pending");
+    let held = s.timer("continue").unwrap();
+    assert_eq!(
+        held.due, s.now,
+        "due at once: it fires when the engine runs"
+    );
+
+    let d = resume_engine(&mut s);
+    assert_eq!(names(&d), ["engine_resumed"]);
+    assert!(resume_engine(&mut s).events.is_empty(), "running already");
+    let d = s.fire("continue").unwrap();
+    assert_eq!(names(&d)[0], "timer_fired");
+    assert_eq!(status(&s), ProcessStatus::Completed);
+    assert!(s.process.as_ref().unwrap().timers.is_empty());
+}

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use orca_domain::command::FireTimer;
+use orca_domain::engine::{ENGINE_STREAM, EngineState};
 use orca_domain::ids::{ProcessId, SubscriptionId};
 use orca_domain::{
     Catalog, Checked, Code, Command, Decision, Env, Loaded, Meta, ProcessState, Rejection,
@@ -127,9 +128,15 @@ struct Request {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Request>,
+    status: watch::Receiver<EngineStatus>,
 }
 
 impl EngineHandle {
+    /// Whether the engine runs, as of its last batch.
+    pub fn status(&self) -> EngineStatus {
+        self.status.borrow().clone()
+    }
+
     /// Decides a command; resolves once its events are durable (or it was rejected).
     pub async fn submit(&self, command: Checked<Command>) -> Result<v1::CommandReply, Error> {
         let (reply, rx) = oneshot::channel();
@@ -176,6 +183,36 @@ pub struct Engine {
     unsaved: Option<(u64, Vec<u8>)>,
     /// When the timer index was last kept.
     saved_at: tokio::time::Instant,
+    /// Whether the engine runs, as decided.
+    engine: EngineState,
+    /// What the service info shows of it.
+    status: watch::Sender<EngineStatus>,
+}
+
+/// Whether the engine runs, and what is still moving: what the service info shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStatus {
+    /// Paused (with `moving` > 0: still pausing).
+    pub paused: bool,
+    /// Why it was paused.
+    pub reason: String,
+    /// Who paused it.
+    pub paused_by: String,
+    /// Processes with a task attempt out with a worker.
+    pub moving: usize,
+    /// Timers armed.
+    pub timers: usize,
+}
+
+impl EngineStatus {
+    /// `running`, `pausing` (paused, attempts still out) or `paused`.
+    pub fn state(&self) -> &'static str {
+        match (self.paused, self.moving) {
+            (false, _) => "running",
+            (true, 0) => "paused",
+            (true, _) => "pausing",
+        }
+    }
 }
 
 fn unavailable(why: &str) -> v1::CommandReply {
@@ -203,6 +240,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (replies, pending) = mpsc::unbounded_channel();
         let (failed, _) = watch::channel(false);
+        let (status, status_rx) = watch::channel(EngineStatus::default());
         let replier = tokio::spawn(replier(pending, failed.clone(), options.tap.clone()));
         let engine = Engine {
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -221,6 +259,8 @@ impl Engine {
             timers: Timers::default(),
             unsaved: None,
             saved_at: tokio::time::Instant::now(),
+            engine: EngineState::default(),
+            status,
         };
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
@@ -228,11 +268,19 @@ impl Engine {
             let _ = replier.await;
             result
         });
-        Ok((EngineHandle { tx }, task))
+        Ok((
+            EngineHandle {
+                tx,
+                status: status_rx,
+            },
+            task,
+        ))
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), Error> {
         self.timers = Timers::recover(self.log.as_ref())?;
+        self.engine = self.fold(ENGINE_STREAM, EngineState::evolve).await?;
+        self.report_status();
         let mut batch = Vec::with_capacity(self.options.max_batch);
         loop {
             let wake = self.wake_at();
@@ -246,6 +294,7 @@ impl Engine {
             self.fire_due().await;
             self.write_decided();
             self.keep_timers();
+            self.report_status();
             if *self.failed.borrow() {
                 rx.close();
                 while let Some(r) = rx.recv().await {
@@ -271,7 +320,7 @@ impl Engine {
         let now = tokio::time::Instant::now();
         let nap = self.options.timer_nap;
         let mut wake = now + Duration::from_secs(3600);
-        if let Some(first) = self.timers.first() {
+        if let Some(first) = self.timers.first().filter(|_| !self.engine.paused) {
             let clock = self.options.clock.now();
             let until = timestamp_diff(first.due(), clock);
             wake = wake.min(now + until.min(nap));
@@ -284,8 +333,28 @@ impl Engine {
         wake
     }
 
-    /// Fires every timer that is due, as internal commands decided like any other.
+    /// What the service info shows, if it changed.
+    fn report_status(&self) {
+        let status = EngineStatus {
+            paused: self.engine.paused,
+            reason: self.engine.reason.clone(),
+            paused_by: self.engine.paused_by.clone(),
+            moving: self.timers.moving(),
+            timers: self.timers.len(),
+        };
+        self.status.send_if_modified(|s| {
+            let changed = *s != status;
+            *s = status;
+            changed
+        });
+    }
+
+    /// Fires every timer that is due, as internal commands decided like any other; none while
+    /// the engine is paused (they fire once it resumes).
     async fn fire_due(&mut self) {
+        if self.engine.paused {
+            return;
+        }
         let now = self.options.clock.now();
         for armed in self.timers.due_at(now) {
             let command = Checked {
@@ -455,9 +524,13 @@ impl Engine {
         let Decision {
             process,
             subscription,
+            engine,
             mut events,
             ..
         } = decision;
+        if let Some(e) = engine {
+            self.engine = e;
+        }
         if self.options.tap.is_some() {
             for (e, position) in events.iter_mut().zip(last + 1 - count..) {
                 e.position = position;
@@ -507,6 +580,7 @@ impl Engine {
         let state = Loaded {
             process,
             subscription,
+            engine: self.engine.clone(),
         };
         Ok(with_env(&cmd.meta, self.options.clock.now(), |env| {
             orca_domain::decide(&self.catalog, &state, &cmd.command, env)

@@ -18,4 +18,6 @@ mod cache;
 mod engine;
 mod timers;
 
-pub use engine::{Clock, Engine, EngineHandle, EngineOptions, Error, MAX_EVENT_BYTES, Tap};
+pub use engine::{
+    Clock, Engine, EngineHandle, EngineOptions, EngineStatus, Error, MAX_EVENT_BYTES, Tap,
+};

@@ -1,13 +1,14 @@
 //! The index of armed timers: every timer the log has armed and not yet disarmed (the domain's
 //! [`event_timer_change`] says which events do which), in due order, so the engine knows when
-//! to wake and what to fire. It follows the engine's decisions as they are made, and is kept
-//! beside the log with the position it reflects: a restart reads that and only the log's tail
-//! after it, never the whole log.
+//! to wake and what to fire; and the task attempts out with workers, per process (the domain's
+//! [`task_change`]), which say whether a paused engine is still pausing. It follows the engine's
+//! decisions as they are made, and is kept beside the log with the position it reflects: a
+//! restart reads that and only the log's tail after it, never the whole log.
 
 use std::collections::{BTreeSet, HashMap};
 
-use orca_domain::ids::ProcessId;
-use orca_domain::timer::{TimerChange, event_timer_change, key};
+use orca_domain::ids::{self, ProcessId};
+use orca_domain::timer::{TaskChange, TimerChange, event_timer_change, key, task_change};
 use orca_log::EventLog;
 use orca_proto::{Timestamp, v1};
 
@@ -45,6 +46,8 @@ impl Armed {
 pub struct Timers {
     by_due: BTreeSet<Armed>,
     by_process: HashMap<ProcessId, HashMap<String, (i64, i32)>>,
+    /// Steps whose task attempt is out with a worker, per process.
+    out: HashMap<ProcessId, BTreeSet<u32>>,
     /// Changed since last kept.
     pub dirty: bool,
 }
@@ -52,6 +55,30 @@ pub struct Timers {
 impl Timers {
     /// Follows one event.
     pub fn apply(&mut self, event: &v1::Event) {
+        if let Some(change) = event.body.as_ref().and_then(task_change)
+            && let Some(process) = ids::split_stream(&event.stream)
+                .filter(|(kind, _)| *kind == "process")
+                .and_then(|(_, id)| ProcessId::parse("process_id", id).ok())
+        {
+            match change {
+                TaskChange::Out(index) => {
+                    self.out.entry(process).or_default().insert(index);
+                    self.dirty = true;
+                }
+                TaskChange::Back(index) => {
+                    if let Some(out) = self.out.get_mut(&process) {
+                        out.remove(&index);
+                        if out.is_empty() {
+                            self.out.remove(&process);
+                        }
+                        self.dirty = true;
+                    }
+                }
+                TaskChange::AllBack => {
+                    self.dirty |= self.out.remove(&process).is_some();
+                }
+            }
+        }
         let Some((process, change)) = event_timer_change(event) else {
             return;
         };
@@ -121,18 +148,33 @@ impl Timers {
         self.by_due.len()
     }
 
+    /// How many processes have a task attempt out with a worker.
+    pub fn moving(&self) -> usize {
+        self.out.len()
+    }
+
     /// The index as of `position` (every event decided up to there applied), to keep beside
     /// the log with [`Timers::keep`] once `position` is durable.
     pub fn encode(&mut self, position: u64) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(16 + self.by_due.len() * 64);
+        let mut bytes = Vec::with_capacity(16 + self.by_due.len() * 64 + self.out.len() * 24);
         bytes.extend_from_slice(&position.to_be_bytes());
-        for a in &self.by_due {
+        let count = u32::try_from(self.by_due.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(&count.to_be_bytes());
+        for a in self.by_due.iter().take(count as usize) {
             bytes.extend_from_slice(&a.due.0.to_be_bytes());
             bytes.extend_from_slice(&a.due.1.to_be_bytes());
             bytes.extend_from_slice(a.process.0.as_bytes());
             let id = a.timer_id.as_bytes();
             bytes.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
             bytes.extend_from_slice(id);
+        }
+        for (process, steps) in &self.out {
+            bytes.extend_from_slice(process.0.as_bytes());
+            let n = u16::try_from(steps.len()).unwrap_or(u16::MAX);
+            bytes.extend_from_slice(&n.to_be_bytes());
+            for index in steps.iter().take(usize::from(n)) {
+                bytes.extend_from_slice(&index.to_be_bytes());
+            }
         }
         self.dirty = false;
         bytes
@@ -191,9 +233,10 @@ impl Timers {
             Some(head)
         };
         let position = u64::from_be_bytes(take(8)?.try_into().ok()?);
+        let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
         let mut timers = Self::default();
-        while let Some(secs) = take(8) {
-            let secs = i64::from_be_bytes(secs.try_into().ok()?);
+        for _ in 0..count {
+            let secs = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let nanos = i32::from_be_bytes(take(4)?.try_into().ok()?);
             let process = ProcessId(uuid::Uuid::from_slice(take(16)?).ok()?);
             let len = usize::from(u16::from_be_bytes(take(2)?.try_into().ok()?));
@@ -208,6 +251,15 @@ impl Timers {
                 process,
                 timer_id: id,
             });
+        }
+        while let Some(process) = take(16) {
+            let process = ProcessId(uuid::Uuid::from_slice(process).ok()?);
+            let n = u16::from_be_bytes(take(2)?.try_into().ok()?);
+            let mut steps = BTreeSet::new();
+            for _ in 0..n {
+                steps.insert(u32::from_be_bytes(take(4)?.try_into().ok()?));
+            }
+            timers.out.insert(process, steps);
         }
         Some((timers, position))
     }

@@ -186,3 +186,57 @@ async fn a_timer_armed_before_a_stop_fires_once_after_the_start() {
         drop(engine);
     }
 }
+
+#[tokio::test]
+async fn timers_due_while_the_engine_is_paused_fire_once_it_resumes() {
+    use orca_domain::command::{PauseEngine, ResumeEngine};
+    let log: SharedLog = Arc::new(MemLog::new());
+    let clock = HandClock::new();
+    let (engine, _task) = spawn(&log, &clock);
+    let id = waiting(&engine).await;
+    let r = engine
+        .submit(Checked {
+            command: Command::PauseEngine(PauseEngine {
+                reason: "upgrade".into(),
+            }),
+            meta: meta(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        r.outcome,
+        Some(v1::command_reply::Outcome::Accepted(_))
+    ));
+    let status = engine.status();
+    assert_eq!((status.state(), status.timers), ("paused", 1), "{status:?}");
+    clock.advance(5);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        process(&log, id).0.status,
+        ProcessStatus::Waiting,
+        "held while paused"
+    );
+
+    engine
+        .submit(Checked {
+            command: Command::ResumeEngine(ResumeEngine),
+            meta: meta(),
+        })
+        .await
+        .unwrap();
+    let events = attempt_scheduled(&log, id, 2).await;
+    assert_eq!(count(&events, "timer_fired"), 1);
+    // The status follows the batch that made it.
+    for _ in 0..200 {
+        if engine.status().moving == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = engine.status();
+    assert_eq!(
+        (status.state(), status.moving),
+        ("running", 1),
+        "{status:?}"
+    );
+}

@@ -53,6 +53,8 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("task-fail",                "cmd.task.fail",                 Kind::Command(command::<v1::FailTask>)),
     ("task-heartbeat",           "cmd.task.heartbeat",            Kind::Command(command::<v1::HeartbeatTask>)),
     ("subscription-set-in-sync", "cmd.subscription.set_in_sync",  Kind::Command(command::<v1::SetInSync>)),
+    ("engine-pause",             "cmd.engine.pause",              Kind::Command(command::<v1::PauseEngine>)),
+    ("engine-resume",            "cmd.engine.resume",             Kind::Command(command::<v1::ResumeEngine>)),
     ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
     ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),
     ("process-get",              "query.process.get",             Kind::Query(Query::GetProcess)),

@@ -270,11 +270,17 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
             codec::encode(&reply, enc)
         }
         Query::ServiceInfo => {
+            let engine = ctx.engine.status();
             let reply = v1::ServiceInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 log_head: ctx.log.head(),
                 views_position: ctx.views.checkpoint(),
                 published_position: *ctx.published.borrow(),
+                engine: engine.state().into(),
+                processes_moving: engine.moving as u64,
+                paused_reason: engine.reason,
+                paused_by: engine.paused_by,
+                timers_armed: engine.timers as u64,
             };
             codec::encode(&reply, enc)
         }

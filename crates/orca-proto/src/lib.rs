@@ -136,6 +136,8 @@ pub fn event_type_name(field: u32) -> &'static str {
         28 => "timer_set",
         29 => "timer_fired",
         30 => "task_heartbeat",
+        31 => "engine_paused",
+        32 => "engine_resumed",
         _ => "unknown",
     }
 }

@@ -12,8 +12,10 @@
 mod abort;
 mod callback;
 mod heartbeat;
+mod pause_engine;
 mod report;
 mod resume;
+mod resume_engine;
 mod retry;
 mod set_in_sync;
 mod start;
@@ -24,8 +26,10 @@ use serde_json::{Map, Value as Json};
 pub use abort::AbortProcess;
 pub use callback::CallbackProcess;
 pub use heartbeat::{HeartbeatTask, MAX_PROGRESS};
+pub use pause_engine::PauseEngine;
 pub use report::TaskReport;
 pub use resume::ResumeProcess;
+pub use resume_engine::ResumeEngine;
 pub use retry::RetryProcess;
 pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
@@ -33,6 +37,7 @@ pub use timer::FireTimer;
 
 use crate::catalog::{Catalog, Product};
 pub use crate::decision::Decision;
+use crate::engine::EngineState;
 use crate::event::Env;
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
@@ -123,16 +128,23 @@ commands! {
     Heartbeat(HeartbeatTask),
     /// A timer came due (internal: fired by the engine).
     FireTimer(FireTimer),
+    /// `orca.cmd.engine.pause`
+    PauseEngine(PauseEngine),
+    /// `orca.cmd.engine.resume`
+    ResumeEngine(ResumeEngine),
 }
 
-/// The state a command is decided on, loaded by the runtime: the process it names and the
-/// subscription it names (or its process's). A state that does not exist has version 0.
+/// The state a command is decided on, loaded by the runtime: the process it names, the
+/// subscription it names (or its process's), and the engine's. A state that does not exist has
+/// version 0.
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     /// The named process.
     pub process: Option<ProcessState>,
     /// The named subscription, or the process's.
     pub subscription: Option<SubscriptionState>,
+    /// Whether the engine runs.
+    pub engine: EngineState,
 }
 
 /// Decides `command` on `state`: the events it causes, or why it changes nothing.
@@ -274,7 +286,10 @@ pub(crate) fn run_on<'a, 'e>(
     if let Some(s) = &sub {
         expected.push((s.stream(), s.version));
     }
-    Ok(Run::new(product, env, p.clone(), sub, expected))
+    let mut run = Run::new(product, env, p.clone(), sub, expected);
+    // Paused: steps that would start are held back until the engine resumes.
+    run.paused = state.engine.paused;
+    Ok(run)
 }
 
 /// A command that needs the process in another status.

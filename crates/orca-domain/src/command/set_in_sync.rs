@@ -80,6 +80,7 @@ impl Decide for SetInSync {
             expected,
             process: None,
             subscription: Some(sub),
+            engine: None,
         })
     }
 }

@@ -68,6 +68,15 @@ impl Decide for StartProcess {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
+        if state.engine.paused {
+            return Err(Rejection::new(
+                Code::EnginePaused,
+                format!(
+                    "the engine is paused ({}); no process starts until `orca engine resume`",
+                    state.engine.reason
+                ),
+            ));
+        }
         let wf = catalog
             .workflow(&self.workflow, self.workflow_version)
             .ok_or_else(|| match self.workflow_version {

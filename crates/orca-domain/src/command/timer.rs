@@ -59,7 +59,7 @@ impl Decide for FireTimer {
         let now = env.now;
         let mut run = run_on(catalog, state, p, env)?;
         match t.what {
-            TimerWhat::Retry => {
+            TimerWhat::Retry | TimerWhat::Continue => {
                 run.timer_fired(&self.timer_id, &t);
                 run.advance();
             }

@@ -15,6 +15,7 @@ pub struct Scenario {
     pub catalog: Catalog,
     pub subscription: Option<SubscriptionState>,
     pub process: Option<ProcessState>,
+    pub engine: orca_domain::EngineState,
     next_id: u128,
     /// Every event decided so far, as the log would hold them.
     log: Vec<v1::Event>,
@@ -30,6 +31,7 @@ impl Scenario {
             catalog: Catalog::default_catalog().unwrap(),
             subscription: None,
             process: None,
+            engine: Default::default(),
             next_id: 1,
             log: Vec::new(),
             tampered: false,
@@ -122,6 +124,9 @@ impl Scenario {
         if d.subscription.is_some() {
             self.subscription.clone_from(&d.subscription);
         }
+        if let Some(e) = &d.engine {
+            self.engine = e.clone();
+        }
     }
 
     /// Decides `cmd` on the state held, as of now, and keeps what it changed.
@@ -140,6 +145,7 @@ impl Scenario {
         let loaded = Loaded {
             process: self.process.clone(),
             subscription: self.subscription.clone(),
+            engine: self.engine.clone(),
         };
         let d = decide(&self.catalog, &loaded, &cmd.command, &mut env);
         self.next_id = counter;

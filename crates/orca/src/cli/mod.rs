@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod engine;
 pub mod events;
 pub mod process;
 pub mod serve;
