@@ -232,3 +232,160 @@ async fn a_pause_lets_running_work_finish_holds_back_the_rest_and_a_resume_goes_
     assert!(orca.terminate(), "clean stop");
     assert_views_verify(&env.data());
 }
+
+/// The schedule events of a stopped service's log: (event name, due seconds, started).
+fn schedule_log(data: &Path, name: &str) -> Vec<(String, i64, u32)> {
+    let log = Log::open(&LogOptions::new(data.join("log"))).unwrap();
+    log.read_stream(&format!("schedule-{name}"), 1)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                .unwrap();
+            let (due, started) = match e.body.as_ref().unwrap() {
+                orca_proto::v1::event::Body::ScheduleFired(f) => (f.due.unwrap().seconds, 0),
+                orca_proto::v1::event::Body::ScheduleRunDone(d) => {
+                    (d.due.unwrap().seconds, d.started)
+                }
+                _ => (0, 0),
+            };
+            (
+                orca_domain::event_name(e.body.as_ref().unwrap()).to_owned(),
+                due,
+                started,
+            )
+        })
+        .collect()
+}
+
+/// How many processes the log holds that `actor` started.
+fn started_by(data: &Path, actor: &str) -> usize {
+    let log = Log::open(&LogOptions::new(data.join("log"))).unwrap();
+    log.read_from(1, 1_000_000)
+        .unwrap()
+        .iter()
+        .filter(|r| r.stream.starts_with("process-"))
+        .map(|r| {
+            orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version).unwrap()
+        })
+        .filter(|e| {
+            matches!(e.body, Some(orca_proto::v1::event::Body::ProcessStarted(_)))
+                && e.actor == actor
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_was_down() {
+    let env = Env::new().await;
+    let catalog = env.dir.path().join("catalog.toml");
+    std::fs::write(
+        &catalog,
+        format!(
+            "{}\n[[schedule]]\nname = \"validate_often\"\nevery = \"3s\"\nworkflow = \"validate_user_group\"\n",
+            orca_domain::catalog::DEFAULT_CATALOG
+        ),
+    )
+    .unwrap();
+    let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
+    let _worker = env.worker();
+    let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
+    wait_status(&env.client, &a.process_id, "completed").await;
+    let list = env.client.schedules().await.unwrap();
+    assert_eq!(list.schedules[0].name, "validate_often");
+    assert!(
+        list.schedules[0].next_due.is_some(),
+        "armed when the service started"
+    );
+
+    // A run that started the validate process on the subscription.
+    let last_run = || async {
+        let s = env.client.schedules().await.unwrap().schedules[0].clone();
+        (!s.running && s.last_started == 1).then_some(s)
+    };
+    wait_until(std::time::Duration::from_secs(20), || async {
+        last_run().await.is_some()
+    })
+    .await;
+    let s = last_run().await.unwrap();
+    let missed = s.next_due.unwrap();
+
+    // Down while the next due time passes.
+    assert!(orca.terminate(), "clean stop");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    while now() <= missed.seconds + 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let before = schedule_log(&env.data(), "validate_often");
+    assert!(
+        !before
+            .iter()
+            .any(|(n, due, _)| n == "schedule_fired" && *due == missed.seconds)
+    );
+
+    let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
+    // Run now by hand, as well.
+    let out = std::process::Command::new(orca_bin())
+        .args([
+            "schedule",
+            "run",
+            "validate_often",
+            "--nats-url",
+            &env.nats.url(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(std::time::Duration::from_secs(20), || async {
+        let s = env.client.schedules().await.unwrap().schedules[0].clone();
+        s.last_due.is_some_and(|d| d.seconds > missed.seconds) && !s.running
+    })
+    .await;
+    assert!(orca.terminate(), "clean stop");
+
+    let events = schedule_log(&env.data(), "validate_often");
+    let fired: Vec<i64> = events
+        .iter()
+        .filter(|(n, ..)| n == "schedule_fired")
+        .map(|(_, due, _)| *due)
+        .collect();
+    let mut distinct = fired.clone();
+    distinct.dedup();
+    assert_eq!(fired, distinct, "no due time fired twice: {events:?}");
+    assert_eq!(
+        fired.iter().filter(|d| **d == missed.seconds).count(),
+        1,
+        "the due time missed while down ran once: {events:?}"
+    );
+    assert_eq!(
+        count_names(&events, "schedule_armed"),
+        1,
+        "armed once: {events:?}"
+    );
+    assert_eq!(
+        count_names(&events, "schedule_run_done"),
+        fired.len(),
+        "{events:?}"
+    );
+    let started: u32 = events.iter().map(|(_, _, n)| n).sum();
+    assert_eq!(
+        started_by(&env.data(), "schedule:validate_often") as u32,
+        started,
+        "each run's processes started once: {events:?}"
+    );
+    assert!(started as usize >= 2, "{events:?}");
+    assert_views_verify(&env.data());
+}
+
+fn count_names(events: &[(String, i64, u32)], name: &str) -> usize {
+    events.iter().filter(|(n, ..)| n == name).count()
+}

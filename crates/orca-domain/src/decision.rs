@@ -5,6 +5,7 @@ use orca_proto::v1;
 
 use crate::engine::EngineState;
 use crate::process::ProcessState;
+use crate::schedule::ScheduleState;
 use crate::subscription::SubscriptionState;
 
 /// What a decision produced.
@@ -20,6 +21,8 @@ pub struct Decision {
     pub subscription: Option<SubscriptionState>,
     /// The engine after the events, if the command paused or resumed it.
     pub engine: Option<EngineState>,
+    /// The schedule (by name) after the events, if the command touched one.
+    pub schedule: Option<(String, ScheduleState)>,
 }
 
 impl Decision {

@@ -63,6 +63,9 @@ pub fn body_field(body: &Body) -> u32 {
         Body::TaskHeartbeat(_) => 30,
         Body::EnginePaused(_) => 31,
         Body::EngineResumed(_) => 32,
+        Body::ScheduleArmed(_) => 33,
+        Body::ScheduleFired(_) => 34,
+        Body::ScheduleRunDone(_) => 35,
     }
 }
 
@@ -109,6 +112,9 @@ mod tests {
             Body::TaskHeartbeat(Default::default()),
             Body::EnginePaused(Default::default()),
             Body::EngineResumed(Default::default()),
+            Body::ScheduleArmed(Default::default()),
+            Body::ScheduleFired(Default::default()),
+            Body::ScheduleRunDone(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

@@ -25,6 +25,7 @@ pub mod json;
 pub mod lifecycle;
 pub mod process;
 mod rejection;
+pub mod schedule;
 pub mod status;
 mod stepper;
 pub mod subscription;

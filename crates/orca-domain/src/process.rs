@@ -345,7 +345,10 @@ impl ProcessState {
                 | Body::SubscriptionProcessReleased(_)
                 | Body::SubscriptionNoteChanged(_)
                 | Body::EnginePaused(_)
-                | Body::EngineResumed(_),
+                | Body::EngineResumed(_)
+                | Body::ScheduleArmed(_)
+                | Body::ScheduleFired(_)
+                | Body::ScheduleRunDone(_),
             )
             | None => {}
         }

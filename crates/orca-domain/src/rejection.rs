@@ -39,6 +39,8 @@ pub enum Code {
     TimerNotDue,
     /// The engine is paused: no process starts until it is resumed.
     EnginePaused,
+    /// No schedule of that name in the catalog.
+    UnknownSchedule,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -66,6 +68,7 @@ impl Code {
             Code::TimerNotArmed => "TIMER_NOT_ARMED",
             Code::TimerNotDue => "TIMER_NOT_DUE",
             Code::EnginePaused => "ENGINE_PAUSED",
+            Code::UnknownSchedule => "UNKNOWN_SCHEDULE",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

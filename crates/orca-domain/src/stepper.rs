@@ -61,6 +61,7 @@ impl<'a, 'e> Run<'a, 'e> {
             process: Some(self.process),
             subscription: self.subscription,
             engine: None,
+            schedule: None,
         }
     }
 

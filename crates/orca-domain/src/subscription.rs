@@ -136,7 +136,10 @@ impl SubscriptionState {
                 | Body::TimerFired(_)
                 | Body::TaskHeartbeat(_)
                 | Body::EnginePaused(_)
-                | Body::EngineResumed(_),
+                | Body::EngineResumed(_)
+                | Body::ScheduleArmed(_)
+                | Body::ScheduleFired(_)
+                | Body::ScheduleRunDone(_),
             )
             | None => {}
         }

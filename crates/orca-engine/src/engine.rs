@@ -1,9 +1,11 @@
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use orca_domain::command::FireTimer;
+use orca_domain::command::{ArmSchedule, FireSchedule, FireTimer};
 use orca_domain::engine::{ENGINE_STREAM, EngineState};
 use orca_domain::ids::{ProcessId, SubscriptionId};
+use orca_domain::schedule::{ScheduleState, schedule_stream};
 use orca_domain::{
     Catalog, Checked, Code, Command, Decision, Env, Loaded, Meta, ProcessState, Rejection,
     SubscriptionState,
@@ -89,6 +91,21 @@ pub struct EngineOptions {
     /// Longest the engine sleeps before it looks at the clock again while timers are armed
     /// (default 1 s): a clock that jumps is noticed within it.
     pub timer_nap: Duration,
+    /// Where the runs of schedules that fired go, to start their processes (default none: they
+    /// are recorded, and started by nobody).
+    pub schedule_runs: Option<mpsc::UnboundedSender<ScheduleRun>>,
+}
+
+/// A schedule fired: its workflow is to start on every subscription it matches, and the run
+/// finished with [`FinishScheduleRun`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRun {
+    /// The schedule.
+    pub name: String,
+    /// The run's due time.
+    pub due: Timestamp,
+    /// Log position of its firing: the subscriptions it runs on are those the views hold then.
+    pub position: u64,
 }
 
 impl Default for EngineOptions {
@@ -101,6 +118,7 @@ impl Default for EngineOptions {
             tap: None,
             clock: Clock::system(),
             timer_nap: Duration::from_secs(1),
+            schedule_runs: None,
         }
     }
 }
@@ -129,12 +147,18 @@ struct Request {
 pub struct EngineHandle {
     tx: mpsc::Sender<Request>,
     status: watch::Receiver<EngineStatus>,
+    schedules: watch::Receiver<BTreeMap<String, ScheduleState>>,
 }
 
 impl EngineHandle {
     /// Whether the engine runs, as of its last batch.
     pub fn status(&self) -> EngineStatus {
         self.status.borrow().clone()
+    }
+
+    /// Where each schedule of the catalog stands.
+    pub fn schedules(&self) -> BTreeMap<String, ScheduleState> {
+        self.schedules.borrow().clone()
     }
 
     /// Decides a command; resolves once its events are durable (or it was rejected).
@@ -187,6 +211,8 @@ pub struct Engine {
     engine: EngineState,
     /// What the service info shows of it.
     status: watch::Sender<EngineStatus>,
+    /// The catalog's schedules as decided.
+    schedules: watch::Sender<BTreeMap<String, ScheduleState>>,
 }
 
 /// Whether the engine runs, and what is still moving: what the service info shows.
@@ -241,6 +267,7 @@ impl Engine {
         let (replies, pending) = mpsc::unbounded_channel();
         let (failed, _) = watch::channel(false);
         let (status, status_rx) = watch::channel(EngineStatus::default());
+        let (schedules, schedules_rx) = watch::channel(BTreeMap::new());
         let replier = tokio::spawn(replier(pending, failed.clone(), options.tap.clone()));
         let engine = Engine {
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -261,6 +288,7 @@ impl Engine {
             saved_at: tokio::time::Instant::now(),
             engine: EngineState::default(),
             status,
+            schedules,
         };
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
@@ -272,6 +300,7 @@ impl Engine {
             EngineHandle {
                 tx,
                 status: status_rx,
+                schedules: schedules_rx,
             },
             task,
         ))
@@ -280,6 +309,7 @@ impl Engine {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), Error> {
         self.timers = Timers::recover(self.log.as_ref())?;
         self.engine = self.fold(ENGINE_STREAM, EngineState::evolve).await?;
+        self.start_schedules().await?;
         self.report_status();
         let mut batch = Vec::with_capacity(self.options.max_batch);
         loop {
@@ -320,9 +350,23 @@ impl Engine {
         let now = tokio::time::Instant::now();
         let nap = self.options.timer_nap;
         let mut wake = now + Duration::from_secs(3600);
-        if let Some(first) = self.timers.first().filter(|_| !self.engine.paused) {
+        let schedules = self.schedules.borrow();
+        let first_schedule = schedules
+            .values()
+            .filter_map(|s| s.next_due)
+            .min_by_key(|t| (t.seconds, t.nanos));
+        let first_timer = self.timers.first().map(crate::timers::Armed::due);
+        let first = match (first_timer, first_schedule) {
+            (Some(a), Some(b)) => Some(if (a.seconds, a.nanos) <= (b.seconds, b.nanos) {
+                a
+            } else {
+                b
+            }),
+            (a, b) => a.or(b),
+        };
+        if let Some(first) = first.filter(|_| !self.engine.paused) {
             let clock = self.options.clock.now();
-            let until = timestamp_diff(first.due(), clock);
+            let until = timestamp_diff(first, clock);
             wake = wake.min(now + until.min(nap));
         }
         if self.unsaved.is_some() {
@@ -331,6 +375,52 @@ impl Engine {
             wake = wake.min(self.saved_at + KEEP_TIMERS_EVERY);
         }
         wake
+    }
+
+    /// Loads every schedule of the catalog from its last event, arms those that have no due time
+    /// yet, and hands on again the runs a stop interrupted.
+    async fn start_schedules(&mut self) -> Result<(), Error> {
+        let names: Vec<String> = self.catalog.schedules().map(|s| s.name.clone()).collect();
+        let mut states = BTreeMap::new();
+        for name in &names {
+            let stream = schedule_stream(name);
+            let version = self.log.stream_version(&stream)?;
+            let mut state = ScheduleState::default();
+            // Every schedule event carries the whole state: the last one is enough.
+            for e in self.log.read_stream(&stream, version)? {
+                let e =
+                    orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
+                        .map_err(|err| Error::Corrupt(format!("event {}: {err}", e.position)))?;
+                state.evolve(&e);
+            }
+            if let Some(due) = state.running {
+                self.hand_on(name, due, self.log.head());
+            }
+            states.insert(name.clone(), state);
+        }
+        self.schedules.send_replace(states);
+        for name in names {
+            let command = Checked {
+                command: Command::ArmSchedule(ArmSchedule { name }),
+                meta: internal_meta(),
+            };
+            let outcome = self.decide(&command).await;
+            let (reply, _) = oneshot::channel();
+            self.settle(outcome, &command.meta, reply).await;
+        }
+        self.write_decided();
+        Ok(())
+    }
+
+    /// Hands a schedule's run to whoever starts its processes.
+    fn hand_on(&self, name: &str, due: Timestamp, position: u64) {
+        if let Some(runs) = &self.options.schedule_runs {
+            let _ = runs.send(ScheduleRun {
+                name: name.to_owned(),
+                due,
+                position,
+            });
+        }
     }
 
     /// What the service info shows, if it changed.
@@ -356,6 +446,22 @@ impl Engine {
             return;
         }
         let now = self.options.clock.now();
+        let due: Vec<(String, Timestamp)> = self
+            .schedules
+            .borrow()
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.next_due?)))
+            .filter(|(_, due)| orca_domain::timer::is_due(*due, now))
+            .collect();
+        for (name, due) in due {
+            let command = Checked {
+                command: Command::FireSchedule(FireSchedule { name, due }),
+                meta: internal_meta(),
+            };
+            let outcome = self.decide(&command).await;
+            let (reply, _) = oneshot::channel();
+            self.settle(outcome, &command.meta, reply).await;
+        }
         for armed in self.timers.due_at(now) {
             let command = Checked {
                 command: Command::FireTimer(FireTimer {
@@ -363,10 +469,7 @@ impl Engine {
                     timer_id: armed.timer_id.clone(),
                     due: armed.due(),
                 }),
-                meta: Meta {
-                    command_id: None,
-                    actor: "orca".into(),
-                },
+                meta: internal_meta(),
             };
             let outcome = self.decide(&command).await;
             match &outcome {
@@ -525,11 +628,25 @@ impl Engine {
             process,
             subscription,
             engine,
+            schedule,
             mut events,
             ..
         } = decision;
         if let Some(e) = engine {
             self.engine = e;
+        }
+        if let Some((name, state)) = schedule {
+            let first = last + 1 - count;
+            for (e, position) in events.iter().zip(first..) {
+                if let Some(v1::event::Body::ScheduleFired(f)) = &e.body
+                    && let Some(due) = f.due
+                {
+                    self.hand_on(&name, due, position);
+                }
+            }
+            self.schedules.send_modify(|s| {
+                s.insert(name, state);
+            });
         }
         if self.options.tap.is_some() {
             for (e, position) in events.iter_mut().zip(last + 1 - count..) {
@@ -581,6 +698,10 @@ impl Engine {
             process,
             subscription,
             engine: self.engine.clone(),
+            schedule: cmd
+                .command
+                .schedule_name()
+                .and_then(|n| self.schedules.borrow().get(n).cloned()),
         };
         Ok(with_env(&cmd.meta, self.options.clock.now(), |env| {
             orca_domain::decide(&self.catalog, &state, &cmd.command, env)
@@ -741,4 +862,12 @@ fn timestamp_diff(a: Timestamp, b: Timestamp) -> std::time::Duration {
         + i128::from(a.nanos)
         - i128::from(b.nanos);
     Duration::from_nanos(u64::try_from(nanos.max(0)).unwrap_or(u64::MAX))
+}
+
+/// Who the engine's own commands (timers, schedules) are recorded as.
+fn internal_meta() -> Meta {
+    Meta {
+        command_id: None,
+        actor: "orca".into(),
+    }
 }

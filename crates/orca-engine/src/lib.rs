@@ -19,5 +19,6 @@ mod engine;
 mod timers;
 
 pub use engine::{
-    Clock, Engine, EngineHandle, EngineOptions, EngineStatus, Error, MAX_EVENT_BYTES, Tap,
+    Clock, Engine, EngineHandle, EngineOptions, EngineStatus, Error, MAX_EVENT_BYTES, ScheduleRun,
+    Tap,
 };

@@ -55,6 +55,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("subscription-set-in-sync", "cmd.subscription.set_in_sync",  Kind::Command(command::<v1::SetInSync>)),
     ("engine-pause",             "cmd.engine.pause",              Kind::Command(command::<v1::PauseEngine>)),
     ("engine-resume",            "cmd.engine.resume",             Kind::Command(command::<v1::ResumeEngine>)),
+    ("schedule-run",             "cmd.schedule.run",              Kind::Command(command::<v1::RunSchedule>)),
     ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
     ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),
     ("process-get",              "query.process.get",             Kind::Query(Query::GetProcess)),
@@ -62,6 +63,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("workflow-form",            "query.workflow.form",           Kind::Query(Query::WorkflowForm)),
     ("catalog-workflows",        "query.catalog.workflows",       Kind::Query(Query::ListWorkflows)),
     ("service-info",             "query.service.info",            Kind::Query(Query::ServiceInfo)),
+    ("schedule-list",            "query.schedule.list",           Kind::Query(Query::ListSchedules)),
 ];
 
 /// Room left in a NATS message for a reply's subject and headers.

@@ -9,6 +9,7 @@
 //!   (`orca.evt.<aggregate>.<id>.<event>`, stream sequence = log position, `Nats-Msg-Id` = event
 //!   id) and every scheduled task to the work queue `orca.task.<step>`, with pipelined acks; it
 //!   survives NATS restarts and republishes what a crashed server lost.
+//! - [`run_schedules`]: starts the processes of the schedule runs the engine fires.
 //! - [`streams`]: the JetStream streams, created compatibly with nats-server 2.9.
 
 pub mod codec;
@@ -16,11 +17,13 @@ mod context;
 mod endpoints;
 mod outbox;
 mod query;
+mod schedules;
 pub mod streams;
 
 pub use context::BusOptions;
 pub use endpoints::{Backend, serve};
 pub use outbox::{Outbox, OutboxOptions};
+pub use schedules::run_schedules;
 
 /// Failure talking to NATS.
 #[derive(Debug, thiserror::Error)]

@@ -170,6 +170,7 @@ pub(crate) enum Query {
     WorkflowForm,
     ListWorkflows,
     ServiceInfo,
+    ListSchedules,
 }
 
 pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
@@ -264,6 +265,32 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
                         steps: w.steps.iter().map(ToString::to_string).collect(),
                         product_version: w.product_version,
                         step_defs: w.steps.iter().map(|s| s.to_proto()).collect(),
+                    })
+                    .collect(),
+            };
+            codec::encode(&reply, enc)
+        }
+        Query::ListSchedules => {
+            let states = ctx.engine.schedules();
+            let reply = v1::ScheduleList {
+                schedules: ctx
+                    .catalog
+                    .schedules()
+                    .map(|d| {
+                        let s = states.get(&d.name).cloned().unwrap_or_default();
+                        v1::ScheduleInfo {
+                            name: d.name.clone(),
+                            description: d.description.clone(),
+                            when: d.when.text(),
+                            workflow: d.workflow.clone(),
+                            product: d.product.clone(),
+                            statuses: d.statuses.iter().map(|l| l.as_str().to_owned()).collect(),
+                            next_due: s.next_due,
+                            last_due: s.last_due,
+                            running: s.running.is_some(),
+                            last_started: s.last_started,
+                            last_refused: s.last_refused,
+                        }
                     })
                     .collect(),
             };

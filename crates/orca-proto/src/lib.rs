@@ -138,6 +138,9 @@ pub fn event_type_name(field: u32) -> &'static str {
         30 => "task_heartbeat",
         31 => "engine_paused",
         32 => "engine_resumed",
+        33 => "schedule_armed",
+        34 => "schedule_fired",
+        35 => "schedule_run_done",
         _ => "unknown",
     }
 }

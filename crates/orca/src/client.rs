@@ -163,6 +163,12 @@ impl OrcaClient {
             .await
     }
 
+    /// `query.schedule.list`
+    pub async fn schedules(&self) -> anyhow::Result<v1::ScheduleList> {
+        self.call("query.schedule.list", &v1::ListSchedules {})
+            .await
+    }
+
     /// `query.service.info`
     pub async fn info(&self) -> anyhow::Result<v1::ServiceInfo> {
         self.call("query.service.info", &v1::GetServiceInfo {})

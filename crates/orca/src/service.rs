@@ -57,6 +57,7 @@ pub struct Service {
     /// Stops the projector and the outbox once the engine is done (last).
     drain: watch::Sender<bool>,
     endpoints: JoinHandle<()>,
+    scheduler: JoinHandle<()>,
     engine: JoinHandle<Result<(), orca_engine::Error>>,
     projector: JoinHandle<Result<(), orca_views::Error>>,
     outbox: JoinHandle<Result<(), orca_nats::Error>>,
@@ -121,8 +122,18 @@ impl Service {
         let mut engine_options = options.engine.clone();
         let tap = feed.clone();
         engine_options.tap = Some(Tap::new(move |events| tap.push(events)));
+        let (runs, schedule_runs) = tokio::sync::mpsc::unbounded_channel();
+        engine_options.schedule_runs = Some(runs);
         let (engine_handle, engine) =
             Engine::spawn(shared.clone(), options.catalog.clone(), engine_options)?;
+        // Stopped with the endpoints: it holds an engine handle too.
+        let scheduler = tokio::spawn(orca_nats::run_schedules(
+            schedule_runs,
+            engine_handle.clone(),
+            views.clone(),
+            options.catalog.clone(),
+            rx.clone(),
+        ));
         let projector = tokio::spawn(
             Projector::new(shared.clone(), views.clone())
                 .with_feed(feed)
@@ -159,6 +170,7 @@ impl Service {
             shutdown,
             drain,
             endpoints,
+            scheduler,
             engine,
             projector,
             outbox,
@@ -174,6 +186,7 @@ impl Service {
     pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let _ = self.endpoints.await;
+        let _ = self.scheduler.await;
         // The endpoints held the last engine handles: the engine ends after its replies.
         match self.engine.await {
             Ok(Ok(())) => {}

@@ -7,6 +7,7 @@
 
 mod product;
 mod retry;
+mod schedule;
 mod step;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 pub use product::{BlockDef, Product, ResourceType};
 pub use retry::{MAX_ATTEMPTS, RetryPolicy};
+pub use schedule::{ScheduleDef, When};
 pub use step::{Builtin, InputDef, StepDef, StepKind};
 
 use crate::form::{DEFAULT_MAX_STRING, Field, FieldKind, Form};
@@ -73,6 +75,7 @@ pub struct Catalog {
     /// Declared steps by name.
     pub steps: BTreeMap<String, DeclaredStep>,
     workflows: BTreeMap<(String, u32), Workflow>,
+    schedules: BTreeMap<String, ScheduleDef>,
 }
 
 /// The entry of `name` at `version`, or the newest of that name when `version` is `None`.
@@ -108,6 +111,20 @@ struct RawCatalog {
     step: Vec<RawStep>,
     #[serde(default)]
     workflow: Vec<RawWorkflow>,
+    #[serde(default)]
+    schedule: Vec<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    name: String,
+    #[serde(default)]
+    description: String,
+    cron: Option<String>,
+    every: Option<String>,
+    workflow: String,
+    statuses: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -367,6 +384,16 @@ impl Catalog {
         self.workflows.values()
     }
 
+    /// A schedule by name.
+    pub fn schedule(&self, name: &str) -> Option<&ScheduleDef> {
+        self.schedules.get(name)
+    }
+
+    /// Every schedule, by name.
+    pub fn schedules(&self) -> impl Iterator<Item = &ScheduleDef> {
+        self.schedules.values()
+    }
+
     /// Every version of every product, by name then version.
     pub fn products(&self) -> impl Iterator<Item = &Product> {
         self.products.values()
@@ -450,7 +477,66 @@ impl Catalog {
             }
             catalog.workflows.insert(key, wf);
         }
+        for s in raw.schedule {
+            let def = catalog.schedule_from_raw(s)?;
+            if catalog.schedules.contains_key(&def.name) {
+                return Err(CatalogError(format!(
+                    "schedule {} declared twice",
+                    def.name
+                )));
+            }
+            catalog.schedules.insert(def.name.clone(), def);
+        }
         Ok(catalog)
+    }
+
+    fn schedule_from_raw(&self, s: RawSchedule) -> Result<ScheduleDef, CatalogError> {
+        valid_name("schedule", &s.name)?;
+        let err = |msg: String| CatalogError(format!("schedule {}: {msg}", s.name));
+        let when = match (&s.cron, &s.every) {
+            (Some(c), None) => When::cron(c).map_err(err)?,
+            (None, Some(e)) => {
+                let d = humantime::parse_duration(e.trim())
+                    .map_err(|x| err(format!("every {e:?}: {x} (write e.g. 30s, 1h)")))?;
+                if d < std::time::Duration::from_secs(1) {
+                    return Err(err("every must be at least 1s".into()));
+                }
+                When::Every(d)
+            }
+            _ => return Err(err("give either cron or every".into())),
+        };
+        let wf = self
+            .workflow(&s.workflow, None)
+            .ok_or_else(|| err(format!("unknown workflow {:?}", s.workflow)))?;
+        if wf.target == Target::Create {
+            return Err(err(
+                "a schedule runs a workflow on existing subscriptions; a create workflow has none"
+                    .into(),
+            ));
+        }
+        if wf.form.fields.iter().any(|f| {
+            f.required && f.prefill.is_none() && !matches!(f.kind, FieldKind::Label { .. })
+        }) {
+            return Err(err(format!(
+                "workflow {} asks for input that nobody would give a scheduled run",
+                wf.name
+            )));
+        }
+        let statuses = match s.statuses {
+            Some(list) => list
+                .iter()
+                .map(|t| Lifecycle::from_str(t).map_err(err))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => wf.usable_when.clone(),
+        };
+        Ok(ScheduleDef {
+            name: s.name,
+            description: s.description,
+            when,
+            workflow: wf.name.clone(),
+            product: wf.product.clone(),
+            statuses,
+        })
     }
 
     fn product_from_raw(p: RawProduct) -> Result<Product, CatalogError> {

@@ -10,13 +10,18 @@
 //! the subscription and the `unsync` of a terminate are decided together on one stream version.
 
 mod abort;
+mod arm_schedule;
 mod callback;
+mod finish_schedule_run;
+mod fire_schedule;
 mod heartbeat;
 mod pause_engine;
 mod report;
 mod resume;
 mod resume_engine;
 mod retry;
+mod run_schedule;
+mod schedules;
 mod set_in_sync;
 mod start;
 mod timer;
@@ -24,13 +29,17 @@ mod timer;
 use serde_json::{Map, Value as Json};
 
 pub use abort::AbortProcess;
+pub use arm_schedule::ArmSchedule;
 pub use callback::CallbackProcess;
+pub use finish_schedule_run::FinishScheduleRun;
+pub use fire_schedule::FireSchedule;
 pub use heartbeat::{HeartbeatTask, MAX_PROGRESS};
 pub use pause_engine::PauseEngine;
 pub use report::TaskReport;
 pub use resume::ResumeProcess;
 pub use resume_engine::ResumeEngine;
 pub use retry::RetryProcess;
+pub use run_schedule::RunSchedule;
 pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
 pub use timer::FireTimer;
@@ -43,6 +52,7 @@ use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::process::ProcessState;
 use crate::rejection::{Code, FieldError, Rejection};
+use crate::schedule::ScheduleState;
 pub use crate::status::FailureKind;
 use crate::stepper::Run;
 use crate::subscription::SubscriptionState;
@@ -59,6 +69,11 @@ pub trait Decide {
 
     /// The subscription it names; otherwise the one of its process is loaded.
     fn subscription_id(&self) -> Option<SubscriptionId> {
+        None
+    }
+
+    /// The schedule it is about, if it names one.
+    fn schedule_name(&self) -> Option<&str> {
         None
     }
 
@@ -92,6 +107,13 @@ macro_rules! commands {
             pub fn subscription_id(&self) -> Option<SubscriptionId> {
                 match self {
                     $(Command::$variant(c) => c.subscription_id()),+
+                }
+            }
+
+            /// The schedule the command is about, if it names one.
+            pub fn schedule_name(&self) -> Option<&str> {
+                match self {
+                    $(Command::$variant(c) => c.schedule_name()),+
                 }
             }
 
@@ -132,6 +154,14 @@ commands! {
     PauseEngine(PauseEngine),
     /// `orca.cmd.engine.resume`
     ResumeEngine(ResumeEngine),
+    /// `orca.cmd.schedule.run`
+    RunSchedule(RunSchedule),
+    /// A schedule without a due time gets its first (internal: the engine at start).
+    ArmSchedule(ArmSchedule),
+    /// A schedule came due (internal: fired by the engine).
+    FireSchedule(FireSchedule),
+    /// A schedule's run started its processes (internal).
+    FinishScheduleRun(FinishScheduleRun),
 }
 
 /// The state a command is decided on, loaded by the runtime: the process it names, the
@@ -145,6 +175,8 @@ pub struct Loaded {
     pub subscription: Option<SubscriptionState>,
     /// Whether the engine runs.
     pub engine: EngineState,
+    /// The named schedule.
+    pub schedule: Option<ScheduleState>,
 }
 
 /// Decides `command` on `state`: the events it causes, or why it changes nothing.

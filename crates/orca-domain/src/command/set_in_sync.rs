@@ -81,6 +81,7 @@ impl Decide for SetInSync {
             process: None,
             subscription: Some(sub),
             engine: None,
+            schedule: None,
         })
     }
 }

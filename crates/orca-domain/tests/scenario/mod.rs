@@ -16,6 +16,7 @@ pub struct Scenario {
     pub subscription: Option<SubscriptionState>,
     pub process: Option<ProcessState>,
     pub engine: orca_domain::EngineState,
+    pub schedule: Option<orca_domain::schedule::ScheduleState>,
     next_id: u128,
     /// Every event decided so far, as the log would hold them.
     log: Vec<v1::Event>,
@@ -32,6 +33,7 @@ impl Scenario {
             subscription: None,
             process: None,
             engine: Default::default(),
+            schedule: None,
             next_id: 1,
             log: Vec::new(),
             tampered: false,
@@ -127,6 +129,9 @@ impl Scenario {
         if let Some(e) = &d.engine {
             self.engine = e.clone();
         }
+        if let Some((_, s)) = &d.schedule {
+            self.schedule = Some(s.clone());
+        }
     }
 
     /// Decides `cmd` on the state held, as of now, and keeps what it changed.
@@ -146,6 +151,7 @@ impl Scenario {
             process: self.process.clone(),
             subscription: self.subscription.clone(),
             engine: self.engine.clone(),
+            schedule: self.schedule.clone(),
         };
         let d = decide(&self.catalog, &loaded, &cmd.command, &mut env);
         self.next_id = counter;

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod process;
+pub mod schedule;
 pub mod serve;
 pub mod subscription;
 pub mod views;
