@@ -52,6 +52,33 @@ async fn two_failures_then_success_wait_between_attempts() {
         env.dir.path(),
         &["--fail", "provision_user_group:2"],
     );
+    // The policy's defaults are visible with the workflow.
+    let out = std::process::Command::new(orca_bin())
+        .args(["workflow", "list", "--json", "--nats-url", &env.nats.url()])
+        .output()
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let create = list["workflows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "create_user_group")
+        .unwrap();
+    let retry = &create["stepDefs"][4]["retry"];
+    assert_eq!(
+        (
+            &retry["maxAttempts"],
+            &retry["initialBackoffMs"],
+            &retry["timeoutMs"]
+        ),
+        (
+            &serde_json::json!(3),
+            &serde_json::json!("1000"),
+            &serde_json::json!("300000")
+        ),
+        "{retry}"
+    );
+
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     let p = wait_status(&env.client, &a.process_id, "waiting").await;
     let first = p.next_attempt_at.expect("the next attempt's time");

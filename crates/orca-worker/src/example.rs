@@ -98,7 +98,8 @@ pub const STEPS: [&str; 4] = [
 ];
 
 /// Fail the first `attempts` attempts (all when `None`) of each task of `step` with a retryable
-/// error: how to see orca's failure handling with the example worker (`--fail STEP[:N]`).
+/// error: how to see orca's retries and failure handling with the example worker
+/// (`--fail STEP[:N]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailRule {
     /// The step.

@@ -18,8 +18,9 @@ pub enum Command {
         #[arg(long, default_value_t = 256, value_parser = super::parse_concurrency)]
         concurrency: usize,
         /// Fail the first N attempts of each task of STEP (every attempt without N) with a
-        /// retryable error, to see failure handling: the process waits; `orca process retry`
-        /// runs the step again. Repeatable.
+        /// retryable error, to see failure handling: the step's retry policy tries again after a
+        /// backoff (the process waits meanwhile); once its attempts are used up the process
+        /// fails and `orca process retry` runs the step again. Repeatable.
         #[arg(long, value_name = "STEP[:N]")]
         fail: Vec<orca_worker::example::FailRule>,
         /// Make each task of STEP take DURATION (e.g. `90s`), telling its progress: the worker
