@@ -462,7 +462,9 @@ impl Engine {
             let (reply, _) = oneshot::channel();
             self.settle(outcome, &command.meta, reply).await;
         }
-        for armed in self.timers.due_at(now) {
+        // At most a batch at a time: commands go on being decided while many timers come due
+        // together (a resume after a long pause); the rest fire at the next turn, at once.
+        for armed in self.timers.due_at(now, self.options.max_batch.max(1)) {
             let command = Checked {
                 command: Command::FireTimer(FireTimer {
                     process_id: armed.process,

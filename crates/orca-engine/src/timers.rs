@@ -133,12 +133,13 @@ impl Timers {
         self.by_due.first()
     }
 
-    /// Timers due at `now`, in due order.
-    pub fn due_at(&self, now: Timestamp) -> Vec<Armed> {
+    /// Timers due at `now`, in due order, at most `limit`.
+    pub fn due_at(&self, now: Timestamp, limit: usize) -> Vec<Armed> {
         let now = key(now);
         self.by_due
             .iter()
             .take_while(|a| a.due <= now)
+            .take(limit)
             .cloned()
             .collect()
     }
@@ -331,12 +332,27 @@ mod tests {
             }
         );
         assert_eq!(
-            t.due_at(Timestamp {
-                seconds: 19,
-                nanos: 0
-            })
+            t.due_at(
+                Timestamp {
+                    seconds: 19,
+                    nanos: 0
+                },
+                10
+            )
             .len(),
             1
+        );
+        assert_eq!(
+            t.due_at(
+                Timestamp {
+                    seconds: 99,
+                    nanos: 0
+                },
+                1
+            )
+            .len(),
+            1,
+            "at most the limit"
         );
 
         // A kept index ahead of the log (a log restored from an older copy) is not trusted.
