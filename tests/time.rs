@@ -302,6 +302,20 @@ fn started_by(data: &Path, actor: &str) -> usize {
         .count()
 }
 
+/// A system workflow that needs no subscription, and a schedule of it.
+const SWEEP: &str = r#"
+[[workflow]]
+name = "housekeeping"
+target = "system"
+product = "UserGroup"
+steps = ["init", "done"]
+
+[[schedule]]
+name = "sweep_often"
+every = "2s"
+workflow = "housekeeping"
+"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_was_down() {
     let env = Env::new().await;
@@ -309,7 +323,7 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
     std::fs::write(
         &catalog,
         format!(
-            "{}\n[[schedule]]\nname = \"validate_often\"\nevery = \"3s\"\nworkflow = \"validate_user_group\"\n",
+            "{}\n[[schedule]]\nname = \"validate_often\"\nevery = \"3s\"\nworkflow = \"validate_user_group\"\n{SWEEP}",
             orca_domain::catalog::DEFAULT_CATALOG
         ),
     )
@@ -318,16 +332,21 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
     let _worker = env.worker();
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     wait_status(&env.client, &a.process_id, "completed").await;
-    let list = env.client.schedules().await.unwrap();
-    assert_eq!(list.schedules[0].name, "validate_often");
+    let validate = || async {
+        let list = env.client.schedules().await.unwrap();
+        list.schedules
+            .into_iter()
+            .find(|s| s.name == "validate_often")
+            .unwrap()
+    };
     assert!(
-        list.schedules[0].next_due.is_some(),
+        validate().await.next_due.is_some(),
         "armed when the service started"
     );
 
     // A run that started the validate process on the subscription.
     let last_run = || async {
-        let s = env.client.schedules().await.unwrap().schedules[0].clone();
+        let s = validate().await;
         (!s.running && s.last_started == 1).then_some(s)
     };
     wait_until(std::time::Duration::from_secs(20), || async {
@@ -373,7 +392,7 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
         String::from_utf8_lossy(&out.stderr)
     );
     wait_until(std::time::Duration::from_secs(20), || async {
-        let s = env.client.schedules().await.unwrap().schedules[0].clone();
+        let s = validate().await;
         s.last_due.is_some_and(|d| d.seconds > missed.seconds) && !s.running
     })
     .await;
@@ -410,6 +429,23 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
         "each run's processes started once: {events:?}"
     );
     assert!(started as usize >= 2, "{events:?}");
+
+    // The system workflow's schedule started one process per run, with no subscription.
+    let sweeps = schedule_log(&env.data(), "sweep_often");
+    let runs = count_names(&sweeps, "schedule_fired");
+    assert!(runs >= 2, "{sweeps:?}");
+    assert!(
+        sweeps
+            .iter()
+            .filter(|(n, ..)| n == "schedule_run_done")
+            .all(|(_, _, started)| *started == 1),
+        "{sweeps:?}"
+    );
+    assert_eq!(
+        started_by(&env.data(), "schedule:sweep_often"),
+        runs,
+        "{sweeps:?}"
+    );
     assert_views_verify(&env.data());
 }
 

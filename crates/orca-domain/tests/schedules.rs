@@ -178,3 +178,66 @@ fn a_schedule_runs_now_by_hand_keeping_its_next_due_time_unless_the_engine_is_pa
         Code::EnginePaused
     );
 }
+
+const HOUSEKEEPING: &str = r#"
+[[step]]
+name = "sweep"
+
+[[workflow]]
+name = "housekeeping"
+target = "system"
+product = "UserGroup"
+steps = ["init", "sweep", "done"]
+
+[[schedule]]
+name = "hourly_sweep"
+every = "1h"
+workflow = "housekeeping"
+"#;
+
+#[test]
+fn a_system_workflow_that_stores_no_subscription_runs_without_one_and_a_schedule_runs_it_once() {
+    let mut s = with_catalog(HOUSEKEEPING);
+    let def = s.catalog.schedule("hourly_sweep").unwrap();
+    assert!(!def.on_subscriptions && def.statuses.is_empty());
+    let d = s
+        .start(v1::StartProcess {
+            workflow: "housekeeping".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(d.events.len(), 3, "started, init, the task");
+    assert_eq!(s.process.as_ref().unwrap().subscription_id, None);
+    s.report(1, 1, Ok(serde_json::json!({"swept": 3}))).unwrap();
+    assert_eq!(s.view().status, "completed");
+    let r = s
+        .start(v1::StartProcess {
+            workflow: "housekeeping".into(),
+            subscription_id: uuid::Uuid::from_u128(9).to_string(),
+            ..Default::default()
+        })
+        .unwrap_err();
+    assert_eq!(
+        (r.code, r.field_errors[0].field.as_str()),
+        (Code::InvalidArgument, "subscription_id")
+    );
+
+    for (extra, says) in [
+        (
+            "[[workflow]]\nname = \"bad\"\ntarget = \"system\"\nproduct = \"UserGroup\"\nsteps = [\"init\", \"resync\", \"done\"]\n",
+            "resync needs one",
+        ),
+        (
+            "[[schedule]]\nname = \"x\"\nevery = \"1h\"\nworkflow = \"housekeeping\"\nstatuses = [\"active\"]\n",
+            "takes no statuses",
+        ),
+    ] {
+        let e = Catalog::from_toml(&format!(
+            "{}\n{HOUSEKEEPING}\n{extra}",
+            orca_domain::catalog::DEFAULT_CATALOG
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}

@@ -290,6 +290,7 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
                             running: s.running.is_some(),
                             last_started: s.last_started,
                             last_refused: s.last_refused,
+                            on_subscriptions: d.on_subscriptions,
                         }
                     })
                     .collect(),

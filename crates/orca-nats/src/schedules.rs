@@ -1,7 +1,8 @@
 //! Starts the processes of schedule runs: for each run the engine hands on, the schedule's
-//! workflow on every subscription it matches, as the views hold them at the firing. Each start
-//! carries a command id made of the schedule, the run's due time and the subscription, so a run
-//! handed on again after a restart starts nothing twice; the run is then finished with the
+//! workflow on every subscription it matches, as the views hold them at the firing (or once, for
+//! a system workflow that runs without a subscription). Each start carries a command id made of
+//! the schedule, the run's due time and the subscription, so a run handed on again after a
+//! restart starts nothing twice; the run is then finished with the
 //! engine's `FinishScheduleRun`. Which subscriptions may start (in sync, not held, in a state the
 //! workflow accepts) is the domain's start decision, as for any start.
 
@@ -58,7 +59,45 @@ async fn start_run(
     }
     let (mut started, mut refused) = (0u32, 0u32);
     let due = format!("{}.{:09}", run.due.seconds, run.due.nanos);
-    for status in &def.statuses {
+    let mut count = |outcome: Option<Outcome>, subject: &str| match outcome {
+        Some(Outcome::Accepted(_)) => started += 1,
+        Some(Outcome::Rejected(r)) => {
+            tracing::info!(schedule = %run.name, subject, code = %r.code, message = %r.message, "scheduled start refused");
+            refused += 1;
+        }
+        None => refused += 1,
+    };
+    let start = |subscription_id: Option<SubscriptionId>| Checked {
+        command: Command::Start(StartProcess {
+            workflow: def.workflow.clone(),
+            product: None,
+            customer_id: None,
+            subscription_id,
+            input: Default::default(),
+            workflow_version: None,
+        }),
+        meta: Meta {
+            command_id: Some(match subscription_id {
+                Some(id) => format!("schedule:{}:{due}:{id}", run.name),
+                None => format!("schedule:{}:{due}", run.name),
+            }),
+            actor: format!("schedule:{}", run.name),
+        },
+    };
+    if !def.on_subscriptions {
+        // A system workflow that needs no subscription: once per due time.
+        let reply = engine
+            .submit(start(None))
+            .await
+            .map_err(|e| e.to_string())?;
+        count(reply.outcome, "-");
+    }
+    let statuses = if def.on_subscriptions {
+        &def.statuses[..]
+    } else {
+        &[]
+    };
+    for status in statuses {
         let filter = SubscriptionFilter {
             status: status.as_str().into(),
             product: def.product.clone(),
@@ -73,29 +112,11 @@ async fn start_run(
                 let Ok(id) = SubscriptionId::parse("subscription_id", &sub.subscription_id) else {
                     continue;
                 };
-                let command = Checked {
-                    command: Command::Start(StartProcess {
-                        workflow: def.workflow.clone(),
-                        product: None,
-                        customer_id: None,
-                        subscription_id: Some(id),
-                        input: Default::default(),
-                        workflow_version: None,
-                    }),
-                    meta: Meta {
-                        command_id: Some(format!("schedule:{}:{due}:{id}", run.name)),
-                        actor: format!("schedule:{}", run.name),
-                    },
-                };
-                match engine.submit(command).await.map(|r| r.outcome) {
-                    Ok(Some(Outcome::Accepted(_))) => started += 1,
-                    Ok(Some(Outcome::Rejected(r))) => {
-                        tracing::info!(schedule = %run.name, subscription = %id, code = %r.code, message = %r.message, "scheduled start refused");
-                        refused += 1;
-                    }
-                    Ok(None) => refused += 1,
-                    Err(e) => return Err(e.to_string()),
-                }
+                let reply = engine
+                    .submit(start(Some(id)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                count(reply.outcome, &sub.subscription_id);
             }
             if page.next_page_token.is_empty() {
                 break;

@@ -68,6 +68,20 @@ pub struct Workflow {
     pub usable_when: Vec<Lifecycle>,
 }
 
+impl Workflow {
+    /// Whether a start names a subscription: every workflow but a create, and a system workflow
+    /// that stores none (housekeeping of orca's own, run without one).
+    pub fn on_subscription(&self) -> bool {
+        self.target != Target::Create
+            && self.steps.iter().any(|s| {
+                matches!(
+                    s.kind,
+                    StepKind::Builtin(Builtin::StoreProcessSubscription(_))
+                )
+            })
+    }
+}
+
 /// Products, declared steps and workflows, every version.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Catalog {
@@ -523,11 +537,18 @@ impl Catalog {
             )));
         }
         let statuses = match s.statuses {
+            Some(_) if !wf.on_subscription() => {
+                return Err(err(format!(
+                    "workflow {} runs without a subscription; a schedule of it takes no statuses",
+                    wf.name
+                )));
+            }
             Some(list) => list
                 .iter()
                 .map(|t| Lifecycle::from_str(t).map_err(err))
                 .collect::<Result<Vec<_>, _>>()?,
-            None => wf.usable_when.clone(),
+            None if wf.on_subscription() => wf.usable_when.clone(),
+            None => Vec::new(),
         };
         Ok(ScheduleDef {
             name: s.name,
@@ -536,6 +557,7 @@ impl Catalog {
             workflow: wf.name.clone(),
             product: wf.product.clone(),
             statuses,
+            on_subscriptions: wf.on_subscription(),
         })
     }
 
@@ -651,6 +673,17 @@ impl Catalog {
                         "create_subscription and store_process_subscription must come before the first task, input or callback step"
                             .into(),
                     ));
+                }
+            }
+            Target::System if store.is_none() => {
+                // Runs without a subscription: only steps that need none.
+                if let Some(s) = steps.iter().find(|s| {
+                    matches!(s.kind, StepKind::Builtin(b) if !matches!(b, Builtin::Init | Builtin::Done))
+                }) {
+                    return Err(err(format!(
+                        "a system workflow without store_process_subscription runs without a subscription; {} needs one",
+                        s.name
+                    )));
                 }
             }
             _ => {

@@ -1,5 +1,5 @@
-//! Schedules: a workflow run on every subscription a filter matches, at the times a cron
-//! expression or an interval gives.
+//! Schedules: a workflow run on every subscription a filter matches (or once, for a system
+//! workflow that runs without one), at the times a cron expression or an interval gives.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -87,6 +87,9 @@ pub struct ScheduleDef {
     pub product: String,
     /// The lifecycle states of the subscriptions it runs on.
     pub statuses: Vec<Lifecycle>,
+    /// Whether it runs on subscriptions (one process each) or, for a system workflow that needs
+    /// none, once per due time.
+    pub on_subscriptions: bool,
 }
 
 impl ScheduleDef {

@@ -147,6 +147,18 @@ impl Decide for StartProcess {
             expected.push((id.stream(), 0));
             new_subscription_id = Some(id);
             None
+        } else if !wf.on_subscription() {
+            if self.subscription_id.is_some() {
+                return Err(Rejection::fields(
+                    Code::InvalidArgument,
+                    format!("{} runs without a subscription; do not name one", wf.name),
+                    vec![FieldError::new(
+                        "subscription_id",
+                        "not allowed for a workflow that runs without a subscription",
+                    )],
+                ));
+            }
+            None
         } else {
             let Some(id) = self.subscription_id else {
                 return Err(Rejection::fields(

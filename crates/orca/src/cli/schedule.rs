@@ -46,12 +46,19 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                     format!("{} {} UTC", day(t), clock(t))
                 });
                 println!("{}  {}  — {}", s.name, s.when, s.description);
-                println!(
-                    "    runs {} on {} subscriptions that are {}; next {next}",
-                    s.workflow,
-                    s.product,
-                    s.statuses.join(" or ")
-                );
+                if s.on_subscriptions {
+                    println!(
+                        "    runs {} on {} subscriptions that are {}; next {next}",
+                        s.workflow,
+                        s.product,
+                        s.statuses.join(" or ")
+                    );
+                } else {
+                    println!(
+                        "    runs {} once (it needs no subscription); next {next}",
+                        s.workflow
+                    );
+                }
                 if let Some(t) = &s.last_due {
                     let what = if s.running {
                         "starting its processes".to_owned()
