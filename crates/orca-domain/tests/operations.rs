@@ -9,34 +9,16 @@ use std::collections::BTreeSet;
 
 use orca_domain::{Catalog, Code, Decision, ProcessState, ProcessStatus, Rejection, event_name};
 use orca_proto::v1;
-use scenario::{Scenario, pv, with_catalog};
+use scenario::{Scenario, create_with_task, pv, with_catalog};
 use serde_json::{Value as Json, json};
 
 /// Steps and a create workflow that use an approval, an input form and a callback.
 const GATED: &str = include_str!("../../../tests/fixtures/gated.toml");
 
 /// A create workflow whose task makes one attempt: every failure is its last.
-const ONCE: &str = r#"
-[[step]]
-name = "provision_once"
-max_attempts = 1
-
-[[workflow]]
-name = "create_user_group"
-target = "create"
-product = "UserGroup"
-version = 2
-steps = [
-  "init", "create_subscription", "store_process_subscription(create)",
-  "initialize_subscription", "provision_once", "set_status(active)", "resync", "done",
-]
-subscription_description = "User group {group_name}"
-
-[[workflow.form]]
-name = "group_name"
-type = "string"
-required = true
-"#;
+fn once() -> Scenario {
+    with_catalog(&create_with_task("provision_once", "max_attempts = 1"))
+}
 
 fn fail(s: &mut Scenario, index: u32, attempt: u32, kind: &str) -> Result<Decision, Rejection> {
     let process_id = s.pid();
@@ -200,7 +182,7 @@ fn failure_kinds_set_orchestrator_cores_statuses_and_each_can_be_retried() {
         ("api_unavailable", "api_unavailable", "failed", "Error"),
         ("inconsistent_data", "inconsistent_data", "failed", "Error"),
     ] {
-        let mut s = with_catalog(ONCE);
+        let mut s = once();
         s.start_create("Ops");
         fail(&mut s, 4, 1, kind).unwrap();
         let v = s.view();
@@ -649,7 +631,7 @@ fn every_process_status_is_reachable() {
         "api_unavailable",
         "inconsistent_data",
     ] {
-        let mut s = with_catalog(ONCE);
+        let mut s = once();
         let mut p = ProcessState::default();
         let d = s.start_create("Ops");
         record(&s, d, &mut p);
@@ -698,7 +680,7 @@ fn every_process_status_is_reachable() {
 
 #[test]
 fn views_carry_cloudportals_states() {
-    let mut s = with_catalog(ONCE);
+    let mut s = once();
     s.start_create("Ops");
     let v = s.view();
     assert_eq!(v.cloudportal_state, "Running");

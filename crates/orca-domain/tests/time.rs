@@ -7,34 +7,16 @@ mod scenario;
 
 use orca_domain::{Code, Decision, ProcessStatus, Rejection, event_name};
 use orca_proto::v1;
-use scenario::{Scenario, with_catalog};
+use scenario::{Scenario, create_with_task, with_catalog};
 use serde_json::json;
 
 /// A create workflow whose task must heartbeat every 30 s, within 10 min per attempt.
-const HEARTBEAT: &str = r#"
-[[step]]
-name = "provision_slowly"
-timeout = "10m"
-heartbeat = "30s"
-max_attempts = 2
-initial_backoff = "5s"
-
-[[workflow]]
-name = "create_user_group"
-target = "create"
-product = "UserGroup"
-version = 2
-steps = [
-  "init", "create_subscription", "store_process_subscription(create)",
-  "initialize_subscription", "provision_slowly", "set_status(active)", "resync", "done",
-]
-subscription_description = "User group {group_name}"
-
-[[workflow.form]]
-name = "group_name"
-type = "string"
-required = true
-"#;
+fn heartbeating() -> Scenario {
+    with_catalog(&create_with_task(
+        "provision_slowly",
+        "timeout = \"10m\"\nheartbeat = \"30s\"\nmax_attempts = 2\ninitial_backoff = \"5s\"",
+    ))
+}
 
 const STEP: &str = "step/4";
 
@@ -206,7 +188,7 @@ fn an_attempt_past_its_timeout_is_timed_out_retried_and_its_late_result_ignored(
 
 #[test]
 fn heartbeats_keep_a_long_attempt_alive_and_their_absence_times_it_out() {
-    let mut s = with_catalog(HEARTBEAT);
+    let mut s = heartbeating();
     s.start_create("Ops");
     let t0 = secs(&s);
     assert_eq!(

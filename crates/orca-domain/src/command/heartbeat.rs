@@ -2,11 +2,13 @@
 
 use orca_proto::v1;
 
-use super::{Checked, Command, Decide, Decision, Loaded, Meta, named_process, run_on};
+use super::{
+    Checked, Command, Decide, Decision, Loaded, Meta, current_attempt, named_process, run_on, text,
+};
 use crate::catalog::Catalog;
 use crate::event::Env;
 use crate::ids::ProcessId;
-use crate::rejection::{Code, FieldError, Rejection};
+use crate::rejection::Rejection;
 
 /// Longest progress text accepted.
 pub const MAX_PROGRESS: usize = 1024;
@@ -29,23 +31,13 @@ impl TryFrom<&v1::HeartbeatTask> for Checked<Command> {
 
     fn try_from(w: &v1::HeartbeatTask) -> Result<Self, Rejection> {
         let process_id = super::report::report_ids(&w.process_id, w.attempt)?;
-        let progress = w.progress.trim();
-        if progress.len() > MAX_PROGRESS || progress.chars().any(char::is_control) {
-            return Err(Rejection::fields(
-                Code::InvalidArgument,
-                "invalid progress",
-                vec![FieldError::new(
-                    "progress",
-                    format!("must be at most {MAX_PROGRESS} bytes without control characters"),
-                )],
-            ));
-        }
+        let progress = text("progress", &w.progress, MAX_PROGRESS)?;
         Ok(Checked {
             command: Command::Heartbeat(HeartbeatTask {
                 process_id,
                 step_index: w.step_index,
                 attempt: w.attempt,
-                progress: progress.to_owned(),
+                progress,
             }),
             meta: Meta::parse(&w.command_id, &w.actor)?,
         })
@@ -67,15 +59,7 @@ impl Decide for HeartbeatTask {
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
         let p = named_process(state, self.process_id)?;
-        p.awaits(self.step_index, self.attempt).map_err(|why| {
-            Rejection::new(
-                Code::TaskNotCurrent,
-                format!(
-                    "task {}/{}/{} is not current: {why}",
-                    p.id, self.step_index, self.attempt
-                ),
-            )
-        })?;
+        current_attempt(p, self.step_index, self.attempt)?;
         let mut run = run_on(catalog, state, p, env)?;
         run.heartbeat(self.step_index, self.attempt, self.progress.clone());
         Ok(run.finish())

@@ -324,6 +324,17 @@ pub(crate) fn run_on<'a, 'e>(
     Ok(run)
 }
 
+/// Refuses a report or heartbeat on an attempt the process no longer waits for (it moved on,
+/// ended, or the attempt was superseded or timed out) with `TASK_NOT_CURRENT` (invariant 9).
+pub(crate) fn current_attempt(p: &ProcessState, index: u32, attempt: u32) -> Result<(), Rejection> {
+    p.awaits(index, attempt).map_err(|why| {
+        Rejection::new(
+            Code::TaskNotCurrent,
+            format!("task {}/{index}/{attempt} is not current: {why}", p.id),
+        )
+    })
+}
+
 /// A command that needs the process in another status.
 pub(crate) fn status_invalid(p: &ProcessState, what: &str) -> Rejection {
     Rejection::new(
@@ -347,25 +358,27 @@ pub(crate) fn process_command(
 /// Longest reason (an abort's, a set-in-sync's) accepted.
 const MAX_REASON: usize = 1024;
 
-/// A reason as given, checked: at most [`MAX_REASON`] bytes, no control characters; `default`
-/// when empty.
-pub(crate) fn reason(text: &str, default: impl FnOnce() -> String) -> Result<String, Rejection> {
+/// Free text as given (a reason, a progress), checked: trimmed, at most `max` bytes, no control
+/// characters.
+pub(crate) fn text(field: &str, text: &str, max: usize) -> Result<String, Rejection> {
     let text = text.trim();
-    if text.len() > MAX_REASON || text.chars().any(char::is_control) {
+    if text.len() > max || text.chars().any(char::is_control) {
         return Err(Rejection::fields(
             Code::InvalidArgument,
-            "invalid reason",
+            format!("invalid {field}"),
             vec![FieldError::new(
-                "reason",
-                format!("must be at most {MAX_REASON} bytes without control characters"),
+                field,
+                format!("must be at most {max} bytes without control characters"),
             )],
         ));
     }
-    Ok(if text.is_empty() {
-        default()
-    } else {
-        text.to_owned()
-    })
+    Ok(text.to_owned())
+}
+
+/// A reason as given, checked (see [`text`]); `default` when empty.
+pub(crate) fn reason(given: &str, default: impl FnOnce() -> String) -> Result<String, Rejection> {
+    let given = text("reason", given, MAX_REASON)?;
+    Ok(if given.is_empty() { default() } else { given })
 }
 
 /// Refuses an outside result (a callback's, a submitted form's) that would fail its step: the

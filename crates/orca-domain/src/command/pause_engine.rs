@@ -36,23 +36,25 @@ impl Decide for PauseEngine {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let mut engine = state.engine.clone();
-        if engine.paused {
+        if state.engine.paused {
             return Ok(Decision::default());
         }
-        let event = env.event(
-            ENGINE_STREAM.into(),
-            engine.version + 1,
-            Body::EnginePaused(v1::EnginePaused {
-                reason: self.reason.clone(),
-            }),
-        );
-        engine.evolve(&event);
-        Ok(Decision {
-            expected: vec![(ENGINE_STREAM.into(), state.engine.version)],
-            events: vec![event],
-            engine: Some(engine),
-            ..Decision::default()
-        })
+        let body = Body::EnginePaused(v1::EnginePaused {
+            reason: self.reason.clone(),
+        });
+        Ok(record_engine(state, body, env))
+    }
+}
+
+/// A decision recording `body` on the engine's stream, decided on its state in `state`.
+pub(super) fn record_engine(state: &Loaded, body: Body, env: &mut Env<'_>) -> Decision {
+    let event = env.event(ENGINE_STREAM.into(), state.engine.version + 1, body);
+    let mut engine = state.engine.clone();
+    engine.evolve(&event);
+    Decision {
+        expected: vec![(ENGINE_STREAM.into(), state.engine.version)],
+        events: vec![event],
+        engine: Some(engine),
+        ..Decision::default()
     }
 }

@@ -4,7 +4,8 @@ use orca_proto::v1;
 use serde_json::{Map, Value as Json};
 
 use super::{
-    Checked, Command, Decide, Decision, FailureKind, Loaded, Meta, named_process, run_on, shallow,
+    Checked, Command, Decide, Decision, FailureKind, Loaded, Meta, current_attempt, named_process,
+    run_on, shallow,
 };
 use crate::catalog::Catalog;
 use crate::event::Env;
@@ -93,17 +94,8 @@ impl Decide for TaskReport {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let id = self.process_id;
-        let p = named_process(state, id)?;
-        p.awaits(self.step_index, self.attempt).map_err(|why| {
-            Rejection::new(
-                Code::TaskNotCurrent,
-                format!(
-                    "task {id}/{}/{} is not current: {why}",
-                    self.step_index, self.attempt
-                ),
-            )
-        })?;
+        let p = named_process(state, self.process_id)?;
+        current_attempt(p, self.step_index, self.attempt)?;
 
         let index = self.step_index;
         let mut run = run_on(catalog, state, p, env)?;

@@ -2,9 +2,9 @@
 
 use orca_proto::v1::{self, event::Body};
 
+use super::pause_engine::record_engine;
 use super::{Checked, Command, Decide, Decision, Loaded, Meta};
 use crate::catalog::Catalog;
-use crate::engine::ENGINE_STREAM;
 use crate::event::Env;
 use crate::rejection::Rejection;
 
@@ -33,21 +33,13 @@ impl Decide for ResumeEngine {
         state: &Loaded,
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
-        let mut engine = state.engine.clone();
-        if !engine.paused {
+        if !state.engine.paused {
             return Ok(Decision::default());
         }
-        let event = env.event(
-            ENGINE_STREAM.into(),
-            engine.version + 1,
+        Ok(record_engine(
+            state,
             Body::EngineResumed(v1::EngineResumed {}),
-        );
-        engine.evolve(&event);
-        Ok(Decision {
-            expected: vec![(ENGINE_STREAM.into(), state.engine.version)],
-            events: vec![event],
-            engine: Some(engine),
-            ..Decision::default()
-        })
+            env,
+        ))
     }
 }

@@ -281,3 +281,31 @@ pub fn with_catalog(extra: &str) -> Scenario {
     .unwrap();
     s
 }
+
+/// A task step `name` declared with `policy` (TOML lines), and version 2 of `create_user_group`
+/// provisioning with it instead: the default catalog's create with another task policy.
+pub fn create_with_task(name: &str, policy: &str) -> String {
+    format!(
+        r#"
+[[step]]
+name = "{name}"
+{policy}
+
+[[workflow]]
+name = "create_user_group"
+target = "create"
+product = "UserGroup"
+version = 2
+steps = [
+  "init", "create_subscription", "store_process_subscription(create)",
+  "initialize_subscription", "{name}", "set_status(active)", "resync", "done",
+]
+subscription_description = "User group {{group_name}}"
+
+[[workflow.form]]
+name = "group_name"
+type = "string"
+required = true
+"#
+    )
+}
