@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::cache::Cache;
+pub use crate::error::Error;
 use crate::timers::Timers;
 
 /// How often the timer index is kept beside the log while it changes.
@@ -121,20 +122,6 @@ impl Default for EngineOptions {
             schedule_runs: None,
         }
     }
-}
-
-/// Why the engine could not take or finish a command.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The engine has stopped.
-    #[error("engine stopped")]
-    Closed,
-    /// The log failed; the engine stops rather than diverge from what is durable.
-    #[error(transparent)]
-    Log(#[from] orca_log::Error),
-    /// A stored event or reply does not decode.
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
 }
 
 struct Request {

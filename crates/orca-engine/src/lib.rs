@@ -16,6 +16,7 @@
 
 mod cache;
 mod engine;
+mod error;
 mod timers;
 
 pub use engine::{

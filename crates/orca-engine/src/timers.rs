@@ -12,7 +12,7 @@ use orca_domain::timer::{TaskChange, TimerChange, event_timer_change, key, task_
 use orca_log::EventLog;
 use orca_proto::{Timestamp, v1};
 
-use crate::engine::Error;
+use crate::error::Error;
 
 /// Name under which the index is kept beside the log.
 const STATE: &str = "engine.timers";
