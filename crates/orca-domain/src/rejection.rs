@@ -41,6 +41,8 @@ pub enum Code {
     EnginePaused,
     /// No schedule of that name in the catalog.
     UnknownSchedule,
+    /// The schedule's last run is still starting its processes.
+    ScheduleRunning,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -69,6 +71,7 @@ impl Code {
             Code::TimerNotDue => "TIMER_NOT_DUE",
             Code::EnginePaused => "ENGINE_PAUSED",
             Code::UnknownSchedule => "UNKNOWN_SCHEDULE",
+            Code::ScheduleRunning => "SCHEDULE_RUNNING",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

@@ -45,6 +45,11 @@ fn a_schedule_is_declared_with_cron_or_an_interval_on_an_existing_workflow() {
     assert_eq!((s.product.as_str(), s.statuses.len()), ("UserGroup", 1));
     assert_eq!(s.when.next_after(at(T0)), Some(at(DAY1_2AM)));
     assert_eq!(s.when.next_after(at(DAY1_2AM)), Some(at(DAY1_2AM + DAY)));
+    // Weekdays by name: 2023-11-15 is a Wednesday, so the next weekday-only 02:00 after
+    // Friday 2023-11-17 02:00 is Monday's.
+    let weekdays = orca_domain::catalog::When::cron("0 2 * * MON-FRI").unwrap();
+    let friday = DAY1_2AM + 2 * DAY;
+    assert_eq!(weekdays.next_after(at(friday)), Some(at(friday + 3 * DAY)));
     for (body, says) in [
         (
             "cron = \"0 2 * *\"\nworkflow = \"validate_user_group\"",
@@ -240,4 +245,26 @@ fn a_system_workflow_that_stores_no_subscription_runs_without_one_and_a_schedule
         .to_string();
         assert!(e.contains(says), "{e}");
     }
+}
+
+#[test]
+fn an_interval_stays_on_its_grid_however_late_each_firing_is() {
+    let c = Catalog::from_toml(&format!(
+        "{}\n[[schedule]]\nname = \"often\"\nevery = \"10s\"\nworkflow = \"validate_user_group\"\n",
+        orca_domain::catalog::DEFAULT_CATALOG
+    ))
+    .unwrap();
+    let def = c.schedule("often").unwrap();
+    let late = Timestamp {
+        seconds: T0 + 2,
+        nanos: 300_000_000,
+    };
+    assert_eq!(
+        def.next_after_run(at(T0), late),
+        Some(at(T0 + 10)),
+        "not 12.3 s"
+    );
+    // Down for 35 s: the next point of the grid after now.
+    assert_eq!(def.next_after_run(at(T0), at(T0 + 35)), Some(at(T0 + 40)));
+    assert_eq!(def.next_after_run(at(T0), at(T0 + 40)), Some(at(T0 + 50)));
 }

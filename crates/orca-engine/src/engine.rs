@@ -200,6 +200,8 @@ pub struct Engine {
     status: watch::Sender<EngineStatus>,
     /// The catalog's schedules as decided.
     schedules: watch::Sender<BTreeMap<String, ScheduleState>>,
+    /// Schedules whose firing could not take effect, until the next start.
+    schedules_aside: std::collections::BTreeSet<String>,
 }
 
 /// Whether the engine runs, and what is still moving: what the service info shows.
@@ -276,6 +278,7 @@ impl Engine {
             engine: EngineState::default(),
             status,
             schedules,
+            schedules_aside: Default::default(),
         };
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
@@ -339,10 +342,16 @@ impl Engine {
         let mut wake = now + Duration::from_secs(3600);
         let schedules = self.schedules.borrow();
         let first_schedule = schedules
-            .values()
-            .filter_map(|s| s.next_due)
+            .iter()
+            .filter(|(name, s)| {
+                !self.engine.paused && s.running.is_none() && !self.schedules_aside.contains(*name)
+            })
+            .filter_map(|(_, s)| s.next_due)
             .min_by_key(|t| (t.seconds, t.nanos));
-        let first_timer = self.timers.first().map(crate::timers::Armed::due);
+        let first_timer = self
+            .timers
+            .first(self.engine.paused)
+            .map(crate::timers::Armed::due);
         let first = match (first_timer, first_schedule) {
             (Some(a), Some(b)) => Some(if (a.seconds, a.nanos) <= (b.seconds, b.nanos) {
                 a
@@ -351,7 +360,7 @@ impl Engine {
             }),
             (a, b) => a.or(b),
         };
-        if let Some(first) = first.filter(|_| !self.engine.paused) {
+        if let Some(first) = first {
             let clock = self.options.clock.now();
             let until = timestamp_diff(first, clock);
             wake = wake.min(now + until.min(nap));
@@ -426,32 +435,55 @@ impl Engine {
         });
     }
 
-    /// Fires every timer that is due, as internal commands decided like any other; none while
-    /// the engine is paused (they fire once it resumes).
+    /// Fires every timer and schedule that is due, as internal commands decided like any other.
+    /// While the engine is paused only attempt deadlines fire (timing an attempt out starts
+    /// nothing); retries, held-back steps and schedules fire once it resumes. A schedule whose
+    /// run is still starting its processes waits for it. A firing that cannot take effect is set
+    /// aside (with the reason logged) rather than tried again at once; the next start tries it
+    /// once more.
     async fn fire_due(&mut self) {
-        if self.engine.paused {
-            return;
-        }
         let now = self.options.clock.now();
+        let paused = self.engine.paused;
         let due: Vec<(String, Timestamp)> = self
             .schedules
             .borrow()
             .iter()
+            .filter(|(name, s)| s.running.is_none() && !self.schedules_aside.contains(*name))
             .filter_map(|(name, s)| Some((name.clone(), s.next_due?)))
-            .filter(|(_, due)| orca_domain::timer::is_due(*due, now))
+            .filter(|(_, due)| !paused && orca_domain::timer::is_due(*due, now))
             .collect();
         for (name, due) in due {
             let command = Checked {
-                command: Command::FireSchedule(FireSchedule { name, due }),
+                command: Command::FireSchedule(FireSchedule {
+                    name: name.clone(),
+                    due,
+                }),
                 meta: internal_meta(),
             };
             let outcome = self.decide(&command).await;
+            if let Ok(Outcome::Rejected(r)) = &outcome
+                && r.code == Code::TimerNotDue
+            {
+                continue;
+            }
             let (reply, _) = oneshot::channel();
             self.settle(outcome, &command.meta, reply).await;
+            let moved = self
+                .schedules
+                .borrow()
+                .get(&name)
+                .is_none_or(|s| s.next_due != Some(due));
+            if !moved {
+                tracing::error!(schedule = %name, "schedule firing did not take effect; set aside until the next start");
+                self.schedules_aside.insert(name);
+            }
         }
         // At most a batch at a time: commands go on being decided while many timers come due
         // together (a resume after a long pause); the rest fire at the next turn, at once.
-        for armed in self.timers.due_at(now, self.options.max_batch.max(1)) {
+        for armed in self
+            .timers
+            .due_at(now, self.options.max_batch.max(1), paused)
+        {
             let command = Checked {
                 command: Command::FireTimer(FireTimer {
                     process_id: armed.process,
@@ -464,14 +496,17 @@ impl Engine {
             match &outcome {
                 Ok(Outcome::Rejected(r)) if r.code == Code::TimerNotDue => continue,
                 // The process no longer arms it (or is gone): nothing to fire, ever.
-                Ok(Outcome::Rejected(r)) => {
-                    tracing::debug!(process = %armed.process, timer = %armed.timer_id, code = %r.code.as_str(), "timer not fired");
+                Ok(Outcome::Rejected(r)) if r.code == Code::TimerNotArmed => {
                     self.timers.disarm(armed.process, &armed.timer_id);
                 }
                 _ => {}
             }
             let (reply, _) = oneshot::channel();
             self.settle(outcome, &command.meta, reply).await;
+            if self.timers.holds(&armed) {
+                tracing::error!(process = %armed.process, timer = %armed.timer_id, "timer firing did not take effect; set aside until the next start");
+                self.timers.set_aside(armed);
+            }
         }
     }
 

@@ -8,7 +8,9 @@
 use std::collections::{BTreeSet, HashMap};
 
 use orca_domain::ids::{self, ProcessId};
-use orca_domain::timer::{TaskChange, TimerChange, event_timer_change, key, task_change};
+use orca_domain::timer::{
+    TaskChange, TimerChange, TimerWhat, event_timer_change, key, task_change,
+};
 use orca_log::EventLog;
 use orca_proto::{Timestamp, v1};
 
@@ -29,6 +31,9 @@ pub struct Armed {
     pub process: ProcessId,
     /// Its id within the process.
     pub timer_id: String,
+    /// Held while the engine is paused (a retry, a held-back step); a deadline is not: timing
+    /// out an attempt starts nothing.
+    pub held: bool,
 }
 
 impl Armed {
@@ -41,13 +46,19 @@ impl Armed {
     }
 }
 
+/// When a timer of a process is due, and whether a pause holds it.
+type Slot = ((i64, i32), bool);
+
 /// Armed timers in due order; see the module docs.
 #[derive(Debug, Default)]
 pub struct Timers {
     by_due: BTreeSet<Armed>,
-    by_process: HashMap<ProcessId, HashMap<String, (i64, i32)>>,
+    by_process: HashMap<ProcessId, HashMap<String, Slot>>,
     /// Steps whose task attempt is out with a worker, per process.
     out: HashMap<ProcessId, BTreeSet<u32>>,
+    /// Timers whose firing could not take effect: not fired again until the next start (kept,
+    /// so that the next start tries them once more).
+    aside: BTreeSet<Armed>,
     /// Changed since last kept.
     pub dirty: bool,
 }
@@ -86,24 +97,30 @@ impl Timers {
             TimerChange::Arm(id, t) => {
                 self.disarm(process, &id);
                 let due = key(t.due);
+                let held = t.what != TimerWhat::Deadline;
                 self.by_process
                     .entry(process)
                     .or_default()
-                    .insert(id.clone(), due);
+                    .insert(id.clone(), (due, held));
                 self.by_due.insert(Armed {
                     due,
                     process,
                     timer_id: id,
+                    held,
                 });
+                self.dirty = true;
             }
             TimerChange::Disarm(id) => self.disarm(process, &id),
             TimerChange::DisarmAll => {
-                for (id, due) in self.by_process.remove(&process).unwrap_or_default() {
-                    self.by_due.remove(&Armed {
+                for (id, (due, held)) in self.by_process.remove(&process).unwrap_or_default() {
+                    let armed = Armed {
                         due,
                         process,
                         timer_id: id,
-                    });
+                        held,
+                    };
+                    self.aside.remove(&armed);
+                    self.by_due.remove(&armed);
                     self.dirty = true;
                 }
             }
@@ -115,12 +132,15 @@ impl Timers {
         let Some(timers) = self.by_process.get_mut(&process) else {
             return;
         };
-        if let Some(due) = timers.remove(id) {
-            self.by_due.remove(&Armed {
+        if let Some((due, held)) = timers.remove(id) {
+            let armed = Armed {
                 due,
                 process,
                 timer_id: id.to_owned(),
-            });
+                held,
+            };
+            self.aside.remove(&armed);
+            self.by_due.remove(&armed);
             self.dirty = true;
         }
         if timers.is_empty() {
@@ -128,20 +148,39 @@ impl Timers {
         }
     }
 
-    /// The timer due first.
-    pub fn first(&self) -> Option<&Armed> {
-        self.by_due.first()
+    /// The timer due first (of those not held, when `paused`, nor set aside).
+    pub fn first(&self, paused: bool) -> Option<&Armed> {
+        self.by_due.iter().find(|a| self.fires(a, paused))
     }
 
-    /// Timers due at `now`, in due order, at most `limit`.
-    pub fn due_at(&self, now: Timestamp, limit: usize) -> Vec<Armed> {
+    /// Whether `a` fires when due: not while `paused` if a pause holds it, nor once set aside.
+    fn fires(&self, a: &Armed, paused: bool) -> bool {
+        let held = paused && a.held;
+        !held && !self.aside.contains(a)
+    }
+
+    /// Sets aside a timer whose firing could not take effect (its decision was refused, or its
+    /// events could not be recorded), so it is not fired over and over; the next start tries it
+    /// again.
+    pub fn set_aside(&mut self, armed: Armed) {
+        self.aside.insert(armed);
+    }
+
+    /// Timers due at `now`, in due order, at most `limit` (none held, when `paused`).
+    pub fn due_at(&self, now: Timestamp, limit: usize, paused: bool) -> Vec<Armed> {
         let now = key(now);
         self.by_due
             .iter()
             .take_while(|a| a.due <= now)
+            .filter(|a| self.fires(a, paused))
             .take(limit)
             .cloned()
             .collect()
+    }
+
+    /// Whether `armed` is still armed for its time.
+    pub fn holds(&self, armed: &Armed) -> bool {
+        self.by_due.contains(armed)
     }
 
     /// How many are armed.
@@ -165,6 +204,7 @@ impl Timers {
             bytes.extend_from_slice(&a.due.0.to_be_bytes());
             bytes.extend_from_slice(&a.due.1.to_be_bytes());
             bytes.extend_from_slice(a.process.0.as_bytes());
+            bytes.push(u8::from(a.held));
             let id = a.timer_id.as_bytes();
             bytes.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
             bytes.extend_from_slice(id);
@@ -240,17 +280,19 @@ impl Timers {
             let secs = i64::from_be_bytes(take(8)?.try_into().ok()?);
             let nanos = i32::from_be_bytes(take(4)?.try_into().ok()?);
             let process = ProcessId(uuid::Uuid::from_slice(take(16)?).ok()?);
+            let held = take(1)?.first().copied()? != 0;
             let len = usize::from(u16::from_be_bytes(take(2)?.try_into().ok()?));
             let id = String::from_utf8(take(len)?.to_vec()).ok()?;
             timers
                 .by_process
                 .entry(process)
                 .or_default()
-                .insert(id.clone(), (secs, nanos));
+                .insert(id.clone(), ((secs, nanos), held));
             timers.by_due.insert(Armed {
                 due: (secs, nanos),
                 process,
                 timer_id: id,
+                held,
             });
         }
         while let Some(process) = take(16) {
@@ -325,7 +367,7 @@ mod tests {
         let t = Timers::recover(&log).unwrap();
         assert_eq!(processes(&t), [3, 2], "due order");
         assert_eq!(
-            t.first().unwrap().due(),
+            t.first(false).unwrap().due(),
             Timestamp {
                 seconds: 5,
                 nanos: 0
@@ -337,7 +379,8 @@ mod tests {
                     seconds: 19,
                     nanos: 0
                 },
-                10
+                10,
+                false
             )
             .len(),
             1
@@ -348,12 +391,15 @@ mod tests {
                     seconds: 99,
                     nanos: 0
                 },
-                1
+                1,
+                false
             )
             .len(),
             1,
             "at most the limit"
         );
+        // Retries are held while the engine is paused.
+        assert!(t.first(true).is_none());
 
         // A kept index ahead of the log (a log restored from an older copy) is not trusted.
         let bytes = kept.encode(99);

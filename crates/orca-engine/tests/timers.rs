@@ -240,3 +240,59 @@ async fn timers_due_while_the_engine_is_paused_fire_once_it_resumes() {
         "{status:?}"
     );
 }
+
+#[tokio::test]
+async fn a_paused_engine_still_times_out_an_attempt_and_then_is_paused() {
+    use orca_domain::command::PauseEngine;
+    let log: SharedLog = Arc::new(MemLog::new());
+    let clock = HandClock::new();
+    let (engine, _task) = spawn(&log, &clock);
+    let r = engine
+        .submit(Checked {
+            command: Command::Start(StartProcess {
+                workflow: "create_user_group".into(),
+                product: None,
+                customer_id: Some(CustomerId(Uuid::new_v4())),
+                subscription_id: None,
+                input: json!({"group_name": "Ops"}).as_object().unwrap().clone(),
+                workflow_version: None,
+            }),
+            meta: meta(),
+        })
+        .await
+        .unwrap();
+    let Some(v1::command_reply::Outcome::Accepted(a)) = r.outcome else {
+        panic!("{r:?}")
+    };
+    let id = ProcessId(a.process_id.parse().unwrap());
+    engine
+        .submit(Checked {
+            command: Command::PauseEngine(PauseEngine {
+                reason: "upgrade".into(),
+            }),
+            meta: meta(),
+        })
+        .await
+        .unwrap();
+    // Its worker is gone: the attempt is out until its deadline.
+    assert_eq!(engine.status().state(), "pausing");
+    clock.advance(301);
+    for _ in 0..400 {
+        if engine.status().state() == "paused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(engine.status().state(), "paused");
+    let (p, events) = process(&log, id);
+    assert_eq!(
+        p.status,
+        ProcessStatus::Waiting,
+        "timed out, its retry held"
+    );
+    assert_eq!(
+        count(&events, "task_scheduled"),
+        1,
+        "no new attempt while paused"
+    );
+}

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, watch};
 /// Subscriptions read from the views at once.
 const PAGE: usize = 500;
 
+/// Wait before a run that could not finish (the engine paused, the views failing) is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
 /// Starts the processes of every run received, until `shutdown` turns true (a run cut short is
 /// handed on again at the next start) or the engine is gone.
 pub async fn run_schedules(
@@ -35,11 +38,18 @@ pub async fn run_schedules(
             _ = shutdown.wait_for(|s| *s) => None,
         };
         let Some(run) = run else { return };
-        tokio::select! {
-            r = start_run(&run, &engine, &views, &catalog) => if let Err(e) = r {
-                tracing::error!(schedule = %run.name, error = %e, "schedule run not finished; it is handed on again at the next start");
-            },
-            _ = shutdown.wait_for(|s| *s) => return,
+        // Until it is finished: what started already is not started again (its command ids).
+        loop {
+            let outcome = tokio::select! {
+                r = start_run(&run, &engine, &views, &catalog) => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let Err(e) = outcome else { break };
+            tracing::warn!(schedule = %run.name, error = %e, "schedule run not finished; trying it again");
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
         }
     }
 }
@@ -59,13 +69,21 @@ async fn start_run(
     }
     let (mut started, mut refused) = (0u32, 0u32);
     let due = format!("{}.{:09}", run.due.seconds, run.due.nanos);
-    let mut count = |outcome: Option<Outcome>, subject: &str| match outcome {
-        Some(Outcome::Accepted(_)) => started += 1,
-        Some(Outcome::Rejected(r)) => {
-            tracing::info!(schedule = %run.name, subject, code = %r.code, message = %r.message, "scheduled start refused");
-            refused += 1;
+    // A start refused because the engine is paused ends this try: the run goes on after the
+    // resume, so that no subscription misses it.
+    let mut count = |outcome: Option<Outcome>, subject: &str| -> Result<(), String> {
+        match outcome {
+            Some(Outcome::Accepted(_)) => started += 1,
+            Some(Outcome::Rejected(r)) if r.code == "ENGINE_PAUSED" => {
+                return Err("the engine is paused".into());
+            }
+            Some(Outcome::Rejected(r)) => {
+                tracing::info!(schedule = %run.name, subject, code = %r.code, message = %r.message, "scheduled start refused");
+                refused += 1;
+            }
+            None => refused += 1,
         }
-        None => refused += 1,
+        Ok(())
     };
     let start = |subscription_id: Option<SubscriptionId>| Checked {
         command: Command::Start(StartProcess {
@@ -90,7 +108,7 @@ async fn start_run(
             .submit(start(None))
             .await
             .map_err(|e| e.to_string())?;
-        count(reply.outcome, "-");
+        count(reply.outcome, "-")?;
     }
     let statuses = if def.on_subscriptions {
         &def.statuses[..]
@@ -116,7 +134,7 @@ async fn start_run(
                     .submit(start(Some(id)))
                     .await
                     .map_err(|e| e.to_string())?;
-                count(reply.outcome, &sub.subscription_id);
+                count(reply.outcome, &sub.subscription_id)?;
             }
             if page.next_page_token.is_empty() {
                 break;

@@ -341,11 +341,19 @@ async fn run_alive(
         (heartbeat / 3).max(MIN_BEAT).min(ack_every)
     };
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + beat_every, beat_every);
+    // A slow orca delays heartbeats; it must not make them pile up afterwards.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut acked = tokio::time::Instant::now();
     let mut said = String::new();
+    // At most one heartbeat on its way, apart from this loop: the ack wait is extended and the
+    // handler's end noticed whatever orca's answer takes.
+    let mut beating: Option<tokio::task::JoinHandle<Option<String>>> = None;
     loop {
         tokio::select! {
             done = &mut running => {
+                if let Some(b) = beating.take() {
+                    b.abort();
+                }
                 return done.unwrap_or_else(|e| {
                     tracing::error!(task = %task.task_id, error = %e, "handler panicked");
                     TaskOutcome::Failed(format!("the step worker's handler panicked: {e}"))
@@ -358,6 +366,14 @@ async fn run_alive(
                 tracing::debug!(task = %task.task_id, error = %e, "extending the ack wait failed");
             }
             acked = tokio::time::Instant::now();
+        }
+        if let Some(b) = beating.take_if(|b| b.is_finished())
+            && let Ok(Some(progress)) = b.await
+        {
+            said = progress;
+        }
+        if beating.is_some() {
+            continue;
         }
         let now = progress.lock().map(|p| p.clone()).unwrap_or_default();
         if heartbeat.is_zero() && now == said {
@@ -373,18 +389,29 @@ async fn run_alive(
         };
         let request = async_nats::Request::new()
             .payload(Bytes::from(beat.encode_to_vec()))
-            .timeout(Some(options.request_timeout));
-        match client
-            .send_request(format!("{}.cmd.task.heartbeat", options.prefix), request)
-            .await
-            .map(|m| v1::CommandReply::decode(m.payload.as_ref()).map(|r| r.outcome))
-        {
-            Ok(Ok(Some(Outcome::Accepted(_)))) => said = now,
-            Ok(Ok(Some(Outcome::Rejected(r)))) => {
-                tracing::info!(task = %task.task_id, code = %r.code, message = %r.message, "heartbeat refused");
+            .timeout(Some(options.request_timeout.min(ack_every)));
+        let (client, subject, task_id) = (
+            client.clone(),
+            format!("{}.cmd.task.heartbeat", options.prefix),
+            task.task_id.clone(),
+        );
+        beating = Some(tokio::spawn(async move {
+            match client
+                .send_request(subject, request)
+                .await
+                .map(|m| v1::CommandReply::decode(m.payload.as_ref()).map(|r| r.outcome))
+            {
+                Ok(Ok(Some(Outcome::Accepted(_)))) => Some(now),
+                Ok(Ok(Some(Outcome::Rejected(r)))) => {
+                    tracing::info!(task = %task_id, code = %r.code, message = %r.message, "heartbeat refused");
+                    None
+                }
+                other => {
+                    tracing::debug!(task = %task_id, ?other, "heartbeat not answered");
+                    None
+                }
             }
-            other => tracing::debug!(task = %task.task_id, ?other, "heartbeat not answered"),
-        }
+        }));
     }
 }
 

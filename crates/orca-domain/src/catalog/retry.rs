@@ -75,6 +75,17 @@ impl RetryPolicy {
         if self.initial_backoff > self.max_backoff {
             return Err("initial_backoff must not be longer than max_backoff".into());
         }
+        let whole_ms = |d: Duration| d.subsec_nanos().is_multiple_of(1_000_000);
+        if ![self.initial_backoff, self.max_backoff]
+            .into_iter()
+            .chain(self.timeout)
+            .chain(self.heartbeat)
+            .all(whole_ms)
+        {
+            return Err(
+                "durations are kept in whole milliseconds: write e.g. 1ms, 250ms, 2s".into(),
+            );
+        }
         if self.timeout == Some(Duration::ZERO) || self.heartbeat == Some(Duration::ZERO) {
             return Err(
                 "timeout and heartbeat must be longer than 0 (leave them out for none)".into(),

@@ -31,14 +31,36 @@ impl PartialEq for When {
 impl When {
     /// Reads a cron expression: five fields (minute hour day-of-month month day-of-week), or
     /// six or seven with seconds first (and a year last).
+    ///
+    /// Weekdays are written by name (`MON-FRI`, `SUN`): numbered, they would mean one thing to a
+    /// reader of standard cron (0 or 7 = Sunday) and another to the parser (1 = Sunday). A day
+    /// must match both the day-of-month and the day-of-week field.
     pub fn cron(text: &str) -> Result<Self, String> {
-        let fields = text.split_whitespace().count();
-        let full = match fields {
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let weekday = match fields.len() {
+            5 => fields.get(4),
+            6 | 7 => fields.get(5),
+            _ => None,
+        };
+        if let Some(w) = weekday {
+            // A step (`*/2`) may be numbered; a day may not.
+            let days: String = w
+                .split(',')
+                .map(|part| part.split('/').next().unwrap_or_default())
+                .collect();
+            if days.chars().any(|c| c.is_ascii_digit()) {
+                return Err(format!(
+                    "cron {text:?}: write weekdays by name (SUN, MON-FRI), not by number"
+                ));
+            }
+        }
+        let full = match fields.len() {
             5 => format!("0 {text}"),
             6 | 7 => text.to_owned(),
             _ => {
                 return Err(format!(
-                    "cron {text:?} has {fields} fields; write 5 (minute hour day month weekday) or 6-7 (seconds first)"
+                    "cron {text:?} has {} fields; write 5 (minute hour day month weekday) or 6-7 (seconds first)",
+                    fields.len()
                 ));
             }
         };
@@ -96,11 +118,25 @@ impl ScheduleDef {
     /// The due time after a run that was due at `due` and happened at `now`: the first after
     /// both. Due times missed while the service was down are run once, not once each.
     pub fn next_after_run(&self, due: Timestamp, now: Timestamp) -> Option<Timestamp> {
-        let from = if timer::key(now) > timer::key(due) {
-            now
-        } else {
-            due
-        };
-        self.when.next_after(from)
+        match &self.when {
+            // On the interval's grid from the due time, so that it does not drift by the time
+            // each firing takes: the first point of it after now.
+            When::Every(d) => {
+                let step = d.as_nanos().max(1);
+                let nanos =
+                    |t: Timestamp| i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+                let behind = u128::try_from(nanos(now) - nanos(due)).unwrap_or(0);
+                let steps = u32::try_from(behind / step + 1).unwrap_or(u32::MAX);
+                Some(timer::after(due, d.saturating_mul(steps)))
+            }
+            When::Cron(..) => {
+                let from = if timer::key(now) > timer::key(due) {
+                    now
+                } else {
+                    due
+                };
+                self.when.next_after(from)
+            }
+        }
     }
 }

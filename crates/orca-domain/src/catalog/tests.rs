@@ -176,6 +176,7 @@ fn a_tasks_retry_policy_takes_sane_defaults_and_refuses_nonsense() {
             "heartbeat must not be longer",
         ),
         ("heartbeat = \"0s\"", "longer than 0"),
+        ("timeout = \"500us\"", "whole milliseconds"),
         ("non_retryable = [\"flaky\"]", "non_retryable"),
         ("kind = \"callback\"\nmax_attempts = 2", "only task steps"),
     ] {

@@ -3,7 +3,7 @@
 use orca_proto::Timestamp;
 use orca_proto::v1::{self, event::Body};
 
-use super::schedules::{loaded, record, schedule_of};
+use super::schedules::{loaded, not_running, record, schedule_of};
 use super::{Decide, Decision, Loaded};
 use crate::catalog::Catalog;
 use crate::event::Env;
@@ -41,6 +41,7 @@ impl Decide for FireSchedule {
                 format!("schedule {} is not armed for that time", self.name),
             ));
         }
+        not_running(&self.name, &s)?;
         if !timer::is_due(self.due, env.now) {
             return Err(Rejection::new(
                 Code::TimerNotDue,

@@ -2,7 +2,7 @@
 
 use orca_proto::v1::{self, event::Body};
 
-use super::schedules::{loaded, record, schedule_of};
+use super::schedules::{loaded, not_running, record, schedule_of};
 use super::{Checked, Command, Decide, Decision, Loaded, Meta};
 use crate::catalog::Catalog;
 use crate::event::Env;
@@ -60,6 +60,7 @@ impl Decide for RunSchedule {
             ));
         }
         let s = loaded(state);
+        not_running(&self.name, &s)?;
         let next_due = s.next_due.or_else(|| def.when.next_after(env.now));
         Ok(record(
             &self.name,

@@ -39,3 +39,18 @@ pub(crate) fn record(name: &str, state: &ScheduleState, body: Body, env: &mut En
         ..Decision::default()
     }
 }
+
+/// Refuses a firing while the schedule's last run is still starting its processes: one run at a
+/// time, so that none is lost (a due time that passes meanwhile fires once it is done).
+pub(crate) fn not_running(name: &str, state: &ScheduleState) -> Result<(), Rejection> {
+    match state.running {
+        Some(due) => Err(Rejection::new(
+            Code::ScheduleRunning,
+            format!(
+                "schedule {name} is still starting the processes of its run due at {}s",
+                due.seconds
+            ),
+        )),
+        None => Ok(()),
+    }
+}
