@@ -1,6 +1,7 @@
 //! orca's rules, free of I/O and async.
 //!
-//! - [`catalog`]: products, tasks and workflows, parsed from TOML and checked once.
+//! - [`catalog`]: products, tasks (with their retry policies), workflows and schedules, parsed
+//!   from TOML and checked once.
 //! - [`lifecycle`], [`status`]: subscription lifecycle edges; process and step statuses.
 //! - [`form`]: input form validation and JSON Schema.
 //! - [`command`]: every [`Command`], one file each: decoded from the wire with `TryFrom` (never
@@ -10,7 +11,10 @@
 //!   step as the process waiting for its answer.
 //! - [`ProcessState`], [`SubscriptionState`]: the aggregates, with `evolve` folding their events;
 //!   the same fold builds the views ([`view`]: the one place wire views are made), so replay
-//!   equals live.
+//!   equals live. [`EngineState`] (paused or not) and [`schedule::ScheduleState`] are aggregates
+//!   too.
+//! - [`timer`]: durable timers (retries, attempt deadlines, steps held back by a pause), armed by
+//!   events and fired as the internal command `FireTimer`; which event arms or disarms which.
 //!
 //! Nothing here reads a clock or makes an id: [`Env`] brings them in.
 

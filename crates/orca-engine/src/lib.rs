@@ -13,6 +13,12 @@
 //! checks every expected stream version. State lives in bounded caches; a miss folds the stream
 //! from the log. Task steps become `TaskScheduled` events: dispatching them to step workers is the
 //! outbox's job, so the engine itself does no I/O but the log.
+//!
+//! The engine is also the reactor that turns time into commands: it keeps an index of the timers
+//! the log has armed (kept beside the log, so a restart reads only the log's tail) and the
+//! catalog's schedules, and when one comes due (by the [`Clock`] it was given) it decides the
+//! internal command that fires it, like any other. Schedule runs are handed on ([`ScheduleRun`])
+//! to whoever starts their processes.
 
 mod cache;
 mod engine;
