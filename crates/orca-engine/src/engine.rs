@@ -98,7 +98,7 @@ pub struct EngineOptions {
 }
 
 /// A schedule fired: its workflow is to start on every subscription it matches, and the run
-/// finished with [`FinishScheduleRun`].
+/// finished with [`FinishScheduleRun`](orca_domain::command::FinishScheduleRun).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleRun {
     /// The schedule.
