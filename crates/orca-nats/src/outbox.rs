@@ -170,7 +170,7 @@ impl Outbox {
     }
 
     /// Publishes until `shutdown` turns true and everything durable is out (or NATS is gone).
-    /// Fails only when the event stream belongs to another log (see [`Outbox::resync`]).
+    /// Fails only when the event stream belongs to another log (see `Outbox::resync`).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let mut head = self.log.subscribe();
         let mut in_step = false;
