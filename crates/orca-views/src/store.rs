@@ -84,7 +84,7 @@ pub const PERSIST_EVERY: Duration = Duration::from_millis(250);
 /// The view store; cheap to clone.
 ///
 /// Projected changes land in memory first and go to sled together, every [`PERSIST_EVERY`] or
-/// [`RECENT_VIEWS`] views: a process view changes a dozen times in its short life but is written
+/// `RECENT_VIEWS` views: a process view changes a dozen times in its short life but is written
 /// about once, and sled pays its fixed price per batch rarely. Reads join memory and sled. What
 /// is only in memory when the process dies is projected again from the persisted checkpoint.
 #[derive(Clone)]
