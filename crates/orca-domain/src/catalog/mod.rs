@@ -7,6 +7,7 @@
 
 mod product;
 mod retry;
+mod rules;
 mod schedule;
 mod step;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 
 pub use product::{BlockDef, Product, ResourceType};
 pub use retry::{MAX_ATTEMPTS, RetryPolicy};
+pub use rules::{Matched, Predicate, Rule, TransactionType, first_match};
 pub use schedule::{ScheduleDef, When};
 pub use step::{Builtin, InputDef, StepDef, StepKind};
 
@@ -90,6 +92,9 @@ pub struct Catalog {
     pub steps: BTreeMap<String, DeclaredStep>,
     workflows: BTreeMap<(String, u32), Workflow>,
     schedules: BTreeMap<String, ScheduleDef>,
+    transaction_types: BTreeMap<String, TransactionType>,
+    /// In the order declared: the first that matches wins.
+    rules: Vec<Rule>,
 }
 
 /// The entry of `name` at `version`, or the newest of that name when `version` is `None`.
@@ -127,6 +132,29 @@ struct RawCatalog {
     workflow: Vec<RawWorkflow>,
     #[serde(default)]
     schedule: Vec<RawSchedule>,
+    #[serde(default)]
+    transaction_type: Vec<RawTransactionType>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransactionType {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    transaction: String,
+    when: Option<String>,
+    workflow: String,
 }
 
 #[derive(Deserialize)]
@@ -408,6 +436,30 @@ impl Catalog {
         self.schedules.values()
     }
 
+    /// A transaction type by name.
+    pub fn transaction_type(&self, name: &str) -> Option<&TransactionType> {
+        self.transaction_types.get(name)
+    }
+
+    /// Every transaction type, by name.
+    pub fn transaction_types(&self) -> impl Iterator<Item = &TransactionType> {
+        self.transaction_types.values()
+    }
+
+    /// The rules, in the order they are tried.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The first rule a transaction of `kind` with `attributes` matches.
+    pub fn match_transaction(
+        &self,
+        kind: &str,
+        attributes: &serde_json::Map<String, serde_json::Value>,
+    ) -> Matched<'_> {
+        first_match(&self.rules, kind, attributes)
+    }
+
     /// Every version of every product, by name then version.
     pub fn products(&self) -> impl Iterator<Item = &Product> {
         self.products.values()
@@ -491,6 +543,38 @@ impl Catalog {
             }
             catalog.workflows.insert(key, wf);
         }
+        for t in raw.transaction_type {
+            valid_name("transaction type", &t.name)?;
+            let mut attributes = BTreeMap::new();
+            for (name, ty) in t.attributes {
+                valid_name("attribute", &name)?;
+                let ty = ResourceType::parse(&ty).map_err(|e| {
+                    CatalogError(format!("transaction type {}: {name}: {e}", t.name))
+                })?;
+                attributes.insert(name, ty);
+            }
+            if catalog.transaction_types.contains_key(&t.name) {
+                return Err(CatalogError(format!(
+                    "transaction type {} declared twice",
+                    t.name
+                )));
+            }
+            catalog.transaction_types.insert(
+                t.name.clone(),
+                TransactionType {
+                    name: t.name,
+                    description: t.description,
+                    attributes,
+                },
+            );
+        }
+        for r in raw.rule {
+            let rule = catalog.rule_from_raw(r)?;
+            if catalog.rules.iter().any(|o| o.name == rule.name) {
+                return Err(CatalogError(format!("rule {} declared twice", rule.name)));
+            }
+            catalog.rules.push(rule);
+        }
         for s in raw.schedule {
             let def = catalog.schedule_from_raw(s)?;
             if catalog.schedules.contains_key(&def.name) {
@@ -502,6 +586,36 @@ impl Catalog {
             catalog.schedules.insert(def.name.clone(), def);
         }
         Ok(catalog)
+    }
+
+    fn rule_from_raw(&self, r: RawRule) -> Result<Rule, CatalogError> {
+        valid_name("rule", &r.name)?;
+        let err = |msg: String| CatalogError(format!("rule {}: {msg}", r.name));
+        if !self.transaction_types.contains_key(&r.transaction) {
+            return Err(err(format!(
+                "unknown transaction type {:?} (declare it as [[transaction_type]])",
+                r.transaction
+            )));
+        }
+        let wf = self
+            .workflow(&r.workflow, None)
+            .ok_or_else(|| err(format!("unknown workflow {:?}", r.workflow)))?;
+        if wf.target == Target::Create || wf.on_subscription() {
+            return Err(err(format!(
+                "workflow {} needs a subscription; a transaction starts workflows that need none",
+                wf.name
+            )));
+        }
+        let when = match &r.when {
+            Some(text) => Some(Predicate::compile(text).map_err(|e| err(format!("when: {e}")))?),
+            None => None,
+        };
+        Ok(Rule {
+            name: r.name,
+            transaction: r.transaction,
+            when,
+            workflow: wf.name.clone(),
+        })
     }
 
     fn schedule_from_raw(&self, s: RawSchedule) -> Result<ScheduleDef, CatalogError> {

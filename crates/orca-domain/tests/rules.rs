@@ -1,0 +1,149 @@
+//! Business transactions and their rules, as the catalog declares them: CEL predicates compiled
+//! when the catalog loads, tried in order, the first match winning.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use orca_domain::Catalog;
+use serde_json::{Map, Value as Json, json};
+
+const TENANTS: &str = r#"
+[[step]]
+name = "verify_master_user_email"
+
+[[workflow]]
+name = "activate_retail"
+target = "system"
+product = "UserGroup"
+steps = ["init", "verify_master_user_email", "done"]
+
+[[workflow]]
+name = "activate_trial"
+target = "system"
+product = "UserGroup"
+steps = ["init", "verify_master_user_email", "done"]
+
+[[transaction_type]]
+name = "tenantStateChange"
+description = "A tenant was created or changed state"
+attributes = { tenant_id = "uuid", account_type = "string", state = "string", seats = "int" }
+
+[[transaction_type]]
+name = "paymentInfoChange"
+
+[[rule]]
+name = "retail"
+transaction = "tenantStateChange"
+when = 'attributes.state == "ACTIVE" && attributes.account_type == "RETAIL"'
+workflow = "activate_retail"
+
+[[rule]]
+name = "big-retail"
+transaction = "tenantStateChange"
+when = 'attributes.account_type == "RETAIL" && attributes.seats > 100'
+workflow = "activate_trial"
+
+[[rule]]
+name = "trial"
+transaction = "tenantStateChange"
+when = 'has(attributes.account_type) && attributes.account_type == "TRIAL"'
+workflow = "activate_trial"
+"#;
+
+fn catalog(extra: &str) -> Result<Catalog, String> {
+    Catalog::from_toml(&format!(
+        "{}\n{TENANTS}\n{extra}",
+        orca_domain::catalog::DEFAULT_CATALOG
+    ))
+    .map_err(|e| e.to_string())
+}
+
+fn attrs(v: Json) -> Map<String, Json> {
+    v.as_object().unwrap().clone()
+}
+
+#[test]
+fn the_first_matching_rule_wins_and_none_matching_is_no_workflow() {
+    let c = catalog("").unwrap();
+    // Both `retail` and `big-retail` match: the first declared wins.
+    let t = attrs(json!({"state": "ACTIVE", "account_type": "RETAIL", "seats": 500}));
+    let m = c.match_transaction("tenantStateChange", &t);
+    assert_eq!(m.rule.map(|r| r.name.as_str()), Some("retail"));
+    let t = attrs(json!({"state": "NEW", "account_type": "RETAIL", "seats": 500}));
+    let m = c.match_transaction("tenantStateChange", &t);
+    assert_eq!(m.rule.map(|r| r.workflow.as_str()), Some("activate_trial"));
+    // No rule of the type matches: no workflow.
+    let t = attrs(json!({"state": "NEW", "account_type": "MANUAL", "seats": 1}));
+    assert_eq!(c.match_transaction("tenantStateChange", &t).rule, None);
+    assert_eq!(c.match_transaction("paymentInfoChange", &t).rule, None);
+}
+
+#[test]
+fn a_rule_that_cannot_be_evaluated_on_a_transaction_does_not_match_and_says_why() {
+    let c = catalog("").unwrap();
+    // `retail` reads `state` and `big-retail` reads `seats`, which are missing (CEL's `&&`
+    // forgives a missing value only beside a false one): neither matches, and each says why.
+    let t = attrs(json!({"account_type": "RETAIL"}));
+    let m = c.match_transaction("tenantStateChange", &t);
+    assert_eq!(m.rule, None);
+    let failed: Vec<&str> = m.errors.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(failed, ["retail", "big-retail"], "{:?}", m.errors);
+    // `trial` guards with has(): it matches what the others cannot read.
+    let t = attrs(json!({"account_type": "TRIAL"}));
+    let m = c.match_transaction("tenantStateChange", &t);
+    assert_eq!(m.rule.map(|r| r.name.as_str()), Some("trial"));
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+}
+
+#[test]
+fn a_transactions_attributes_are_checked_against_its_type() {
+    let c = catalog("").unwrap();
+    let ty = c.transaction_type("tenantStateChange").unwrap();
+    assert!(
+        ty.check(&attrs(
+            json!({"tenant_id": uuid::Uuid::nil().to_string(), "seats": 3})
+        ))
+        .is_ok()
+    );
+    let errors = ty
+        .check(&attrs(json!({"seats": "three", "colour": "red"})))
+        .unwrap_err();
+    let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(fields, ["colour", "seats"]);
+}
+
+#[test]
+fn a_bad_rule_is_a_catalog_error_naming_the_rule_and_the_place() {
+    for (extra, says) in [
+        (
+            "[[rule]]\nname = \"broken\"\ntransaction = \"tenantStateChange\"\nwhen = 'attributes.state == '\nworkflow = \"activate_retail\"\n",
+            "rule broken: when:",
+        ),
+        (
+            "[[rule]]\nname = \"x\"\ntransaction = \"tenantCreated\"\nworkflow = \"activate_retail\"\n",
+            "unknown transaction type",
+        ),
+        (
+            "[[rule]]\nname = \"x\"\ntransaction = \"tenantStateChange\"\nworkflow = \"nope\"\n",
+            "unknown workflow",
+        ),
+        (
+            "[[rule]]\nname = \"x\"\ntransaction = \"tenantStateChange\"\nworkflow = \"validate_user_group\"\n",
+            "needs a subscription",
+        ),
+        (
+            "[[rule]]\nname = \"retail\"\ntransaction = \"tenantStateChange\"\nworkflow = \"activate_retail\"\n",
+            "declared twice",
+        ),
+        (
+            "[[transaction_type]]\nname = \"t2\"\nattributes = { x = \"decimal\" }\n",
+            "t2: x",
+        ),
+    ] {
+        let e = catalog(extra).unwrap_err();
+        assert!(e.contains(says), "{extra}: {e}");
+    }
+    let e = catalog(
+        "[[rule]]\nname = \"broken\"\ntransaction = \"tenantStateChange\"\nwhen = 'attributes.state == '\nworkflow = \"activate_retail\"\n",
+    )
+    .unwrap_err();
+    assert!(e.contains("at line 1, column 21"), "the position: {e}");
+}
