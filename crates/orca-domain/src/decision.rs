@@ -4,6 +4,7 @@
 use orca_proto::v1;
 
 use crate::engine::EngineState;
+use crate::ids::TransactionId;
 use crate::process::ProcessState;
 use crate::schedule::ScheduleState;
 use crate::subscription::SubscriptionState;
@@ -23,6 +24,8 @@ pub struct Decision {
     pub engine: Option<EngineState>,
     /// The schedule (by name) after the events, if the command touched one.
     pub schedule: Option<(String, ScheduleState)>,
+    /// A submitted transaction's id and the rule that matched it (empty: none).
+    pub transaction: Option<(TransactionId, String)>,
 }
 
 impl Decision {
@@ -43,6 +46,16 @@ impl Decision {
                     .unwrap_or_default(),
                 subscription_id: subscription_id.map(|s| s.to_string()).unwrap_or_default(),
                 position,
+                transaction_id: self
+                    .transaction
+                    .as_ref()
+                    .map(|(t, _)| t.to_string())
+                    .unwrap_or_default(),
+                rule: self
+                    .transaction
+                    .as_ref()
+                    .map(|(_, r)| r.clone())
+                    .unwrap_or_default(),
             })),
         }
     }

@@ -66,6 +66,9 @@ pub fn body_field(body: &Body) -> u32 {
         Body::ScheduleArmed(_) => 33,
         Body::ScheduleFired(_) => 34,
         Body::ScheduleRunDone(_) => 35,
+        Body::TransactionSubmitted(_) => 36,
+        Body::TransactionMatched(_) => 37,
+        Body::TransactionCompleted(_) => 38,
     }
 }
 
@@ -115,6 +118,9 @@ mod tests {
             Body::ScheduleArmed(Default::default()),
             Body::ScheduleFired(Default::default()),
             Body::ScheduleRunDone(Default::default()),
+            Body::TransactionSubmitted(Default::default()),
+            Body::TransactionMatched(Default::default()),
+            Body::TransactionCompleted(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

@@ -49,6 +49,11 @@ uuid_id!(
     "process"
 );
 uuid_id!(
+    /// Identifies a business transaction.
+    TransactionId,
+    "transaction"
+);
+uuid_id!(
     /// Identifies a customer; orca keeps no customer records, only the id.
     CustomerId,
     "customer"

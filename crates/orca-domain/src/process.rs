@@ -348,7 +348,10 @@ impl ProcessState {
                 | Body::EngineResumed(_)
                 | Body::ScheduleArmed(_)
                 | Body::ScheduleFired(_)
-                | Body::ScheduleRunDone(_),
+                | Body::ScheduleRunDone(_)
+                | Body::TransactionSubmitted(_)
+                | Body::TransactionMatched(_)
+                | Body::TransactionCompleted(_),
             )
             | None => {}
         }

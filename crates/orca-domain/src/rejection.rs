@@ -43,6 +43,8 @@ pub enum Code {
     UnknownSchedule,
     /// The schedule's last run is still starting its processes.
     ScheduleRunning,
+    /// No transaction type of that name in the catalog.
+    UnknownTransactionType,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -72,6 +74,7 @@ impl Code {
             Code::EnginePaused => "ENGINE_PAUSED",
             Code::UnknownSchedule => "UNKNOWN_SCHEDULE",
             Code::ScheduleRunning => "SCHEDULE_RUNNING",
+            Code::UnknownTransactionType => "UNKNOWN_TRANSACTION_TYPE",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

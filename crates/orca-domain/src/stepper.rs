@@ -62,6 +62,7 @@ impl<'a, 'e> Run<'a, 'e> {
             subscription: self.subscription,
             engine: None,
             schedule: None,
+            transaction: None,
         }
     }
 

@@ -139,7 +139,10 @@ impl SubscriptionState {
                 | Body::EngineResumed(_)
                 | Body::ScheduleArmed(_)
                 | Body::ScheduleFired(_)
-                | Body::ScheduleRunDone(_),
+                | Body::ScheduleRunDone(_)
+                | Body::TransactionSubmitted(_)
+                | Body::TransactionMatched(_)
+                | Body::TransactionCompleted(_),
             )
             | None => {}
         }

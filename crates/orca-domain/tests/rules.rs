@@ -2,7 +2,11 @@
 //! when the catalog loads, tried in order, the first match winning.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use orca_domain::Catalog;
+mod scenario;
+
+use orca_domain::{Catalog, Code, event_name};
+use orca_proto::v1;
+use scenario::with_catalog;
 use serde_json::{Map, Value as Json, json};
 
 const TENANTS: &str = r#"
@@ -146,4 +150,98 @@ fn a_bad_rule_is_a_catalog_error_naming_the_rule_and_the_place() {
     )
     .unwrap_err();
     assert!(e.contains("at line 1, column 21"), "the position: {e}");
+}
+
+fn submit(
+    s: &mut scenario::Scenario,
+    kind: &str,
+    attributes: Json,
+) -> Result<orca_domain::Decision, orca_domain::Rejection> {
+    s.send(&v1::SubmitTransaction {
+        r#type: kind.into(),
+        attributes: Some(orca_domain::json::json_to_struct(
+            attributes.as_object().unwrap(),
+        )),
+        actor: "portal".into(),
+        ..Default::default()
+    })
+}
+
+fn names(d: &orca_domain::Decision) -> Vec<&'static str> {
+    d.events
+        .iter()
+        .map(|e| event_name(e.body.as_ref().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_submitted_transaction_starts_the_first_matching_rules_workflow_in_the_same_decision() {
+    let mut s = with_catalog(TENANTS);
+    let d = submit(
+        &mut s,
+        "tenantStateChange",
+        json!({"state": "ACTIVE", "account_type": "RETAIL", "seats": 500}),
+    )
+    .unwrap();
+    assert_eq!(
+        &names(&d)[..3],
+        [
+            "transaction_submitted",
+            "transaction_matched",
+            "process_started"
+        ]
+    );
+    let Some(v1::command_reply::Outcome::Accepted(a)) = d.accepted(9).outcome else {
+        panic!("accepted")
+    };
+    assert_eq!(a.rule, "retail");
+    assert!(!a.transaction_id.is_empty() && !a.process_id.is_empty());
+    let p = s.view();
+    assert_eq!(
+        (p.workflow.as_str(), p.status.as_str()),
+        ("activate_retail", "running")
+    );
+    let state = orca_domain::json::struct_to_json(p.state.as_ref().unwrap());
+    assert_eq!(state["transaction"]["rule"], "retail");
+    assert_eq!(state["transaction"]["attributes"]["seats"], 500);
+    assert_eq!(
+        d.events[0].stream,
+        format!("transaction-{}", a.transaction_id)
+    );
+}
+
+#[test]
+fn a_transaction_no_rule_matches_completes_without_a_workflow_and_bad_ones_record_nothing() {
+    let mut s = with_catalog(TENANTS);
+    let d = submit(
+        &mut s,
+        "tenantStateChange",
+        json!({"account_type": "MANUAL"}),
+    )
+    .unwrap();
+    assert_eq!(
+        names(&d),
+        ["transaction_submitted", "transaction_completed"]
+    );
+    assert!(d.process.is_none());
+    let Some(v1::command_reply::Outcome::Accepted(a)) = d.accepted(2).outcome else {
+        panic!("accepted")
+    };
+    assert_eq!((a.rule.as_str(), a.process_id.as_str()), ("", ""));
+
+    let r = submit(&mut s, "tenantCreated", json!({})).unwrap_err();
+    assert_eq!(r.code, Code::UnknownTransactionType);
+    let r = submit(&mut s, "tenantStateChange", json!({"seats": "many"})).unwrap_err();
+    assert_eq!(
+        (r.code, r.field_errors[0].field.as_str()),
+        (Code::InvalidArgument, "attributes.seats")
+    );
+    s.send(&v1::PauseEngine::default()).unwrap();
+    let r = submit(
+        &mut s,
+        "tenantStateChange",
+        json!({"state": "ACTIVE", "account_type": "RETAIL"}),
+    )
+    .unwrap_err();
+    assert_eq!(r.code, Code::EnginePaused);
 }

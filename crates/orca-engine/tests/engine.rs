@@ -36,6 +36,7 @@ fn create(name: &str, id: Option<&str>) -> Checked<Command> {
             subscription_id: None,
             input: json!({ "group_name": name }).as_object().unwrap().clone(),
             workflow_version: None,
+            context: Default::default(),
         },
         id,
     )
@@ -50,6 +51,7 @@ fn terminate(sub: &str) -> Checked<Command> {
             subscription_id: Some(SubscriptionId(sub.parse().unwrap())),
             input: Default::default(),
             workflow_version: None,
+            context: Default::default(),
         },
         None,
     )

@@ -109,6 +109,7 @@ async fn waiting(engine: &EngineHandle) -> ProcessId {
                 subscription_id: None,
                 input: json!({"group_name": "Ops"}).as_object().unwrap().clone(),
                 workflow_version: None,
+                context: Default::default(),
             }),
             meta: meta(),
         })
@@ -256,6 +257,7 @@ async fn a_paused_engine_still_times_out_an_attempt_and_then_is_paused() {
                 subscription_id: None,
                 input: json!({"group_name": "Ops"}).as_object().unwrap().clone(),
                 workflow_version: None,
+                context: Default::default(),
             }),
             meta: meta(),
         })

@@ -56,6 +56,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("engine-pause",             "cmd.engine.pause",              Kind::Command(command::<v1::PauseEngine>)),
     ("engine-resume",            "cmd.engine.resume",             Kind::Command(command::<v1::ResumeEngine>)),
     ("schedule-run",             "cmd.schedule.run",              Kind::Command(command::<v1::RunSchedule>)),
+    ("transaction-submit",       "cmd.transaction.submit",        Kind::Command(command::<v1::SubmitTransaction>)),
     ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
     ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),
     ("process-get",              "query.process.get",             Kind::Query(Query::GetProcess)),

@@ -93,6 +93,7 @@ async fn start_run(
             subscription_id,
             input: Default::default(),
             workflow_version: None,
+            context: Default::default(),
         }),
         meta: Meta {
             command_id: Some(match subscription_id {

@@ -141,6 +141,9 @@ pub fn event_type_name(field: u32) -> &'static str {
         33 => "schedule_armed",
         34 => "schedule_fired",
         35 => "schedule_run_done",
+        36 => "transaction_submitted",
+        37 => "transaction_matched",
+        38 => "transaction_completed",
         _ => "unknown",
     }
 }

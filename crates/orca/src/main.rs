@@ -50,6 +50,9 @@ enum Command {
     /// List workflows and show their input forms.
     #[command(subcommand)]
     Workflow(cli::workflow::Command),
+    /// Submit business transactions, matched against the catalog's rules.
+    #[command(subcommand)]
+    Transaction(cli::transaction::Command),
     /// List the catalog's schedules with their next due time; run one now.
     #[command(subcommand)]
     Schedule(cli::schedule::Command),
@@ -120,6 +123,7 @@ fn main() -> std::process::ExitCode {
             Command::Workflow(c) => cli::workflow::run(&global, c).await,
             Command::Engine(c) => cli::engine::run(&global, c).await,
             Command::Schedule(c) => cli::schedule::run(&global, c).await,
+            Command::Transaction(c) => cli::transaction::run(&global, c).await,
             Command::Events(c) => cli::events::run(&global, c).await,
             Command::Views(c) => cli::views::run(&global, c).await,
             Command::Bench(a) => cli::bench::run(&global, a).await,

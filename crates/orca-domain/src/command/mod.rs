@@ -24,6 +24,7 @@ mod run_schedule;
 mod schedules;
 mod set_in_sync;
 mod start;
+mod submit_transaction;
 mod timer;
 
 use serde_json::{Map, Value as Json};
@@ -42,6 +43,7 @@ pub use retry::RetryProcess;
 pub use run_schedule::RunSchedule;
 pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
+pub use submit_transaction::SubmitTransaction;
 pub use timer::FireTimer;
 
 use crate::catalog::{Catalog, Product};
@@ -162,6 +164,8 @@ commands! {
     FireSchedule(FireSchedule),
     /// A schedule's run started its processes (internal).
     FinishScheduleRun(FinishScheduleRun),
+    /// `orca.cmd.transaction.submit`
+    SubmitTransaction(SubmitTransaction),
 }
 
 /// The state a command is decided on, loaded by the runtime: the process it names, the

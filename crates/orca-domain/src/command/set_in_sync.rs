@@ -82,6 +82,7 @@ impl Decide for SetInSync {
             subscription: Some(sub),
             engine: None,
             schedule: None,
+            transaction: None,
         })
     }
 }

@@ -28,6 +28,9 @@ pub struct StartProcess {
     pub input: Map<String, Json>,
     /// Version of the workflow; the newest when `None`.
     pub workflow_version: Option<u32>,
+    /// Merged into the process state beside the form's values, unchecked by the form: what
+    /// started it (a transaction's attributes). Empty for a start from the wire.
+    pub context: Map<String, Json>,
 }
 
 impl TryFrom<&v1::StartProcess> for Checked<Command> {
@@ -49,6 +52,7 @@ impl TryFrom<&v1::StartProcess> for Checked<Command> {
                 subscription_id: opt("subscription_id", &w.subscription_id, SubscriptionId::parse)?,
                 input: shallow("input", json::opt_struct_to_json(w.input.as_ref()))?,
                 workflow_version: (w.workflow_version > 0).then_some(w.workflow_version),
+                context: Map::new(),
             }),
             meta: Meta::parse(&w.command_id, &w.actor)?,
         })
@@ -222,13 +226,14 @@ impl Decide for StartProcess {
             }
             None => self.input.clone(),
         };
-        let input = wf.form.validate(&given).map_err(|errors| {
+        let mut input = wf.form.validate(&given).map_err(|errors| {
             Rejection::fields(
                 Code::FormInvalid,
                 format!("input does not satisfy the form of {}", wf.name),
                 errors,
             )
         })?;
+        input.extend(self.context.clone());
 
         expected.push((process_id.stream(), 0));
         let steps = wf

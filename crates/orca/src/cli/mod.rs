@@ -8,6 +8,7 @@ pub mod process;
 pub mod schedule;
 pub mod serve;
 pub mod subscription;
+pub mod transaction;
 pub mod views;
 pub mod watch;
 pub mod worker;
