@@ -149,14 +149,14 @@ async fn a_retry_timer_armed_when_the_service_is_killed_fires_once_after_its_res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_heartbeats_longer_than_its_ack_wait_is_delivered_once() {
     let env = Env::new().await;
-    // The attempt must show a sign of life every second, and JetStream hands a task unacked for
-    // a second to another worker: the task takes three.
-    let catalog = catalog_with(env.dir.path(), "heartbeat = \"1s\"");
+    // The attempt must show a sign of life every 2 s, and JetStream hands a task unacked for
+    // 2 s to another worker: the task takes five.
+    let catalog = catalog_with(env.dir.path(), "heartbeat = \"2s\"");
     let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
     let _worker = worker_with(
         &env.nats.url(),
         env.dir.path(),
-        &["--slow", "provision_user_group:3s", "--ack-wait", "1s"],
+        &["--slow", "provision_user_group:5s", "--ack-wait", "2s"],
     );
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     // While it runs, its progress is in the step's view.
@@ -261,7 +261,16 @@ async fn a_pause_lets_running_work_finish_holds_back_the_rest_and_a_resume_goes_
 }
 
 /// The schedule events of a stopped service's log: (event name, due seconds, started).
-fn schedule_log(data: &Path, name: &str) -> Vec<(String, i64, u32)> {
+/// The due time of a schedule event, to the nanosecond.
+fn due_key(t: Option<orca_proto::Timestamp>) -> i128 {
+    t.map_or(0, |t| {
+        i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
+    })
+}
+
+/// The schedule events of a stopped service's log: (event name, due time in ns, started, run by
+/// hand).
+fn schedule_log(data: &Path, name: &str) -> Vec<(String, i128, u32, bool)> {
     let log = Log::open(&LogOptions::new(data.join("log"))).unwrap();
     log.read_stream(&format!("schedule-{name}"), 1)
         .unwrap()
@@ -269,17 +278,18 @@ fn schedule_log(data: &Path, name: &str) -> Vec<(String, i64, u32)> {
         .map(|r| {
             let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
                 .unwrap();
-            let (due, started) = match e.body.as_ref().unwrap() {
-                orca_proto::v1::event::Body::ScheduleFired(f) => (f.due.unwrap().seconds, 0),
+            let (due, started, manual) = match e.body.as_ref().unwrap() {
+                orca_proto::v1::event::Body::ScheduleFired(f) => (due_key(f.due), 0, f.manual),
                 orca_proto::v1::event::Body::ScheduleRunDone(d) => {
-                    (d.due.unwrap().seconds, d.started)
+                    (due_key(d.due), d.started, false)
                 }
-                _ => (0, 0),
+                _ => (0, 0, false),
             };
             (
                 orca_domain::event_name(e.body.as_ref().unwrap()).to_owned(),
                 due,
                 started,
+                manual,
             )
         })
         .collect()
@@ -371,7 +381,7 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
     assert!(
         !before
             .iter()
-            .any(|(n, due, _)| n == "schedule_fired" && *due == missed.seconds)
+            .any(|(n, due, ..)| n == "schedule_fired" && *due == due_key(Some(missed)))
     );
 
     let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
@@ -399,18 +409,28 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
     assert!(orca.terminate(), "clean stop");
 
     let events = schedule_log(&env.data(), "validate_often");
-    let fired: Vec<i64> = events
+    // Due times as the schedule set them (a run by hand is due whenever it was asked for).
+    let fired: Vec<i128> = events
         .iter()
-        .filter(|(n, ..)| n == "schedule_fired")
-        .map(|(_, due, _)| *due)
+        .filter(|(n, _, _, manual)| n == "schedule_fired" && !manual)
+        .map(|(_, due, ..)| *due)
         .collect();
     let mut distinct = fired.clone();
     distinct.dedup();
     assert_eq!(fired, distinct, "no due time fired twice: {events:?}");
     assert_eq!(
-        fired.iter().filter(|d| **d == missed.seconds).count(),
+        fired
+            .iter()
+            .filter(|d| **d == due_key(Some(missed)))
+            .count(),
         1,
         "the due time missed while down ran once: {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(n, _, _, manual)| n == "schedule_fired" && *manual),
+        "the run by hand: {events:?}"
     );
     assert_eq!(
         count_names(&events, "schedule_armed"),
@@ -419,10 +439,10 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
     );
     assert_eq!(
         count_names(&events, "schedule_run_done"),
-        fired.len(),
+        count_names(&events, "schedule_fired"),
         "{events:?}"
     );
-    let started: u32 = events.iter().map(|(_, _, n)| n).sum();
+    let started: u32 = events.iter().map(|(_, _, n, _)| n).sum();
     assert_eq!(
         started_by(&env.data(), "schedule:validate_often") as u32,
         started,
@@ -438,7 +458,7 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
         sweeps
             .iter()
             .filter(|(n, ..)| n == "schedule_run_done")
-            .all(|(_, _, started)| *started == 1),
+            .all(|(_, _, started, _)| *started == 1),
         "{sweeps:?}"
     );
     assert_eq!(
@@ -449,6 +469,6 @@ async fn a_schedule_fires_once_per_due_time_and_once_for_what_came_due_while_it_
     assert_views_verify(&env.data());
 }
 
-fn count_names(events: &[(String, i64, u32)], name: &str) -> usize {
+fn count_names(events: &[(String, i128, u32, bool)], name: &str) -> usize {
     events.iter().filter(|(n, ..)| n == name).count()
 }

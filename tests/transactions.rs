@@ -42,6 +42,23 @@ async fn a_transaction_starts_the_first_matching_rules_workflow_or_none() {
     assert_eq!(a.rule, "retail");
     let p = wait_status(&env.client, &a.process_id, "completed").await;
     assert_eq!(p.workflow, "activate_retail");
+    // Its view follows the workflow to its end.
+    let t = env
+        .client
+        .transaction(&a.transaction_id, a.position)
+        .await
+        .unwrap()
+        .transaction
+        .unwrap();
+    assert_eq!(
+        (
+            t.rule.as_str(),
+            t.process_id.as_str(),
+            t.status.as_str(),
+            t.cloudportal_state.as_str()
+        ),
+        ("retail", a.process_id.as_str(), "completed", "Completed")
+    );
 
     // None matches a manual tenant: completed without a workflow (the CLI says so).
     let out = std::process::Command::new(orca_bin())
@@ -53,6 +70,25 @@ async fn a_transaction_starts_the_first_matching_rules_workflow_or_none() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("no rule matched"), "{text}");
+
+    let list = env
+        .client
+        .transactions(&v1::ListTransactions {
+            r#type: "tenantStateChange".into(),
+            min_position: env.head().await,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rules: Vec<&str> = list.transactions.iter().map(|t| t.rule.as_str()).collect();
+    assert_eq!(rules, ["", "retail"], "newest first");
+    assert_eq!(list.transactions[0].status, "completed");
+    let missing = env
+        .client
+        .transaction(&uuid::Uuid::new_v4().to_string(), 0)
+        .await
+        .unwrap();
+    assert_eq!(missing.error.unwrap().code, "TRANSACTION_NOT_FOUND");
 
     // Bad attributes are refused and append nothing.
     let head = env.head().await;

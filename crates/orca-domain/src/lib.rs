@@ -34,6 +34,7 @@ pub mod status;
 mod stepper;
 pub mod subscription;
 pub mod timer;
+pub mod transaction;
 pub mod view;
 
 pub use catalog::{Catalog, CatalogError};

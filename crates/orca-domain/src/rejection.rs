@@ -45,6 +45,8 @@ pub enum Code {
     ScheduleRunning,
     /// No transaction type of that name in the catalog.
     UnknownTransactionType,
+    /// No transaction with that id.
+    TransactionNotFound,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -75,6 +77,7 @@ impl Code {
             Code::UnknownSchedule => "UNKNOWN_SCHEDULE",
             Code::ScheduleRunning => "SCHEDULE_RUNNING",
             Code::UnknownTransactionType => "UNKNOWN_TRANSACTION_TYPE",
+            Code::TransactionNotFound => "TRANSACTION_NOT_FOUND",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

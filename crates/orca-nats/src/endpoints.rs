@@ -65,6 +65,8 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("catalog-workflows",        "query.catalog.workflows",       Kind::Query(Query::ListWorkflows)),
     ("service-info",             "query.service.info",            Kind::Query(Query::ServiceInfo)),
     ("schedule-list",            "query.schedule.list",           Kind::Query(Query::ListSchedules)),
+    ("transaction-get",          "query.transaction.get",         Kind::Query(Query::GetTransaction)),
+    ("transaction-list",         "query.transaction.list",        Kind::Query(Query::ListTransactions)),
 ];
 
 /// Room left in a NATS message for a reply's subject and headers.

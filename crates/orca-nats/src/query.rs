@@ -34,7 +34,9 @@ reply_with_error!(
     v1::SubscriptionList,
     v1::ProcessReply,
     v1::ProcessList,
-    v1::WorkflowForm
+    v1::WorkflowForm,
+    v1::TransactionReply,
+    v1::TransactionList
 );
 
 fn store_error(e: orca_views::Error) -> v1::Rejected {
@@ -70,6 +72,15 @@ trait Paged: Reply {
 impl Paged for v1::SubscriptionList {
     fn items(&self) -> usize {
         self.subscriptions.len()
+    }
+    fn token(&mut self) -> &mut String {
+        &mut self.next_page_token
+    }
+}
+
+impl Paged for v1::TransactionList {
+    fn items(&self) -> usize {
+        self.transactions.len()
     }
     fn token(&mut self) -> &mut String {
         &mut self.next_page_token
@@ -171,6 +182,8 @@ pub(crate) enum Query {
     ListWorkflows,
     ServiceInfo,
     ListSchedules,
+    GetTransaction,
+    ListTransactions,
 }
 
 pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
@@ -270,6 +283,42 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
             };
             codec::encode(&reply, enc)
         }
+        Query::GetTransaction => {
+            run(payload, enc, ctx, |q: v1::GetTransaction| async move {
+                caught_up(ctx, q.min_position).await?;
+                let id = q.transaction_id.trim();
+                let mut t = ctx
+                    .views
+                    .transaction(id)
+                    .map_err(store_error)?
+                    .ok_or_else(|| not_found(Code::TransactionNotFound, "transaction", id))?;
+                followed(ctx, &mut t)?;
+                Ok(v1::TransactionReply {
+                    transaction: Some(t),
+                    error: None,
+                })
+            })
+            .await
+        }
+        Query::ListTransactions => {
+            let limit_of = |q: &v1::ListTransactions| q.limit;
+            run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
+                caught_up(ctx, q.min_position).await?;
+                let mut page = ctx
+                    .views
+                    .list_transactions(q.r#type.trim(), limit, &q.page_token)
+                    .map_err(store_error)?;
+                for t in &mut page.items {
+                    followed(ctx, t)?;
+                }
+                Ok(v1::TransactionList {
+                    transactions: page.items,
+                    next_page_token: page.next_page_token,
+                    error: None,
+                })
+            })
+            .await
+        }
         Query::ListSchedules => {
             let states = ctx.engine.schedules();
             let reply = v1::ScheduleList {
@@ -313,6 +362,16 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
             codec::encode(&reply, enc)
         }
     }
+}
+
+/// Fills where a transaction stands from its process's view (the domain's rule).
+fn followed(ctx: &Ctx, t: &mut v1::Transaction) -> Result<(), v1::Rejected> {
+    let process = match t.process_id.as_str() {
+        "" => None,
+        id => ctx.views.process(id).map_err(store_error)?,
+    };
+    orca_domain::transaction::follow(t, process.as_ref());
+    Ok(())
 }
 
 fn limit(l: u32) -> usize {

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use orca_domain::ids::split_stream;
+use orca_domain::transaction::TransactionState;
 use orca_domain::{ProcessState, SubscriptionState};
 use orca_log::ReadLog;
 use orca_proto::{Message, v1};
@@ -35,6 +36,8 @@ const SUBSCRIPTION: u8 = b'S';
 const PROCESS: u8 = b'P';
 const SUB_INDEX: u8 = b's';
 const PROC_INDEX: u8 = b'p';
+const TRANSACTION: u8 = b'T';
+const TX_INDEX: u8 = b't';
 const CHECKPOINT: &[u8] = b"m:checkpoint";
 
 /// Every key and value of the view store, in key order.
@@ -106,9 +109,11 @@ struct Inner {
 struct Recent {
     subscriptions: HashMap<String, SubscriptionState>,
     processes: HashMap<String, ProcessState>,
+    transactions: HashMap<String, TransactionState>,
     /// Changed since the last persist: sled's view is behind.
     dirty_subscriptions: HashSet<String>,
     dirty_processes: HashSet<String>,
+    dirty_transactions: HashSet<String>,
     /// New list index keys; all sort after those in sled.
     index: BTreeSet<Vec<u8>>,
     /// Position the views in memory include.
@@ -119,7 +124,7 @@ struct Recent {
 
 impl Recent {
     fn len(&self) -> usize {
-        self.dirty_subscriptions.len() + self.dirty_processes.len()
+        self.dirty_subscriptions.len() + self.dirty_processes.len() + self.dirty_transactions.len()
     }
 }
 
@@ -279,6 +284,33 @@ impl Views {
                         recent.dirty_processes.insert(id.to_owned());
                     }
                 }
+                "transaction" => {
+                    if matches!(event.body, Some(v1::event::Body::TransactionSubmitted(_))) {
+                        self.recent()?
+                            .index
+                            .insert(index_key(TX_INDEX, event.position, id));
+                    }
+                    let missing = !self.recent()?.transactions.contains_key(id);
+                    let loaded = match missing {
+                        true => Some(fold(
+                            log,
+                            &event.stream,
+                            event.version,
+                            TransactionState::evolve,
+                        )?),
+                        false => None,
+                    };
+                    let mut recent = self.recent()?;
+                    let recent = &mut *recent;
+                    let t = match loaded {
+                        Some(t) => recent.transactions.entry(id.to_owned()).or_insert(t),
+                        None => recent.transactions.entry(id.to_owned()).or_default(),
+                    };
+                    if t.version < event.version {
+                        t.evolve(event);
+                        recent.dirty_transactions.insert(id.to_owned());
+                    }
+                }
                 _ => {}
             }
         }
@@ -330,6 +362,11 @@ impl Views {
                     views.push((key(PROCESS, id), p.to_view().encode_to_vec()));
                 }
             }
+            for id in &recent.dirty_transactions {
+                if let Some(t) = recent.transactions.get(id) {
+                    views.push((key(TRANSACTION, id), t.to_view().encode_to_vec()));
+                }
+            }
             let index: Vec<Vec<u8>> = recent.index.iter().cloned().collect();
             (views, index, recent.position)
         };
@@ -345,6 +382,7 @@ impl Views {
         let mut recent = self.recent()?;
         recent.dirty_subscriptions.clear();
         recent.dirty_processes.clear();
+        recent.dirty_transactions.clear();
         recent.index.clear();
         recent.since = None;
         // Kept for the events to come: unfinished processes and the subscriptions they hold,
@@ -352,6 +390,8 @@ impl Views {
         // holds gets its next ones only when one starts: folded again from the log then.
         recent.processes.retain(|_, p| !p.status.is_finished());
         recent.subscriptions.retain(|_, s| s.locked_by.is_some());
+        // A transaction's events come in the decision that submits it: none follow.
+        recent.transactions.clear();
         if recent.processes.len() > STATES {
             recent.processes.clear();
         }
@@ -396,6 +436,19 @@ impl Views {
             }
         }
         self.stored(&key(PROCESS, id))
+    }
+
+    /// One transaction, as stored (where it stands is filled by the query).
+    pub fn transaction(&self, id: &str) -> Result<Option<v1::Transaction>, Error> {
+        {
+            let recent = self.recent()?;
+            if recent.dirty_transactions.contains(id)
+                && let Some(t) = recent.transactions.get(id)
+            {
+                return Ok(Some(t.to_view()));
+            }
+        }
+        self.stored(&key(TRANSACTION, id))
     }
 
     fn page<T>(
@@ -489,6 +542,22 @@ impl Views {
                     && (f.workflow.is_empty() || p.workflow == f.workflow)
                     && (f.subscription_id.is_empty() || p.subscription_id == f.subscription_id)
             },
+        )
+    }
+
+    /// Transactions, newest first; only of `kind` unless it is empty.
+    pub fn list_transactions(
+        &self,
+        kind: &str,
+        limit: usize,
+        page_token: &str,
+    ) -> Result<Page<v1::Transaction>, Error> {
+        self.page(
+            TX_INDEX,
+            limit,
+            page_token,
+            |id| self.transaction(id),
+            |t: &v1::Transaction| kind.is_empty() || t.r#type == kind,
         )
     }
 

@@ -163,6 +163,30 @@ impl OrcaClient {
             .await
     }
 
+    /// `query.transaction.get`
+    pub async fn transaction(
+        &self,
+        id: &str,
+        min_position: u64,
+    ) -> anyhow::Result<v1::TransactionReply> {
+        self.call(
+            "query.transaction.get",
+            &v1::GetTransaction {
+                transaction_id: id.into(),
+                min_position,
+            },
+        )
+        .await
+    }
+
+    /// `query.transaction.list`
+    pub async fn transactions(
+        &self,
+        q: &v1::ListTransactions,
+    ) -> anyhow::Result<v1::TransactionList> {
+        self.call("query.transaction.list", q).await
+    }
+
     /// `query.schedule.list`
     pub async fn schedules(&self) -> anyhow::Result<v1::ScheduleList> {
         self.call("query.schedule.list", &v1::ListSchedules {})

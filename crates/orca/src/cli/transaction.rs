@@ -1,4 +1,4 @@
-//! `orca transaction submit`
+//! `orca transaction submit|get|list`
 
 use std::process::ExitCode;
 
@@ -29,17 +29,95 @@ pub enum Command {
         #[command(flatten)]
         meta: super::process::Meta,
     },
+    /// Show a transaction: its attributes, the rule that matched, and where its workflow stands.
+    Get {
+        /// Transaction UUID.
+        id: String,
+    },
+    /// List transactions, newest first.
+    List {
+        /// Only this type.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// Most to show.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Go on from where an earlier list stopped (its `next_page_token`).
+        #[arg(long)]
+        page_token: Option<String>,
+    },
+}
+
+/// One line for a transaction.
+fn line(t: &v1::Transaction) -> String {
+    let matched = if t.rule.is_empty() {
+        "no rule matched".to_owned()
+    } else {
+        format!(
+            "rule {} started {} process {}",
+            t.rule, t.workflow, t.process_id
+        )
+    };
+    format!(
+        "transaction {}  {}  {} (CloudPortal: {})  {matched}",
+        t.transaction_id, t.r#type, t.status, t.cloudportal_state
+    )
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
-    let Command::Submit {
-        kind,
-        attributes,
-        attributes_json,
-        wait,
-        meta,
-    } = c;
+    let (kind, attributes, attributes_json, wait, meta) = match c {
+        Command::Submit {
+            kind,
+            attributes,
+            attributes_json,
+            wait,
+            meta,
+        } => (kind, attributes, attributes_json, wait, meta),
+        Command::Get { id } => {
+            let reply = client.transaction(&id, 0).await?;
+            match (reply.transaction, reply.error) {
+                (Some(t), _) if g.json => super::print_json(&t)?,
+                (Some(t), _) => {
+                    println!("{}", line(&t));
+                    let attrs = orca_proto::json::opt_struct_to_json(t.attributes.as_ref());
+                    println!("  attributes {}", serde_json::Value::Object(attrs));
+                    for e in &t.errors {
+                        println!("  not evaluated: {e}");
+                    }
+                }
+                (None, Some(e)) => return Ok(super::rejected(&e)),
+                (None, None) => anyhow::bail!("empty reply"),
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::List {
+            kind,
+            limit,
+            page_token,
+        } => {
+            let reply = client
+                .transactions(&v1::ListTransactions {
+                    r#type: kind.unwrap_or_default(),
+                    limit,
+                    page_token: page_token.unwrap_or_default(),
+                    min_position: 0,
+                })
+                .await?;
+            if let Some(e) = &reply.error {
+                return Ok(super::rejected(e));
+            }
+            if g.json {
+                super::print_json(&reply)?;
+            } else {
+                for t in &reply.transactions {
+                    println!("{}", line(t));
+                }
+                super::more(&reply.next_page_token);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let attributes = super::process::parse_inputs("attr", &attributes, attributes_json.as_deref())?;
     let cmd = v1::SubmitTransaction {
         r#type: kind,
