@@ -31,6 +31,12 @@ impl TimerWhat {
         }
     }
 
+    /// Whether a paused engine holds it back: a retry or a held-back step would start a step;
+    /// a deadline only times an attempt out, which starts nothing, so it fires even then.
+    pub fn held_by_pause(self) -> bool {
+        self != TimerWhat::Deadline
+    }
+
     /// Reads the wire name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
@@ -199,5 +205,12 @@ mod tests {
         );
         assert!(is_due(t, after(t, Duration::ZERO)));
         assert!(!is_due(after(t, Duration::from_nanos(1)), t));
+    }
+
+    #[test]
+    fn a_pause_holds_back_what_would_start_a_step_but_not_a_deadline() {
+        assert!(TimerWhat::Retry.held_by_pause());
+        assert!(TimerWhat::Continue.held_by_pause());
+        assert!(!TimerWhat::Deadline.held_by_pause());
     }
 }

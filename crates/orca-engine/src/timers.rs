@@ -8,9 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use orca_domain::ids::{self, ProcessId};
-use orca_domain::timer::{
-    TaskChange, TimerChange, TimerWhat, event_timer_change, key, task_change,
-};
+use orca_domain::timer::{TaskChange, TimerChange, event_timer_change, key, task_change};
 use orca_log::EventLog;
 use orca_proto::{Timestamp, v1};
 
@@ -31,8 +29,7 @@ pub struct Armed {
     pub process: ProcessId,
     /// Its id within the process.
     pub timer_id: String,
-    /// Held while the engine is paused (a retry, a held-back step); a deadline is not: timing
-    /// out an attempt starts nothing.
+    /// Held while the engine is paused (the domain's `TimerWhat::held_by_pause`).
     pub held: bool,
 }
 
@@ -97,7 +94,7 @@ impl Timers {
             TimerChange::Arm(id, t) => {
                 self.disarm(process, &id);
                 let due = key(t.due);
-                let held = t.what != TimerWhat::Deadline;
+                let held = t.what.held_by_pause();
                 self.by_process
                     .entry(process)
                     .or_default()
