@@ -278,16 +278,15 @@ impl ProcessState {
                     self.status = ProcessStatus::Waiting;
                 }
             }
-            Some(Body::TimerFired(e)) => {
-                if TimerWhat::parse(&e.what) == Some(TimerWhat::Retry) {
-                    if let Some(step) = self.step_mut(e.index) {
-                        step.status = StepStatus::Pending;
-                        step.next_attempt_at = None;
-                        step.error.clear();
-                        step.completed_at = None;
-                    }
-                    self.status = ProcessStatus::Running;
+            // A retry's backoff is over: the step runs again.
+            Some(Body::TimerFired(e)) if TimerWhat::parse(&e.what) == Some(TimerWhat::Retry) => {
+                if let Some(step) = self.step_mut(e.index) {
+                    step.status = StepStatus::Pending;
+                    step.next_attempt_at = None;
+                    step.error.clear();
+                    step.completed_at = None;
                 }
+                self.status = ProcessStatus::Running;
             }
             Some(Body::TaskHeartbeat(e)) => {
                 if let Some(step) = self.step_mut(e.index) {
@@ -335,25 +334,8 @@ impl ProcessState {
                 self.status = ProcessStatus::Aborted;
                 self.failed_reason.clone_from(&e.reason);
             }
-            Some(
-                Body::SubscriptionCreated(_)
-                | Body::SubscriptionProcessLinked(_)
-                | Body::SubscriptionDescriptionChanged(_)
-                | Body::SubscriptionResourcesChanged(_)
-                | Body::SubscriptionStatusChanged(_)
-                | Body::SubscriptionSyncChanged(_)
-                | Body::SubscriptionProcessReleased(_)
-                | Body::SubscriptionNoteChanged(_)
-                | Body::EnginePaused(_)
-                | Body::EngineResumed(_)
-                | Body::ScheduleArmed(_)
-                | Body::ScheduleFired(_)
-                | Body::ScheduleRunDone(_)
-                | Body::TransactionSubmitted(_)
-                | Body::TransactionMatched(_)
-                | Body::TransactionCompleted(_),
-            )
-            | None => {}
+            // Events of other aggregates never reach a process stream.
+            _ => {}
         }
         self.version = event.version;
         self.position = event.position;

@@ -112,39 +112,15 @@ impl SubscriptionState {
                 self.sync_reason.clone_from(&e.reason);
             }
             Some(Body::SubscriptionNoteChanged(e)) => self.note.clone_from(&e.note),
-            Some(Body::SubscriptionProcessReleased(e)) => {
+            Some(Body::SubscriptionProcessReleased(e))
                 if self
                     .locked_by
-                    .is_some_and(|p| p.to_string() == e.process_id)
-                {
-                    self.locked_by = None;
-                }
+                    .is_some_and(|p| p.to_string() == e.process_id) =>
+            {
+                self.locked_by = None;
             }
-            // Process events never reach a subscription stream.
-            Some(
-                Body::ProcessStarted(_)
-                | Body::StepCompleted(_)
-                | Body::TaskScheduled(_)
-                | Body::ProcessCompleted(_)
-                | Body::ProcessFailed(_)
-                | Body::ProcessRetried(_)
-                | Body::ProcessAborted(_)
-                | Body::StepSuspended(_)
-                | Body::CallbackAwaited(_)
-                | Body::ProcessResumed(_)
-                | Body::TimerSet(_)
-                | Body::TimerFired(_)
-                | Body::TaskHeartbeat(_)
-                | Body::EnginePaused(_)
-                | Body::EngineResumed(_)
-                | Body::ScheduleArmed(_)
-                | Body::ScheduleFired(_)
-                | Body::ScheduleRunDone(_)
-                | Body::TransactionSubmitted(_)
-                | Body::TransactionMatched(_)
-                | Body::TransactionCompleted(_),
-            )
-            | None => {}
+            // Events of other aggregates never reach a subscription stream.
+            _ => {}
         }
         self.version = event.version;
         self.position = event.position;
