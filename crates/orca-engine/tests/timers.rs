@@ -98,8 +98,8 @@ async fn attempt_scheduled(log: &SharedLog, id: ProcessId, attempt: u32) -> Vec<
     );
 }
 
-/// Starts a create and fails its task's first attempt as retryable: the process waits 1 s.
-async fn waiting(engine: &EngineHandle) -> ProcessId {
+/// Starts a create: it waits for its task's first attempt.
+async fn started(engine: &EngineHandle) -> ProcessId {
     let r = engine
         .submit(Checked {
             command: Command::Start(StartProcess {
@@ -118,7 +118,12 @@ async fn waiting(engine: &EngineHandle) -> ProcessId {
     let Some(v1::command_reply::Outcome::Accepted(a)) = r.outcome else {
         panic!("{r:?}")
     };
-    let id = ProcessId(a.process_id.parse().unwrap());
+    ProcessId(a.process_id.parse().unwrap())
+}
+
+/// Starts a create and fails its task's first attempt as retryable: the process waits 1 s.
+async fn waiting(engine: &EngineHandle) -> ProcessId {
+    let id = started(engine).await;
     let r = engine
         .submit(Checked {
             command: Command::Report(TaskReport {
@@ -248,25 +253,7 @@ async fn a_paused_engine_still_times_out_an_attempt_and_then_is_paused() {
     let log: SharedLog = Arc::new(MemLog::new());
     let clock = HandClock::new();
     let (engine, _task) = spawn(&log, &clock);
-    let r = engine
-        .submit(Checked {
-            command: Command::Start(StartProcess {
-                workflow: "create_user_group".into(),
-                product: None,
-                customer_id: Some(CustomerId(Uuid::new_v4())),
-                subscription_id: None,
-                input: json!({"group_name": "Ops"}).as_object().unwrap().clone(),
-                workflow_version: None,
-                context: Default::default(),
-            }),
-            meta: meta(),
-        })
-        .await
-        .unwrap();
-    let Some(v1::command_reply::Outcome::Accepted(a)) = r.outcome else {
-        panic!("{r:?}")
-    };
-    let id = ProcessId(a.process_id.parse().unwrap());
+    let id = started(&engine).await;
     engine
         .submit(Checked {
             command: Command::PauseEngine(PauseEngine {
