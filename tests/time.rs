@@ -241,10 +241,21 @@ async fn a_pause_lets_running_work_finish_holds_back_the_rest_and_a_resume_goes_
     let status: serde_json::Value = serde_json::from_slice(&engine(&["status"]).stdout).unwrap();
     assert_eq!(status["engine"], "paused");
     assert_eq!(status["pausedReason"], "database upgrade");
+    // The engine says paused as soon as it decided the attempt's result; the views follow once
+    // that is durable and projected.
+    wait_until(std::time::Duration::from_secs(20), || {
+        let (c, id) = (env.client.clone(), a.process_id.clone());
+        async move {
+            let p = c.process(&id, 0).await.unwrap().process;
+            p.is_some_and(|p| p.steps[4].status == "success")
+        }
+    })
+    .await;
     let p = wait_status(&env.client, &a.process_id, "running").await;
     assert_eq!(
         (p.steps[4].status.as_str(), p.steps[5].status.as_str()),
-        ("success", "pending")
+        ("success", "pending"),
+        "the step after it is held back"
     );
 
     // Paused across a restart too.
