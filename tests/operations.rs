@@ -158,7 +158,8 @@ async fn a_failed_process_is_retried_or_aborted_and_its_subscription_set_back_in
     );
     assert!(p.next_attempt_at.is_some(), "the next attempt's time");
     assert_eq!(p.cloudportal_state, "Running");
-    assert_eq!(p.steps[4].cloudportal_state, "Waiting");
+    // Between attempts a task is under way; Waiting is for what someone outside must give.
+    assert_eq!(p.steps[4].cloudportal_state, "In-Progress");
     assert_eq!(
         subscription(&env, &a.subscription_id)
             .await

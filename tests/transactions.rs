@@ -24,7 +24,7 @@ async fn a_transaction_starts_the_first_matching_rules_workflow_or_none() {
 
     // Both rules match a big retail tenant: the first wins.
     let submit = v1::SubmitTransaction {
-        r#type: "tenantStateChange".into(),
+        r#type: "tenantSignup".into(),
         attributes: input(&[
             ("state", serde_json::json!("ACTIVE")),
             ("account_type", serde_json::json!("RETAIL")),
@@ -62,7 +62,7 @@ async fn a_transaction_starts_the_first_matching_rules_workflow_or_none() {
 
     // None matches a manual tenant: completed without a workflow (the CLI says so).
     let out = std::process::Command::new(orca_bin())
-        .args(["transaction", "submit", "tenantStateChange"])
+        .args(["transaction", "submit", "tenantSignup"])
         .args(["--attr", "account_type=MANUAL", "--attr", "state=ACTIVE"])
         .args(["--nats-url", &env.nats.url()])
         .output()
@@ -74,7 +74,7 @@ async fn a_transaction_starts_the_first_matching_rules_workflow_or_none() {
     let list = env
         .client
         .transactions(&v1::ListTransactions {
-            r#type: "tenantStateChange".into(),
+            r#type: "tenantSignup".into(),
             min_position: env.head().await,
             ..Default::default()
         })
@@ -93,7 +93,7 @@ async fn a_transaction_starts_the_first_matching_rules_workflow_or_none() {
     // Bad attributes are refused and append nothing.
     let head = env.head().await;
     let bad = v1::SubmitTransaction {
-        r#type: "tenantStateChange".into(),
+        r#type: "tenantSignup".into(),
         attributes: input(&[("seats", serde_json::json!("many"))]),
         ..Default::default()
     };

@@ -9,7 +9,7 @@ use orca_proto::{Struct, Timestamp};
 use crate::catalog::{Product, RetryPolicy, StepDef, StepKind};
 use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
-use crate::status::{ProcessStatus, StepStatus, Target};
+use crate::status::{FailureKind, ProcessStatus, StepStatus, Target};
 use crate::timer::{self, Timer, TimerChange, TimerWhat};
 
 /// One run of a workflow, as its events made it.
@@ -105,6 +105,12 @@ pub struct StepState {
     pub failures: Vec<AttemptFailure>,
     /// Attempts made before the current series began (an operator's retry starts a new one).
     pub series_start: u32,
+    /// The phase it belongs to (counted from 1): the steps of a phase run side by side.
+    pub phase: u32,
+    /// The phase's name (empty: unnamed).
+    pub phase_name: String,
+    /// How it failed, when it did (`None` also for a failure recorded before steps kept it).
+    pub failure_kind: Option<FailureKind>,
 }
 
 impl StepState {
@@ -127,6 +133,14 @@ impl StepState {
             progress: String::new(),
             failures: Vec::new(),
             series_start: 0,
+            // Recorded before phases: every step is a phase of its own.
+            phase: if def.phase == 0 {
+                index.saturating_add(1)
+            } else {
+                def.phase
+            },
+            phase_name: def.phase_name.clone(),
+            failure_kind: None,
         }
     }
 
@@ -159,6 +173,23 @@ impl StepState {
     /// Whether it has yet to finish.
     pub fn is_pending(&self) -> bool {
         self.status == StepStatus::Pending
+    }
+
+    /// Whether it is done with, for its phase: it succeeded, or it failed or was cancelled and
+    /// nothing runs it again unless an operator resets it.
+    fn is_settled(&self) -> bool {
+        matches!(
+            self.status,
+            StepStatus::Success | StepStatus::Complete | StepStatus::Failed | StepStatus::Abort
+        )
+    }
+
+    /// Whether it waits for someone outside: an input or a callback.
+    pub fn waits_outside(&self) -> bool {
+        matches!(
+            self.kind,
+            Ok(StepKind::Input(_) | StepKind::Callback { .. })
+        )
     }
 }
 
@@ -203,6 +234,9 @@ impl ProcessState {
                     step.result.clone_from(&e.result);
                     step.callback_token.clear();
                     step.deadline = None;
+                    step.failure_kind = FailureKind::parse(&e.kind)
+                        .ok()
+                        .filter(|_| !e.kind.is_empty() && status == StepStatus::Failed);
                     if matches!(status, StepStatus::Failed | StepStatus::Waiting) {
                         step.failures.push(AttemptFailure {
                             attempt: e.attempt,
@@ -232,6 +266,7 @@ impl ProcessState {
                 ) {
                     self.status = ProcessStatus::Running;
                 }
+                self.settle(e.index);
             }
             Some(Body::TaskScheduled(e)) => {
                 self.outstanding.insert(e.index);
@@ -247,14 +282,17 @@ impl ProcessState {
                 if self.status == ProcessStatus::Created {
                     self.status = ProcessStatus::Running;
                 }
+                self.settle(e.index);
             }
             Some(Body::StepSuspended(e)) => {
                 self.outstanding.insert(e.index);
                 if let Some(step) = self.step_mut(e.index) {
                     step.status = StepStatus::Suspend;
                     step.started_at = at;
+                    step.deadline = e.deadline;
                 }
                 self.status = ProcessStatus::Suspended;
+                self.settle(e.index);
             }
             Some(Body::CallbackAwaited(e)) => {
                 self.outstanding.insert(e.index);
@@ -262,8 +300,10 @@ impl ProcessState {
                     step.status = StepStatus::AwaitingCallback;
                     step.started_at = at;
                     step.callback_token.clone_from(&e.token);
+                    step.deadline = e.deadline;
                 }
                 self.status = ProcessStatus::AwaitingCallback;
+                self.settle(e.index);
             }
             Some(Body::TimerSet(e)) => {
                 let what = TimerWhat::parse(&e.what);
@@ -276,6 +316,7 @@ impl ProcessState {
                 }
                 if what == Some(TimerWhat::Retry) {
                     self.status = ProcessStatus::Waiting;
+                    self.settle(e.index);
                 }
             }
             // A retry's backoff is over: the step runs again.
@@ -287,6 +328,7 @@ impl ProcessState {
                     step.completed_at = None;
                 }
                 self.status = ProcessStatus::Running;
+                self.settle(e.index);
             }
             Some(Body::TaskHeartbeat(e)) => {
                 if let Some(step) = self.step_mut(e.index) {
@@ -294,7 +336,10 @@ impl ProcessState {
                     step.progress.clone_from(&e.progress);
                 }
             }
-            Some(Body::ProcessResumed(_)) => self.status = ProcessStatus::Resumed,
+            Some(Body::ProcessResumed(e)) => {
+                self.status = ProcessStatus::Resumed;
+                self.settle(e.index);
+            }
             Some(Body::ProcessCompleted(_)) => self.status = ProcessStatus::Completed,
             Some(Body::ProcessFailed(e)) => {
                 self.status = match e.status.as_str() {
@@ -303,21 +348,34 @@ impl ProcessState {
                 };
                 self.failed_reason = format!("{}: {}", e.name, e.error);
             }
-            Some(Body::ProcessRetried(_)) => {
-                // The step that stopped the process runs again.
+            Some(Body::ProcessRetried(e)) => {
+                // The steps that stopped the process (or the activities reset) run again.
+                let all = e.steps.is_empty();
                 for step in &mut self.steps {
-                    if matches!(step.status, StepStatus::Failed | StepStatus::Waiting) {
+                    let again = if all {
+                        matches!(
+                            step.status,
+                            StepStatus::Failed | StepStatus::Waiting | StepStatus::Abort
+                        )
+                    } else {
+                        e.steps.contains(&step.index)
+                    };
+                    if again {
                         step.status = StepStatus::Pending;
                         step.error.clear();
                         step.result = None;
                         step.completed_at = None;
                         step.next_attempt_at = None;
+                        step.failure_kind = None;
                         // A fresh series of attempts.
                         step.series_start = step.attempts;
                     }
                 }
-                self.failed_reason.clear();
-                self.status = ProcessStatus::Resumed;
+                // A reset while the rest of the phase runs leaves the process as it is.
+                if all || !self.status.is_live() {
+                    self.failed_reason.clear();
+                    self.status = ProcessStatus::Resumed;
+                }
             }
             Some(Body::ProcessAborted(e)) => {
                 // What was under way or waiting to be retried will not finish.
@@ -391,28 +449,98 @@ impl ProcessState {
         usize::try_from(index).ok().and_then(|i| self.steps.get(i))
     }
 
-    /// The steps to start next: none while any step is outstanding or the process has stopped,
-    /// else the first step not yet run.
-    ///
-    /// Steps of a workflow run one after another today; a phase of steps side by side would be
-    /// the steps returned here together.
-    pub fn next_steps(&self) -> Vec<u32> {
-        if !self.outstanding.is_empty() || !self.status.runs_steps() {
-            return Vec::new();
-        }
+    /// The phase under way: the first with a step not yet succeeded (`None` once all have).
+    pub fn current_phase(&self) -> Option<u32> {
         self.steps
             .iter()
-            .find(|s| s.is_pending())
-            .map(|s| vec![s.index])
-            .unwrap_or_default()
+            .find(|s| !matches!(s.status, StepStatus::Success | StepStatus::Complete))
+            .map(|s| s.phase)
     }
 
-    /// The outstanding step of `kind` (an input or callback step waiting), if any.
-    pub fn waiting_step(&self, kind: fn(&StepKind) -> bool) -> Option<&StepState> {
+    /// The steps of phase `phase`.
+    pub fn phase_steps(&self, phase: u32) -> impl Iterator<Item = &StepState> {
+        self.steps.iter().filter(move |s| s.phase == phase)
+    }
+
+    /// The steps to start next: the steps of the phase under way that have not started (all of
+    /// them when it begins, or one whose retry came due or that an operator reset), while the
+    /// process goes on. A phase starts once every step before it succeeded.
+    pub fn next_steps(&self) -> Vec<u32> {
+        if !self.status.is_live() {
+            return Vec::new();
+        }
+        let Some(phase) = self.current_phase() else {
+            return Vec::new();
+        };
+        self.phase_steps(phase)
+            .filter(|s| s.is_pending() && !self.outstanding.contains(&s.index))
+            .map(|s| s.index)
+            .collect()
+    }
+
+    /// The step whose failure ends the process: the first failed step of the phase under way,
+    /// once nothing else of that phase runs (a phase with a failed step lets the others finish).
+    pub fn phase_failure(&self) -> Option<&StepState> {
+        if !self.status.is_live() {
+            return None;
+        }
+        let phase = self.current_phase()?;
+        let mut steps = self.phase_steps(phase);
+        if !steps.all(|s| s.is_settled() && !self.outstanding.contains(&s.index)) {
+            return None;
+        }
+        self.phase_steps(phase)
+            .find(|s| s.status == StepStatus::Failed)
+    }
+
+    /// Sets the status of a process whose phase runs steps side by side from what they wait for:
+    /// suspended while one needs input, awaiting a callback while one needs that, running while a
+    /// task is out, waiting while one only waits for its retry. A step alone in its phase sets
+    /// the status by its own events.
+    fn settle(&mut self, index: u32) {
+        let Some(phase) = self.step(index).map(|s| s.phase) else {
+            return;
+        };
+        if !self.status.is_live() || self.phase_steps(phase).nth(1).is_none() {
+            return;
+        }
+        let waits = |status: StepStatus| {
+            self.phase_steps(phase)
+                .any(|s| s.status == status && self.outstanding.contains(&s.index))
+        };
+        let task_out = self
+            .phase_steps(phase)
+            .any(|s| s.is_pending() && self.outstanding.contains(&s.index) && !s.waits_outside());
+        let retry = self
+            .phase_steps(phase)
+            .any(|s| s.status == StepStatus::Waiting);
+        self.status = if waits(StepStatus::Suspend) {
+            ProcessStatus::Suspended
+        } else if waits(StepStatus::AwaitingCallback) {
+            ProcessStatus::AwaitingCallback
+        } else if task_out {
+            match self.status {
+                ProcessStatus::Created | ProcessStatus::Resumed => self.status,
+                _ => ProcessStatus::Running,
+            }
+        } else if retry {
+            ProcessStatus::Waiting
+        } else {
+            match self.status {
+                ProcessStatus::Suspended
+                | ProcessStatus::AwaitingCallback
+                | ProcessStatus::Waiting => ProcessStatus::Running,
+                other => other,
+            }
+        };
+    }
+
+    /// The outstanding steps of `kind` (input or callback steps waiting).
+    pub fn waiting_steps(&self, kind: fn(&StepKind) -> bool) -> impl Iterator<Item = &StepState> {
         self.outstanding
             .iter()
             .filter_map(|i| self.step(*i))
-            .find(|s| s.kind.as_ref().is_ok_and(kind))
+            .filter(move |s| s.kind.as_ref().is_ok_and(kind))
     }
 
     /// The step that stopped a failed (or waiting) process, if any.
@@ -426,7 +554,7 @@ impl ProcessState {
     /// rule behind "a result of an attempt that is no longer current is ignored" (invariant 9)
     /// and behind sending a task to a worker again.
     pub fn awaits(&self, index: u32, attempt: u32) -> Result<(), String> {
-        if !self.status.runs_steps() {
+        if !self.status.is_live() {
             return Err(format!("process is {}", self.status));
         }
         if !self.outstanding.contains(&index) {

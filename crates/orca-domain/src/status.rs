@@ -80,6 +80,20 @@ impl ProcessStatus {
         )
     }
 
+    /// Whether the process is under way: its steps run or wait for something (not stopped by a
+    /// failure, aborted or completed).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            ProcessStatus::Created
+                | ProcessStatus::Running
+                | ProcessStatus::Resumed
+                | ProcessStatus::Suspended
+                | ProcessStatus::Waiting
+                | ProcessStatus::AwaitingCallback
+        )
+    }
+
     /// Whether an operator's retry can run the step that stopped it again.
     pub fn retryable(self) -> bool {
         matches!(
@@ -140,7 +154,9 @@ impl StepStatus {
     pub fn cloudportal(self) -> &'static str {
         match self {
             StepStatus::Pending => "New",
-            StepStatus::Suspend | StepStatus::Waiting | StepStatus::AwaitingCallback => "Waiting",
+            StepStatus::Suspend | StepStatus::AwaitingCallback => "Waiting",
+            // Between attempts a task is still under way; Waiting is for someone outside.
+            StepStatus::Waiting => "In-Progress",
             StepStatus::Success | StepStatus::Complete => "Success",
             StepStatus::Failed | StepStatus::Abort => "Failure",
         }
@@ -161,6 +177,8 @@ string_enum!(
         Validate => "validate",
         /// Housekeeping; may run out of sync.
         System => "system",
+        /// Acts on a tenant, for a business transaction: needs no product or subscription.
+        Tenant => "tenant",
     }
 );
 
@@ -212,6 +230,15 @@ impl FailureKind {
             FailureKind::Retryable => "retryable",
             FailureKind::ApiUnavailable => "api_unavailable",
             FailureKind::InconsistentData => "inconsistent_data",
+        }
+    }
+
+    /// CloudPortal's state of an activity that failed so: Failure for a business failure (a
+    /// rejection, a refusal, the retries used up, a timeout), Error for an unexpected one.
+    pub fn cloudportal(self) -> &'static str {
+        match self {
+            FailureKind::Permanent | FailureKind::Retryable => "Failure",
+            FailureKind::ApiUnavailable | FailureKind::InconsistentData => "Error",
         }
     }
 

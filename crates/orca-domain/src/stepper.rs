@@ -113,6 +113,7 @@ impl<'a, 'e> Run<'a, 'e> {
         attempt: u32,
         result: Map<String, Json>,
         error: String,
+        kind: Option<FailureKind>,
     ) {
         let name = self.step_name(index);
         self.emit(Body::StepCompleted(v1::StepCompleted {
@@ -122,6 +123,7 @@ impl<'a, 'e> Run<'a, 'e> {
             result: (!result.is_empty()).then(|| json::json_to_struct(&result)),
             error,
             attempt,
+            kind: kind.map(|k| k.as_str().into()).unwrap_or_default(),
         }));
     }
 
@@ -135,7 +137,7 @@ impl<'a, 'e> Run<'a, 'e> {
         let Some(policy) = step.policy().cloned() else {
             // Recorded before tasks had a policy: as it was then.
             let statuses = kind.statuses();
-            return self.stop_at(index, attempt, error, statuses);
+            return self.stop_at(index, attempt, error, statuses, kind);
         };
         let in_series = attempt.saturating_sub(step.series_start);
         if !policy.retries(kind) {
@@ -148,7 +150,14 @@ impl<'a, 'e> Run<'a, 'e> {
             );
             return self.fail_step(index, attempt, error, kind);
         }
-        self.step_completed(index, StepStatus::Waiting, attempt, Map::new(), error);
+        self.step_completed(
+            index,
+            StepStatus::Waiting,
+            attempt,
+            Map::new(),
+            error,
+            Some(kind),
+        );
         let due = timer::after(self.env.now, policy.backoff(in_series));
         self.set_timer(TimerWhat::Retry, index, attempt.saturating_add(1), due);
     }
@@ -185,10 +194,11 @@ impl<'a, 'e> Run<'a, 'e> {
     }
 
     /// Records a failed step and stops the process there, in the status `kind` says for a
-    /// failure no attempt follows. A subscription it holds out of sync says why.
+    /// failure no attempt follows; a step with others in its phase first lets those that run
+    /// finish. A subscription it holds out of sync says why.
     pub fn fail_step(&mut self, index: u32, attempt: u32, error: String, kind: FailureKind) {
         let statuses = kind.final_statuses();
-        self.stop_at(index, attempt, error, statuses);
+        self.stop_at(index, attempt, error, statuses, kind);
     }
 
     fn stop_at(
@@ -197,9 +207,50 @@ impl<'a, 'e> Run<'a, 'e> {
         attempt: u32,
         error: String,
         (step, process): (StepStatus, ProcessStatus),
+        kind: FailureKind,
     ) {
-        self.step_completed(index, step, attempt, Map::new(), error.clone());
+        self.step_completed(index, step, attempt, Map::new(), error.clone(), Some(kind));
+        let phase = self.process.step(index).map(|s| s.phase);
+        let alone = phase.is_none_or(|p| self.process.phase_steps(p).nth(1).is_none());
+        if alone {
+            let name = self.step_name(index);
+            return self.process_failed(index, name, error, process);
+        }
+        self.cancel_waiting_siblings(index);
+        self.end_failed_phase();
+    }
+
+    /// Cancels what the phase of the failed step `index` still waits for from outside (inputs,
+    /// callbacks): the phase has failed, so nobody needs to answer them. Its tasks run on.
+    fn cancel_waiting_siblings(&mut self, index: u32) {
+        let Some(phase) = self.process.step(index).map(|s| s.phase) else {
+            return;
+        };
         let name = self.step_name(index);
+        let waiting: Vec<u32> = self
+            .process
+            .phase_steps(phase)
+            .filter(|s| s.waits_outside() && self.process.outstanding.contains(&s.index))
+            .map(|s| s.index)
+            .collect();
+        for sibling in waiting {
+            let why = format!("cancelled: step {index} ({name}) of its phase failed");
+            self.step_completed(sibling, StepStatus::Abort, 1, Map::new(), why, None);
+        }
+    }
+
+    /// Ends the process in failure once its phase under way has a failed step and nothing else
+    /// of the phase runs: its status from the first failed step's kind.
+    fn end_failed_phase(&mut self) {
+        let Some(failed) = self.process.phase_failure() else {
+            return;
+        };
+        let (index, name, error) = (failed.index, failed.name.clone(), failed.error.clone());
+        let process = failed.failure_kind.unwrap_or_default().final_statuses().1;
+        self.process_failed(index, name, error, process);
+    }
+
+    fn process_failed(&mut self, index: u32, name: String, error: String, process: ProcessStatus) {
         self.emit(Body::ProcessFailed(v1::ProcessFailed {
             index,
             name: name.clone(),
@@ -241,10 +292,11 @@ impl<'a, 'e> Run<'a, 'e> {
         self.emit(Body::ProcessResumed(v1::ProcessResumed { index, name }));
     }
 
-    /// Records an operator's retry: the step that stopped the process runs again. A
-    /// subscription it holds out of sync says so (instead of why the process stopped).
-    pub fn retried(&mut self) {
-        self.emit(Body::ProcessRetried(v1::ProcessRetried {}));
+    /// Records an operator's retry: the steps that stopped the process (or `steps`, the
+    /// activities reset) run again. A subscription it holds out of sync says so (instead of why
+    /// the process stopped).
+    pub fn retried(&mut self, steps: Vec<u32>) {
+        self.emit(Body::ProcessRetried(v1::ProcessRetried { steps }));
         if self.holds_out_of_sync() {
             self.out_of_sync_because("is changing it (retried)");
         }
@@ -294,6 +346,7 @@ impl<'a, 'e> Run<'a, 'e> {
     /// callback), a step fails, or the process completes.
     pub fn advance(&mut self) {
         loop {
+            self.end_failed_phase();
             let next = self.process.next_steps();
             if next.is_empty() {
                 return;
@@ -311,8 +364,9 @@ impl<'a, 'e> Run<'a, 'e> {
                 }
                 return;
             }
+            // A phase's steps start together; one that fails at once lets the others start.
             for index in next {
-                if !self.start_step(index) {
+                if !self.start_step(index) && !self.process.status.is_live() {
                     return;
                 }
             }
@@ -336,11 +390,17 @@ impl<'a, 'e> Run<'a, 'e> {
                 self.schedule(index, attempts.saturating_add(1));
                 return true;
             }
-            Ok(StepKind::Input(_)) => {
-                self.emit(Body::StepSuspended(v1::StepSuspended { index, name }));
+            Ok(StepKind::Input(input)) => {
+                let deadline = input.timeout.map(|t| timer::after(self.env.now, t));
+                self.emit(Body::StepSuspended(v1::StepSuspended {
+                    index,
+                    name,
+                    deadline,
+                }));
                 return true;
             }
-            Ok(StepKind::Callback) => {
+            Ok(StepKind::Callback { timeout }) => {
+                let deadline = timeout.map(|t| timer::after(self.env.now, t));
                 // Two fresh ids: a token no caller can guess (it stands for the right to go on).
                 let token = format!(
                     "{}{}",
@@ -351,6 +411,7 @@ impl<'a, 'e> Run<'a, 'e> {
                     index,
                     name,
                     token,
+                    deadline,
                 }));
                 return true;
             }
@@ -367,7 +428,7 @@ impl<'a, 'e> Run<'a, 'e> {
                 } else {
                     StepStatus::Success
                 };
-                self.step_completed(index, status, 1, result, String::new());
+                self.step_completed(index, status, 1, result, String::new(), None);
                 if done {
                     self.finish_process();
                 }
@@ -437,6 +498,7 @@ impl<'a, 'e> Run<'a, 'e> {
                     attempt,
                     result.clone(),
                     String::new(),
+                    None,
                 );
                 true
             }

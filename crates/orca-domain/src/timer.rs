@@ -81,8 +81,9 @@ pub fn step_timer(index: u32) -> String {
 }
 
 /// How `body`, an event of a process, changes its armed timers: a task attempt arms its
-/// deadline (a new attempt supersedes the step's backoff), a `timer_set` arms, a `timer_fired`
-/// or the step's end disarms, and a process that stops or is retried by an operator has none.
+/// deadline (a new attempt supersedes the step's backoff), so does an input or callback step that
+/// waits at most so long, a `timer_set` arms, a `timer_fired` or the step's end disarms, and a
+/// process that stops or is retried by an operator has none.
 pub fn timer_change(body: &Body) -> Option<TimerChange> {
     match body {
         Body::TaskScheduled(e) => Some(match e.deadline {
@@ -110,12 +111,32 @@ pub fn timer_change(body: &Body) -> Option<TimerChange> {
             // Unreadable: it can never fire.
             _ => TimerChange::Disarm(e.timer_id.clone()),
         }),
+        // A step waiting for someone outside arms its deadline, if it has one.
+        Body::StepSuspended(v1::StepSuspended {
+            index,
+            deadline: Some(due),
+            ..
+        })
+        | Body::CallbackAwaited(v1::CallbackAwaited {
+            index,
+            deadline: Some(due),
+            ..
+        }) => Some(TimerChange::Arm(
+            step_timer(*index),
+            Timer {
+                due: *due,
+                what: TimerWhat::Deadline,
+                index: *index,
+                attempt: 1,
+            },
+        )),
         Body::TimerFired(e) => Some(TimerChange::Disarm(e.timer_id.clone())),
         Body::StepCompleted(e) => Some(TimerChange::Disarm(step_timer(e.index))),
-        Body::ProcessCompleted(_)
-        | Body::ProcessFailed(_)
-        | Body::ProcessAborted(_)
-        | Body::ProcessRetried(_) => Some(TimerChange::DisarmAll),
+        Body::ProcessCompleted(_) | Body::ProcessFailed(_) | Body::ProcessAborted(_) => {
+            Some(TimerChange::DisarmAll)
+        }
+        Body::ProcessRetried(e) if e.steps.is_empty() => Some(TimerChange::DisarmAll),
+        // A reset activity had failed: it has no timer, and its phase's others keep theirs.
         _ => None,
     }
 }
@@ -137,10 +158,11 @@ pub fn task_change(body: &Body) -> Option<TaskChange> {
     match body {
         Body::TaskScheduled(e) => Some(TaskChange::Out(e.index)),
         Body::StepCompleted(e) => Some(TaskChange::Back(e.index)),
-        Body::ProcessCompleted(_)
-        | Body::ProcessFailed(_)
-        | Body::ProcessAborted(_)
-        | Body::ProcessRetried(_) => Some(TaskChange::AllBack),
+        Body::ProcessCompleted(_) | Body::ProcessFailed(_) | Body::ProcessAborted(_) => {
+            Some(TaskChange::AllBack)
+        }
+        Body::ProcessRetried(e) if e.steps.is_empty() => Some(TaskChange::AllBack),
+        // A reset activity had failed: the others of its phase may still be out.
         _ => None,
     }
 }

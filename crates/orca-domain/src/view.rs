@@ -51,18 +51,23 @@ impl SubscriptionState {
 }
 
 impl StepState {
-    /// CloudPortal's activity state for the step of a process in `process`.
+    /// CloudPortal's activity state for the step of a process in `process`: a failure is an
+    /// Error when it was unexpected (an API unreachable, data inconsistent), else a Failure.
     pub fn cloudportal(&self, process: ProcessStatus) -> &'static str {
         match self.status {
             StepStatus::Pending if self.attempts > 0 => "In-Progress",
-            StepStatus::Failed
-                if matches!(
+            StepStatus::Failed => match self.failure_kind {
+                Some(kind) => kind.cloudportal(),
+                // Recorded before steps kept their failure's kind: the process's status tells.
+                None if matches!(
                     process,
                     ProcessStatus::ApiUnavailable | ProcessStatus::InconsistentData
                 ) =>
-            {
-                "Error"
-            }
+                {
+                    "Error"
+                }
+                None => "Failure",
+            },
             other => other.cloudportal(),
         }
     }
@@ -108,6 +113,12 @@ impl StepState {
             error: self.error.clone(),
             result: self.result.clone(),
             argument: self.argument.clone(),
+            phase: self.phase,
+            phase_name: self.phase_name.clone(),
+            failure_kind: self
+                .failure_kind
+                .map(|k| k.as_str().to_owned())
+                .unwrap_or_default(),
         }
     }
 }

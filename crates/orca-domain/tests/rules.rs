@@ -11,43 +11,41 @@ use serde_json::{Map, Value as Json, json};
 
 const TENANTS: &str = r#"
 [[step]]
-name = "verify_master_user_email"
+name = "verify_signup"
 
 [[workflow]]
 name = "activate_retail"
-target = "system"
-product = "UserGroup"
-steps = ["init", "verify_master_user_email", "done"]
+target = "tenant"
+steps = ["init", "verify_signup", "done"]
 
 [[workflow]]
 name = "activate_trial"
-target = "system"
-product = "UserGroup"
-steps = ["init", "verify_master_user_email", "done"]
+target = "tenant"
+steps = ["init", "verify_signup", "done"]
 
 [[transaction_type]]
-name = "tenantStateChange"
+name = "tenantSignup"
 description = "A tenant was created or changed state"
 attributes = { tenant_id = "uuid", account_type = "string", state = "string", seats = "int" }
 
 [[transaction_type]]
-name = "paymentInfoChange"
+name = "tenantPing"
 
 [[rule]]
 name = "retail"
-transaction = "tenantStateChange"
+transaction = "tenantSignup"
 when = 'attributes.state == "ACTIVE" && attributes.account_type == "RETAIL"'
 workflow = "activate_retail"
 
 [[rule]]
 name = "big-retail"
-transaction = "tenantStateChange"
+transaction = "tenantSignup"
 when = 'attributes.account_type == "RETAIL" && attributes.seats > 100'
 workflow = "activate_trial"
 
 [[rule]]
 name = "trial"
-transaction = "tenantStateChange"
+transaction = "tenantSignup"
 when = 'has(attributes.account_type) && attributes.account_type == "TRIAL"'
 workflow = "activate_trial"
 "#;
@@ -69,15 +67,15 @@ fn the_first_matching_rule_wins_and_none_matching_is_no_workflow() {
     let c = catalog("").unwrap();
     // Both `retail` and `big-retail` match: the first declared wins.
     let t = attrs(json!({"state": "ACTIVE", "account_type": "RETAIL", "seats": 500}));
-    let m = c.match_transaction("tenantStateChange", &t);
+    let m = c.match_transaction("tenantSignup", &t);
     assert_eq!(m.rule.map(|r| r.name.as_str()), Some("retail"));
     let t = attrs(json!({"state": "NEW", "account_type": "RETAIL", "seats": 500}));
-    let m = c.match_transaction("tenantStateChange", &t);
+    let m = c.match_transaction("tenantSignup", &t);
     assert_eq!(m.rule.map(|r| r.workflow.as_str()), Some("activate_trial"));
     // No rule of the type matches: no workflow.
     let t = attrs(json!({"state": "NEW", "account_type": "MANUAL", "seats": 1}));
-    assert_eq!(c.match_transaction("tenantStateChange", &t).rule, None);
-    assert_eq!(c.match_transaction("paymentInfoChange", &t).rule, None);
+    assert_eq!(c.match_transaction("tenantSignup", &t).rule, None);
+    assert_eq!(c.match_transaction("tenantPing", &t).rule, None);
 }
 
 #[test]
@@ -86,13 +84,13 @@ fn a_rule_that_cannot_be_evaluated_on_a_transaction_does_not_match_and_says_why(
     // `retail` reads `state` and `big-retail` reads `seats`, which are missing (CEL's `&&`
     // forgives a missing value only beside a false one): neither matches, and each says why.
     let t = attrs(json!({"account_type": "RETAIL"}));
-    let m = c.match_transaction("tenantStateChange", &t);
+    let m = c.match_transaction("tenantSignup", &t);
     assert_eq!(m.rule, None);
     let failed: Vec<&str> = m.errors.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(failed, ["retail", "big-retail"], "{:?}", m.errors);
     // `trial` guards with has(): it matches what the others cannot read.
     let t = attrs(json!({"account_type": "TRIAL"}));
-    let m = c.match_transaction("tenantStateChange", &t);
+    let m = c.match_transaction("tenantSignup", &t);
     assert_eq!(m.rule.map(|r| r.name.as_str()), Some("trial"));
     assert!(m.errors.is_empty(), "{:?}", m.errors);
 }
@@ -100,7 +98,7 @@ fn a_rule_that_cannot_be_evaluated_on_a_transaction_does_not_match_and_says_why(
 #[test]
 fn a_transactions_attributes_are_checked_against_its_type() {
     let c = catalog("").unwrap();
-    let ty = c.transaction_type("tenantStateChange").unwrap();
+    let ty = c.transaction_type("tenantSignup").unwrap();
     assert!(
         ty.check(&attrs(
             json!({"tenant_id": uuid::Uuid::nil().to_string(), "seats": 3})
@@ -118,7 +116,7 @@ fn a_transactions_attributes_are_checked_against_its_type() {
 fn a_bad_rule_is_a_catalog_error_naming_the_rule_and_the_place() {
     for (extra, says) in [
         (
-            "[[rule]]\nname = \"broken\"\ntransaction = \"tenantStateChange\"\nwhen = 'attributes.state == '\nworkflow = \"activate_retail\"\n",
+            "[[rule]]\nname = \"broken\"\ntransaction = \"tenantSignup\"\nwhen = 'attributes.state == '\nworkflow = \"activate_retail\"\n",
             "rule broken: when:",
         ),
         (
@@ -126,15 +124,15 @@ fn a_bad_rule_is_a_catalog_error_naming_the_rule_and_the_place() {
             "unknown transaction type",
         ),
         (
-            "[[rule]]\nname = \"x\"\ntransaction = \"tenantStateChange\"\nworkflow = \"nope\"\n",
+            "[[rule]]\nname = \"x\"\ntransaction = \"tenantSignup\"\nworkflow = \"nope\"\n",
             "unknown workflow",
         ),
         (
-            "[[rule]]\nname = \"x\"\ntransaction = \"tenantStateChange\"\nworkflow = \"validate_user_group\"\n",
+            "[[rule]]\nname = \"x\"\ntransaction = \"tenantSignup\"\nworkflow = \"validate_user_group\"\n",
             "needs a subscription",
         ),
         (
-            "[[rule]]\nname = \"retail\"\ntransaction = \"tenantStateChange\"\nworkflow = \"activate_retail\"\n",
+            "[[rule]]\nname = \"retail\"\ntransaction = \"tenantSignup\"\nworkflow = \"activate_retail\"\n",
             "declared twice",
         ),
         (
@@ -146,7 +144,7 @@ fn a_bad_rule_is_a_catalog_error_naming_the_rule_and_the_place() {
         assert!(e.contains(says), "{extra}: {e}");
     }
     let e = catalog(
-        "[[rule]]\nname = \"broken\"\ntransaction = \"tenantStateChange\"\nwhen = 'attributes.state == '\nworkflow = \"activate_retail\"\n",
+        "[[rule]]\nname = \"broken\"\ntransaction = \"tenantSignup\"\nwhen = 'attributes.state == '\nworkflow = \"activate_retail\"\n",
     )
     .unwrap_err();
     assert!(e.contains("at line 1, column 21"), "the position: {e}");
@@ -179,7 +177,7 @@ fn a_submitted_transaction_starts_the_first_matching_rules_workflow_in_the_same_
     let mut s = with_catalog(TENANTS);
     let d = submit(
         &mut s,
-        "tenantStateChange",
+        "tenantSignup",
         json!({"state": "ACTIVE", "account_type": "RETAIL", "seats": 500}),
     )
     .unwrap();
@@ -213,12 +211,7 @@ fn a_submitted_transaction_starts_the_first_matching_rules_workflow_in_the_same_
 #[test]
 fn a_transaction_no_rule_matches_completes_without_a_workflow_and_bad_ones_record_nothing() {
     let mut s = with_catalog(TENANTS);
-    let d = submit(
-        &mut s,
-        "tenantStateChange",
-        json!({"account_type": "MANUAL"}),
-    )
-    .unwrap();
+    let d = submit(&mut s, "tenantSignup", json!({"account_type": "MANUAL"})).unwrap();
     assert_eq!(
         names(&d),
         ["transaction_submitted", "transaction_completed"]
@@ -231,7 +224,7 @@ fn a_transaction_no_rule_matches_completes_without_a_workflow_and_bad_ones_recor
 
     let r = submit(&mut s, "tenantCreated", json!({})).unwrap_err();
     assert_eq!(r.code, Code::UnknownTransactionType);
-    let r = submit(&mut s, "tenantStateChange", json!({"seats": "many"})).unwrap_err();
+    let r = submit(&mut s, "tenantSignup", json!({"seats": "many"})).unwrap_err();
     assert_eq!(
         (r.code, r.field_errors[0].field.as_str()),
         (Code::InvalidArgument, "attributes.seats")
@@ -239,7 +232,7 @@ fn a_transaction_no_rule_matches_completes_without_a_workflow_and_bad_ones_recor
     s.send(&v1::PauseEngine::default()).unwrap();
     let r = submit(
         &mut s,
-        "tenantStateChange",
+        "tenantSignup",
         json!({"state": "ACTIVE", "account_type": "RETAIL"}),
     )
     .unwrap_err();

@@ -73,7 +73,8 @@ fn a_retryable_failure_waits_out_a_growing_backoff_and_the_last_attempt_fails_wi
         (v.status.as_str(), v.steps[4].status.as_str()),
         ("waiting", "waiting")
     );
-    assert_eq!(v.steps[4].cloudportal_state, "Waiting");
+    // Waiting is for what someone outside must give; a task between attempts is under way.
+    assert_eq!(v.steps[4].cloudportal_state, "In-Progress");
     assert_eq!(
         v.next_attempt_at.unwrap().seconds,
         t0 + 1,

@@ -1,4 +1,6 @@
-//! The example step worker of the default catalog: the workshop's fake user-group provisioning.
+//! The example step worker of the default catalog: the workshop's fake user-group provisioning,
+//! and CloudPortal's external activities (email verification, credit cards, OSS accounts,
+//! pre-authorization), simulated.
 
 use std::sync::Arc;
 
@@ -89,50 +91,157 @@ pub async fn deprovision_user_group(task: v1::Task) -> TaskOutcome {
     TaskOutcome::Ok(out)
 }
 
+/// The attributes of the business transaction that started the task's process.
+fn attributes(task: &v1::Task) -> Map<String, serde_json::Value> {
+    crate::state(task)
+        .get("transaction")
+        .and_then(|t| t.get("attributes"))
+        .and_then(|a| a.as_object())
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The tenant the task's process acts on: its id, else its name, else the transaction's id.
+fn tenant(task: &v1::Task) -> String {
+    let a = attributes(task);
+    let text = |k: &str| a.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    text("tenant_id")
+        .or_else(|| text("tenant"))
+        .or_else(|| {
+            crate::state(task)
+                .get("transaction")
+                .and_then(|t| t.get("id"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// `verify_master_user_email`: "confirms" the master user's email address.
+pub async fn verify_master_user_email(task: v1::Task) -> TaskOutcome {
+    let email = attributes(&task)
+        .get("master_user_email")
+        .and_then(|v| v.as_str())
+        .map_or_else(|| format!("master@{}.example", tenant(&task)), str::to_owned);
+    if !email.contains('@') {
+        return TaskOutcome::Failed(format!("{email:?} is not an email address"));
+    }
+    let mut out = Map::new();
+    out.insert("master_user_email".into(), json!(email));
+    out.insert("email_verified".into(), json!(true));
+    TaskOutcome::Ok(out)
+}
+
+/// `collect_credit_card_info`: "stores" the tenant's card with the payment gateway.
+pub async fn collect_credit_card_info(task: v1::Task) -> TaskOutcome {
+    let mut out = Map::new();
+    out.insert(
+        "card".into(),
+        json!({"token": format!("tok_{}", fake_group_id(&tenant(&task))), "last4": "4242"}),
+    );
+    TaskOutcome::Ok(out)
+}
+
+/// `verify_credit_card_info`: "verifies" the card with the payment gateway.
+pub async fn verify_credit_card_info(_task: v1::Task) -> TaskOutcome {
+    let mut out = Map::new();
+    out.insert("card_verified".into(), json!(true));
+    TaskOutcome::Ok(out)
+}
+
+/// `create_oss_account`: "creates" the tenant's OSS account, the same one on every attempt.
+pub async fn create_oss_account(task: v1::Task) -> TaskOutcome {
+    let mut out = Map::new();
+    out.insert(
+        "oss_account".into(),
+        json!(format!("oss-{}", fake_group_id(&tenant(&task)))),
+    );
+    TaskOutcome::Ok(out)
+}
+
+/// `pre_authorize_subscription`: "pre-authorizes" the subscription's first charge.
+pub async fn pre_authorize_subscription(task: v1::Task) -> TaskOutcome {
+    let a = attributes(&task);
+    let amount = a.get("amount").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    if amount < 0 {
+        return TaskOutcome::Failed(format!("cannot pre-authorize a negative amount ({amount})"));
+    }
+    let subscription = a
+        .get("subscription_id")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    let mut out = Map::new();
+    out.insert(
+        "pre_authorization".into(),
+        json!(format!("auth-{}", fake_group_id(&format!("{}{subscription}", tenant(&task))))),
+    );
+    out.insert("pre_authorized_amount".into(), json!(amount));
+    TaskOutcome::Ok(out)
+}
+
 /// The steps the example worker runs.
-pub const STEPS: [&str; 4] = [
+pub const STEPS: [&str; 9] = [
     "provision_user_group",
     "modify_user_group",
     "validate_user_group",
     "deprovision_user_group",
+    "verify_master_user_email",
+    "collect_credit_card_info",
+    "verify_credit_card_info",
+    "create_oss_account",
+    "pre_authorize_subscription",
 ];
 
-/// Fail the first `attempts` attempts (all when `None`) of each task of `step` with a retryable
-/// error: how to see orca's retries and failure handling with the example worker
-/// (`--fail STEP[:N]`).
+/// Fail the first `attempts` attempts (all when `None`) of each task of `step`, as `kind` says
+/// (retryable unless given): how to see orca's retries and failure handling with the example
+/// worker (`--fail STEP[:N][:KIND]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailRule {
     /// The step.
     pub step: String,
     /// How many attempts of each task fail; all when `None`.
     pub attempts: Option<u32>,
+    /// How they fail: `retryable`, `permanent`, `api_unavailable` or `inconsistent_data`.
+    pub kind: &'static str,
 }
 
 impl std::str::FromStr for FailRule {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (step, attempts) = match s.split_once(':') {
-            Some((step, n)) => (
-                step,
-                Some(
-                    n.parse::<u32>()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| format!("{n:?} is not a number of attempts (1 or more)"))?,
-                ),
-            ),
-            None => (s, None),
-        };
+        let mut parts = s.split(':');
+        let step = parts.next().unwrap_or_default();
         if !STEPS.contains(&step) {
             return Err(format!(
                 "the example worker runs no step {step:?} (it runs {})",
                 STEPS.join(", ")
             ));
         }
+        let kinds = ["retryable", "permanent", "api_unavailable", "inconsistent_data"];
+        let (mut attempts, mut kind) = (None, None);
+        for part in parts {
+            if let Some(k) = kinds.iter().find(|k| **k == part) {
+                if kind.replace(*k).is_some() {
+                    return Err(format!("{s:?} gives two kinds of failure"));
+                }
+            } else if attempts.is_none() && kind.is_none() {
+                attempts = Some(part.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    format!(
+                        "{part:?} is neither a number of attempts (1 or more) nor a kind ({})",
+                        kinds.join(", ")
+                    )
+                })?);
+            } else {
+                return Err(format!(
+                    "{s:?} must be STEP[:N][:KIND], KIND one of {}",
+                    kinds.join(", ")
+                ));
+            }
+        }
         Ok(Self {
             step: step.to_owned(),
             attempts,
+            kind: kind.unwrap_or("retryable"),
         })
     }
 }
@@ -143,12 +252,16 @@ fn failing(inner: Arc<dyn Handler>, rule: FailRule) -> impl Handler {
         let inner = inner.clone();
         let fail = rule.attempts.is_none_or(|n| task.attempt <= n);
         let step = rule.step.clone();
+        let kind = rule.kind;
         async move {
             if fail {
-                return TaskOutcome::Retry(format!(
-                    "attempt {} of {step} fails on purpose (--fail)",
-                    task.attempt
-                ));
+                let why = format!("attempt {} of {step} fails on purpose (--fail)", task.attempt);
+                return match kind {
+                    "permanent" => TaskOutcome::Failed(why),
+                    "api_unavailable" => TaskOutcome::ApiUnavailable(why),
+                    "inconsistent_data" => TaskOutcome::InconsistentData(why),
+                    _ => TaskOutcome::Retry(why),
+                };
             }
             inner.run(task).await
         }
@@ -214,11 +327,16 @@ fn slow(inner: Arc<dyn Handler>, rule: SlowRule) -> impl Handler {
 /// Adds the example handlers to a worker, failing as `fail` says and taking as long as `slow`
 /// says.
 pub fn register(worker: Worker, fail: &[FailRule], slow_steps: &[SlowRule]) -> Worker {
-    let handlers: [Arc<dyn Handler>; 4] = [
+    let handlers: [Arc<dyn Handler>; 9] = [
         Arc::new(provision_user_group),
         Arc::new(modify_user_group),
         Arc::new(validate_user_group),
         Arc::new(deprovision_user_group),
+        Arc::new(verify_master_user_email),
+        Arc::new(collect_credit_card_info),
+        Arc::new(verify_credit_card_info),
+        Arc::new(create_oss_account),
+        Arc::new(pre_authorize_subscription),
     ];
     let handlers = STEPS.into_iter().zip(handlers);
     handlers.into_iter().fold(worker, |w, (step, handler)| {
@@ -263,9 +381,13 @@ mod tests {
     fn fail_rules_name_a_step_of_the_example_worker_and_a_count() {
         let rule: FailRule = "provision_user_group:2".parse().unwrap();
         assert_eq!(
-            (rule.step.as_str(), rule.attempts),
-            ("provision_user_group", Some(2))
+            (rule.step.as_str(), rule.attempts, rule.kind),
+            ("provision_user_group", Some(2), "retryable")
         );
+        let rule: FailRule = "create_oss_account:permanent".parse().unwrap();
+        assert_eq!((rule.attempts, rule.kind), (None, "permanent"));
+        let rule: FailRule = "create_oss_account:1:api_unavailable".parse().unwrap();
+        assert_eq!((rule.attempts, rule.kind), (Some(1), "api_unavailable"));
         assert_eq!(
             "validate_user_group".parse::<FailRule>().unwrap().attempts,
             None
@@ -275,6 +397,8 @@ mod tests {
             "",
             "provision_user_group:0",
             "provision_user_group:x",
+            "create_oss_account:permanent:2",
+            "create_oss_account:permanent:retryable",
         ] {
             assert!(bad.parse::<FailRule>().is_err(), "{bad}");
         }

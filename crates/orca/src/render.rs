@@ -64,6 +64,7 @@ pub fn process(p: &v1::Process) -> String {
             p.process_id
         );
     }
+    let inputs = p.steps.iter().filter(|st| st.form.is_some()).count();
     for st in &p.steps {
         if let Some(form) = &st.form {
             let schema = serde_json::Value::Object(orca_proto::json::struct_to_json(form));
@@ -86,9 +87,14 @@ pub fn process(p: &v1::Process) -> String {
                         .collect()
                 })
                 .unwrap_or_default();
+            let step = if inputs > 1 {
+                format!(" --step {}", st.index)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
-                "  waits for input at step {} ({}): orca process resume {} {}",
+                "  waits for input at step {} ({}): orca process resume {}{step} {}",
                 st.index,
                 st.name,
                 p.process_id,
@@ -97,6 +103,17 @@ pub fn process(p: &v1::Process) -> String {
                     .map(|f| format!("--input {f}"))
                     .collect::<Vec<_>>()
                     .join(" ")
+            );
+        }
+        if matches!(st.status.as_str(), "failed" | "abort")
+            && st.phase > 1
+            && p.status != "aborted"
+            && phased(p)
+        {
+            let _ = writeln!(
+                s,
+                "  step {} ({}) is {}: reset it with orca process reset {} {}",
+                st.index, st.name, st.cloudportal_state, p.process_id, st.index
             );
         }
         if st.status == "pending" && (st.deadline.is_some() || !st.progress.is_empty()) {
@@ -139,10 +156,29 @@ pub fn process(p: &v1::Process) -> String {
     }
     let _ = writeln!(
         s,
-        "  {:>2}  {:<40} {:<8} {:<18} {:>3}  {:<12} error",
-        "#", "step", "kind", "status", "try", "completed"
+        "  {:>2}  {:<40} {:<8} {:<18} {:<11} {:>3}  {:<12} error",
+        "#", "step", "kind", "status", "CloudPortal", "try", "completed"
     );
+    let phased = phased(p);
+    let mut phase = 0;
     for st in &p.steps {
+        if phased && st.phase != phase {
+            phase = st.phase;
+            let siblings = p.steps.iter().filter(|o| o.phase == phase).count();
+            if siblings > 1 || !st.phase_name.is_empty() {
+                let name = if st.phase_name.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", st.phase_name)
+                };
+                let together = if siblings > 1 {
+                    format!(" ({siblings} activities side by side)")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(s, "      phase {phase}{name}{together}");
+            }
+        }
         let name = if st.argument.is_empty()
             || st.kind != "builtin"
             || matches!(
@@ -155,17 +191,27 @@ pub fn process(p: &v1::Process) -> String {
         };
         let _ = writeln!(
             s,
-            "  {:>2}  {:<40} {:<8} {:<18} {:>3}  {:<12} {}",
+            "  {:>2}  {:<40} {:<8} {:<18} {:<11} {:>3}  {:<12} {}",
             st.index,
             name,
             st.kind,
             st.status,
+            st.cloudportal_state,
             st.attempts.max(u32::from(st.completed_at.is_some())),
             time(st.completed_at.as_ref()),
             st.error
         );
     }
     s
+}
+
+/// Whether the workflow is one of phases: a phase holds several steps, or phases have names.
+fn phased(p: &v1::Process) -> bool {
+    p.steps.iter().any(|st| !st.phase_name.is_empty())
+        || p
+            .steps
+            .windows(2)
+            .any(|w| w[0].phase == w[1].phase && w[0].phase > 0)
 }
 
 /// A subscription with its resources.

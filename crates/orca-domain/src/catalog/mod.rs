@@ -1,6 +1,6 @@
 //! The catalog: products with their blocks and mandatory resources, the steps that wait for
 //! something outside (tasks, inputs, callbacks), and workflows with their steps and forms.
-//! Declared in TOML (see `catalog/default.toml`) and checked once when loaded, so the engine
+//! Declared in TOML (see `catalog/default.toml` and `catalog/cloudportal.toml`) and checked once when loaded, so the engine
 //! never meets an unknown step or product. Several versions of a product or workflow may stand
 //! side by side; a start takes the newest unless it names one, and the process records the
 //! definition and product rules it runs with.
@@ -16,7 +16,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-pub use product::{BlockDef, Product, ResourceType};
+pub use product::{BlockDef, NO_PRODUCT, Product, ResourceType};
 pub use retry::{MAX_ATTEMPTS, RetryPolicy};
 pub use rules::{Matched, Predicate, Rule, TransactionType, first_match};
 pub use schedule::{ScheduleDef, When};
@@ -26,8 +26,13 @@ use crate::form::{DEFAULT_MAX_STRING, Field, FieldKind, Form};
 use crate::lifecycle::Lifecycle;
 use crate::status::{FailureKind, Target};
 
-/// The catalog orca ships: the workshop's UserGroup product and its workflows.
-pub const DEFAULT_CATALOG: &str = include_str!("../../catalog/default.toml");
+/// The catalog orca ships: the workshop's UserGroup product and its workflows, then
+/// CloudPortal's business transactions, rules and tenant workflows.
+pub const DEFAULT_CATALOG: &str = concat!(
+    include_str!("../../catalog/default.toml"),
+    "\n",
+    include_str!("../../catalog/cloudportal.toml")
+);
 
 /// A catalog file that cannot be used, with the place of the first problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +57,7 @@ pub struct Workflow {
     pub name: String,
     /// What it does to a subscription.
     pub target: Target,
-    /// Product it applies to.
+    /// Product it applies to; empty for a tenant workflow, which has none.
     pub product: String,
     /// Version of the product rules its processes run with.
     pub product_version: u32,
@@ -60,8 +65,10 @@ pub struct Workflow {
     pub version: u32,
     /// Human description; the form's title.
     pub description: String,
-    /// Steps in order, from `init` to `done`.
+    /// Steps in order, from `init` to `done`, each in its phase (see [`StepDef::phase`]).
     pub steps: Vec<StepDef>,
+    /// The phases' names, by phase (the first is phase 1); empty for a phase left unnamed.
+    pub phases: Vec<String>,
     /// Initial input form.
     pub form: Form,
     /// Template for the description set by `initialize_subscription` and `modify_subscription`.
@@ -115,7 +122,7 @@ fn versioned<'a, T>(
 /// orchestrator-core's default: which lifecycle states a workflow target may start from.
 fn default_usable_when(target: Target) -> Vec<Lifecycle> {
     match target {
-        Target::Create => vec![],
+        Target::Create | Target::Tenant => vec![],
         Target::Terminate => vec![Lifecycle::Active, Lifecycle::Provisioning],
         Target::Modify | Target::Validate | Target::System => vec![Lifecycle::Active],
     }
@@ -250,18 +257,17 @@ impl RawRetry {
             && self.heartbeat.is_none()
     }
 
+    /// A duration as written, or `None` for `none`.
+    fn optional_duration(field: &str, text: &str) -> Result<Option<std::time::Duration>, String> {
+        if text.trim() == "none" {
+            Ok(None)
+        } else {
+            duration(field, text).map(Some)
+        }
+    }
+
     fn policy(self) -> Result<RetryPolicy, String> {
-        fn duration(field: &str, text: &str) -> Result<std::time::Duration, String> {
-            humantime::parse_duration(text.trim())
-                .map_err(|e| format!("{field} {text:?}: {e} (write e.g. 500ms, 30s, 5m)"))
-        }
-        fn optional(field: &str, text: &str) -> Result<Option<std::time::Duration>, String> {
-            if text.trim() == "none" {
-                Ok(None)
-            } else {
-                duration(field, text).map(Some)
-            }
-        }
+        let optional = Self::optional_duration;
         let mut p = RetryPolicy::default();
         if let Some(n) = self.max_attempts {
             p.max_attempts = n;
@@ -295,18 +301,41 @@ impl RawRetry {
     }
 }
 
+/// One phase of a workflow as written in its `steps`: a step alone (`"init"`), steps side by
+/// side (`["a", "b"]`), or a named phase (`{ phase = "Billing", steps = ["a", "b"] }`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPhase {
+    One(String),
+    Many(Vec<String>),
+    Named(RawNamedPhase),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamedPhase {
+    phase: String,
+    steps: Vec<String>,
+}
+
+/// A duration as written: `500ms`, `30s`, `5m`, `2d`.
+fn duration(field: &str, text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{field} {text:?}: {e} (write e.g. 500ms, 30s, 5m)"))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawWorkflow {
     name: String,
     target: String,
-    product: String,
+    product: Option<String>,
     product_version: Option<u32>,
     #[serde(default = "one")]
     version: u32,
     #[serde(default)]
     description: String,
-    steps: Vec<String>,
+    steps: Vec<RawPhase>,
     #[serde(default)]
     form: Vec<RawField>,
     subscription_description: Option<String>,
@@ -480,27 +509,47 @@ impl Catalog {
             }
             catalog.products.insert(key, product);
         }
-        for s in raw.step {
+        for mut s in raw.step {
             valid_name("step", &s.name)?;
             let err = |msg: String| CatalogError(format!("step {}: {msg}", s.name));
             if Builtin::reserved(&s.name) {
                 return Err(err("has a builtin step's name".into()));
             }
-            if s.kind != "task" && !s.retry.is_empty() {
-                return Err(err(
-                    "only task steps take a retry policy (max_attempts, initial_backoff, backoff_factor, max_backoff, non_retryable, timeout, heartbeat)".into(),
-                ));
-            }
+            // An input or callback step takes only a `timeout`: how long it waits.
+            let wait_timeout = if s.kind == "task" {
+                None
+            } else {
+                let timeout = s.retry.timeout.take();
+                if !s.retry.is_empty() {
+                    return Err(err(
+                        "only task steps take a retry policy (max_attempts, initial_backoff, backoff_factor, max_backoff, non_retryable, heartbeat); an input or callback step takes a timeout"
+                            .into(),
+                    ));
+                }
+                let timeout = match timeout {
+                    Some(t) => RawRetry::optional_duration("timeout", &t).map_err(err)?,
+                    None => None,
+                };
+                if timeout.is_some_and(|t| t.is_zero() || t.subsec_nanos() % 1_000_000 != 0) {
+                    return Err(err(
+                        "timeout must be whole milliseconds longer than 0 (leave it out for none)"
+                            .into(),
+                    ));
+                }
+                timeout
+            };
             let kind = match s.kind.as_str() {
                 "task" => StepKind::Task(Some(s.retry.policy().map_err(err)?)),
-                "callback" => StepKind::Callback,
+                "callback" => StepKind::Callback {
+                    timeout: wait_timeout,
+                },
                 "input" if s.approval => {
                     if !s.form.is_empty() {
                         return Err(err(
                             "an approval's form is decision and reason; declare no form".into(),
                         ));
                     }
-                    StepKind::Input(InputDef::approval())
+                    StepKind::Input(InputDef::approval(wait_timeout))
                 }
                 "input" => {
                     if s.form.iter().any(|f| f.prefill.is_some()) {
@@ -509,6 +558,7 @@ impl Catalog {
                     StepKind::Input(InputDef {
                         form: form_from_raw(s.form, &err)?,
                         approval: false,
+                        timeout: wait_timeout,
                     })
                 }
                 other => {
@@ -735,30 +785,68 @@ impl Catalog {
         valid_name("workflow", &w.name)?;
         let err = |msg: String| CatalogError(format!("workflow {} v{}: {msg}", w.name, w.version));
         let target = Target::from_str(&w.target).map_err(err)?;
-        let product = self.product(&w.product, w.product_version).ok_or_else(|| {
-            err(match w.product_version {
-                Some(v) => format!("unknown product {:?} version {v}", w.product),
-                None => format!("unknown product {:?}", w.product),
-            })
-        })?;
+        let product = match (&w.product, target) {
+            (Some(_), Target::Tenant) => {
+                return Err(err(
+                    "a tenant workflow acts on a tenant; it names no product".into(),
+                ));
+            }
+            (None, Target::Tenant) => None,
+            (None, _) => {
+                return Err(err(format!(
+                    "a {target} workflow needs a product (only tenant workflows go without)"
+                )));
+            }
+            (Some(name), _) => Some(self.product(name, w.product_version).ok_or_else(|| {
+                err(match w.product_version {
+                    Some(v) => format!("unknown product {name:?} version {v}"),
+                    None => format!("unknown product {name:?}"),
+                })
+            })?),
+        };
         let mut steps = Vec::new();
-        for text in &w.steps {
-            let (name, arg) = split_step(text).map_err(err)?;
-            let kind = match Builtin::parse(name, arg).map_err(err)? {
-                Some(b) => StepKind::Builtin(b),
-                None => match self.steps.get(name) {
-                    Some(declared) if arg.is_none() => declared.kind.clone(),
-                    _ => {
+        let mut phases = Vec::new();
+        for raw in &w.steps {
+            let (phase_name, texts) = match raw {
+                RawPhase::One(text) => (String::new(), std::slice::from_ref(text)),
+                RawPhase::Many(texts) => (String::new(), texts.as_slice()),
+                RawPhase::Named(p) => (p.phase.trim().to_owned(), p.steps.as_slice()),
+            };
+            phases.push(phase_name);
+            let phase = u32::try_from(phases.len()).unwrap_or(u32::MAX);
+            if texts.is_empty() {
+                return Err(err(format!("phase {phase} has no step")));
+            }
+            for text in texts {
+                let (name, arg) = split_step(text).map_err(err)?;
+                let kind = match Builtin::parse(name, arg).map_err(err)? {
+                    Some(_) if texts.len() > 1 => {
                         return Err(err(format!(
-                            "step {text:?} is neither a builtin nor a declared [[step]]"
+                            "builtin step {name} runs alone: it cannot share phase {phase}"
                         )));
                     }
-                },
-            };
-            steps.push(StepDef {
-                name: name.to_owned(),
-                kind,
-            });
+                    Some(b) => StepKind::Builtin(b),
+                    None => match self.steps.get(name) {
+                        Some(declared) if arg.is_none() => declared.kind.clone(),
+                        _ => {
+                            return Err(err(format!(
+                                "step {text:?} is neither a builtin nor a declared [[step]]"
+                            )));
+                        }
+                    },
+                };
+                if steps
+                    .iter()
+                    .any(|s: &StepDef| s.phase == phase && s.name == name)
+                {
+                    return Err(err(format!("step {name} appears twice in phase {phase}")));
+                }
+                steps.push(StepDef {
+                    name: name.to_owned(),
+                    kind,
+                    phase,
+                });
+            }
         }
         let is =
             |i: usize, b: Builtin| steps.get(i).is_some_and(|s| s.kind == StepKind::Builtin(b));
@@ -789,13 +877,18 @@ impl Catalog {
                     ));
                 }
             }
-            Target::System if store.is_none() => {
+            Target::Tenant | Target::System if target == Target::Tenant || store.is_none() => {
                 // Runs without a subscription: only steps that need none.
                 if let Some(s) = steps.iter().find(|s| {
                     matches!(s.kind, StepKind::Builtin(b) if !matches!(b, Builtin::Init | Builtin::Done))
                 }) {
                     return Err(err(format!(
-                        "a system workflow without store_process_subscription runs without a subscription; {} needs one",
+                        "a {target} workflow{} runs without a subscription; {} needs one",
+                        if target == Target::System {
+                            " without store_process_subscription"
+                        } else {
+                            ""
+                        },
                         s.name
                     )));
                 }
@@ -837,11 +930,12 @@ impl Catalog {
         Ok(Workflow {
             name: w.name,
             target,
-            product: product.name.clone(),
-            product_version: product.version,
+            product: product.map(|p| p.name.clone()).unwrap_or_default(),
+            product_version: product.map_or(0, |p| p.version),
             version: w.version,
             description: w.description,
             steps,
+            phases,
             form,
             subscription_description: w.subscription_description,
             usable_when,

@@ -87,6 +87,18 @@ pub struct Product {
     pub mandatory: BTreeMap<Lifecycle, Vec<(String, String)>>,
 }
 
+/// The product of a workflow that has none (a tenant workflow): no blocks, no resources.
+pub static NO_PRODUCT: Product = Product {
+    name: String::new(),
+    version: 0,
+    product_type: String::new(),
+    tag: String::new(),
+    description: String::new(),
+    status: String::new(),
+    blocks: Vec::new(),
+    mandatory: BTreeMap::new(),
+};
+
 impl Product {
     /// The type of a resource, if the product has it.
     pub fn resource_type(&self, block: &str, resource: &str) -> Option<ResourceType> {

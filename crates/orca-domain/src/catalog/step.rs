@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use orca_proto::v1;
 
@@ -117,11 +118,13 @@ pub struct InputDef {
     pub form: Form,
     /// Whether it approves or rejects: rejecting fails the process with the reason.
     pub approval: bool,
+    /// How long it waits for the form before it fails; `None`: as long as it takes.
+    pub timeout: Option<Duration>,
 }
 
 impl InputDef {
-    /// An approval's form.
-    pub fn approval() -> Self {
+    /// An approval's form, waiting at most `timeout`.
+    pub fn approval(timeout: Option<Duration>) -> Self {
         Self {
             form: Form {
                 fields: vec![
@@ -144,6 +147,7 @@ impl InputDef {
                 ],
             },
             approval: true,
+            timeout,
         }
     }
 }
@@ -159,8 +163,24 @@ pub enum StepKind {
     Task(Option<RetryPolicy>),
     /// Suspends the process until a user submits a form (`orca.cmd.process.resume`).
     Input(InputDef),
-    /// Waits for an outside system to call back (`orca.cmd.process.callback`) with a token.
-    Callback,
+    /// Waits for an outside system to call back (`orca.cmd.process.callback`) with a token, at
+    /// most `timeout` (`None`: as long as it takes).
+    Callback {
+        /// How long it waits before it fails.
+        timeout: Option<Duration>,
+    },
+}
+
+impl StepKind {
+    /// How long a step that waits for someone outside (an input, a callback) waits before it
+    /// fails; `None` for one that waits as long as it takes, and for every other kind.
+    pub fn wait_timeout(&self) -> Option<Duration> {
+        match self {
+            StepKind::Input(input) => input.timeout,
+            StepKind::Callback { timeout } => *timeout,
+            StepKind::Builtin(_) | StepKind::Task(_) => None,
+        }
+    }
 }
 
 /// One step of a workflow.
@@ -170,6 +190,9 @@ pub struct StepDef {
     pub name: String,
     /// How it runs.
     pub kind: StepKind,
+    /// The phase it belongs to, counted from 1: the steps of a phase start together, and the
+    /// next phase starts when all of them succeeded.
+    pub phase: u32,
 }
 
 impl StepDef {
@@ -179,15 +202,18 @@ impl StepDef {
             StepKind::Builtin(_) => "builtin",
             StepKind::Task(_) => "task",
             StepKind::Input(_) => "input",
-            StepKind::Callback => "callback",
+            StepKind::Callback { .. } => "callback",
         }
     }
 
-    /// The form recorded in `ProcessStarted`.
+    /// The form recorded in `ProcessStarted` (the phase's name is the workflow's to add).
     pub fn to_proto(&self) -> v1::StepDef {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let mut def = v1::StepDef {
             name: self.name.clone(),
             kind: Self::kind_name(&self.kind).into(),
+            phase: self.phase,
+            wait_timeout_ms: self.kind.wait_timeout().map_or(0, ms),
             ..Default::default()
         };
         match &self.kind {
@@ -199,13 +225,15 @@ impl StepDef {
                 }
             }
             StepKind::Task(policy) => def.retry = policy.as_ref().map(RetryPolicy::to_proto),
-            StepKind::Callback => {}
+            StepKind::Callback { .. } => {}
         }
         def
     }
 
-    /// Reads a step recorded in `ProcessStarted`.
+    /// Reads a step recorded in `ProcessStarted` (its phase as recorded: 0 in a process recorded
+    /// before phases).
     pub fn from_proto(p: &v1::StepDef) -> Result<Self, String> {
+        let timeout = (p.wait_timeout_ms > 0).then(|| Duration::from_millis(p.wait_timeout_ms));
         let kind = match p.kind.as_str() {
             "builtin" => {
                 let arg = (!p.argument.is_empty()).then_some(p.argument.as_str());
@@ -215,17 +243,19 @@ impl StepDef {
                 )
             }
             "task" => StepKind::Task(p.retry.as_ref().map(RetryPolicy::from_proto).transpose()?),
-            "input" if p.approval => StepKind::Input(InputDef::approval()),
+            "input" if p.approval => StepKind::Input(InputDef::approval(timeout)),
             "input" => StepKind::Input(InputDef {
                 form: Form::from_proto(&p.form.clone().unwrap_or_default())?,
                 approval: false,
+                timeout,
             }),
-            "callback" => StepKind::Callback,
+            "callback" => StepKind::Callback { timeout },
             other => return Err(format!("unknown step kind {other:?}")),
         };
         Ok(Self {
             name: p.name.clone(),
             kind,
+            phase: p.phase,
         })
     }
 }

@@ -61,22 +61,34 @@ impl Decide for CallbackProcess {
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
         let p = named_process(state, self.process_id)?;
-        let step = p
-            .waiting_step(|k| *k == StepKind::Callback)
-            .ok_or_else(|| status_invalid(p, "only a process awaiting a callback takes one"))?;
-        if step.callback_token != self.token {
-            return Err(Rejection::fields(
-                Code::CallbackTokenInvalid,
-                format!(
-                    "process {} does not wait for a callback with this token at step {} ({})",
-                    p.id, step.index, step.name
-                ),
-                vec![FieldError::new(
-                    "token",
-                    "not the token the process waits for",
-                )],
+        let is_callback = |k: &StepKind| matches!(k, StepKind::Callback { .. });
+        let mut waiting = p.waiting_steps(is_callback).peekable();
+        if waiting.peek().is_none() {
+            return Err(status_invalid(
+                p,
+                "only a process awaiting a callback takes one",
             ));
         }
+        let step = p
+            .waiting_steps(is_callback)
+            .find(|s| s.callback_token == self.token)
+            .ok_or_else(|| {
+                let at: Vec<String> = waiting
+                    .map(|s| format!("step {} ({})", s.index, s.name))
+                    .collect();
+                Rejection::fields(
+                    Code::CallbackTokenInvalid,
+                    format!(
+                        "process {} does not wait for a callback with this token at {}",
+                        p.id,
+                        at.join(" or ")
+                    ),
+                    vec![FieldError::new(
+                        "token",
+                        "not the token the process waits for",
+                    )],
+                )
+            })?;
         let index = step.index;
         refuse_bad_result(catalog, p, &self.result, "result")?;
         let mut run = run_on(catalog, state, p, env)?;

@@ -46,7 +46,7 @@ pub use start::StartProcess;
 pub use submit_transaction::SubmitTransaction;
 pub use timer::FireTimer;
 
-use crate::catalog::{Catalog, Product};
+use crate::catalog::{Catalog, NO_PRODUCT, Product};
 pub use crate::decision::Decision;
 use crate::engine::EngineState;
 use crate::event::Env;
@@ -290,6 +290,8 @@ pub(crate) fn product_of<'a>(
 ) -> Result<&'a Product, Rejection> {
     match &p.product_def {
         Some(def) => Ok(def),
+        // A tenant workflow's: it has none.
+        None if p.product.is_empty() => Ok(&NO_PRODUCT),
         None => {
             let version = catalog
                 .workflow(&p.workflow, Some(p.workflow_version))

@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, StepKind};
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::json;
-use crate::rejection::{Code, Rejection};
+use crate::rejection::{Code, FieldError, Rejection};
 
 /// Submit a suspended process's form.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,8 @@ pub struct ResumeProcess {
     pub process_id: ProcessId,
     /// The form's values.
     pub input: Map<String, Json>,
+    /// Which input step, when several wait at once.
+    pub step_index: Option<u32>,
 }
 
 impl TryFrom<&v1::ResumeProcess> for Checked<Command> {
@@ -31,6 +33,7 @@ impl TryFrom<&v1::ResumeProcess> for Checked<Command> {
             command: Command::Resume(ResumeProcess {
                 process_id,
                 input: shallow("input", json::opt_struct_to_json(w.input.as_ref()))?,
+                step_index: w.step_index,
             }),
             meta,
         })
@@ -52,9 +55,38 @@ impl Decide for ResumeProcess {
         env: &mut Env<'_>,
     ) -> Result<Decision, Rejection> {
         let p = named_process(state, self.process_id)?;
-        let step = p
-            .waiting_step(|k| matches!(k, StepKind::Input(_)))
-            .ok_or_else(|| status_invalid(p, "only a suspended process takes input"))?;
+        let is_input = |k: &StepKind| matches!(k, StepKind::Input(_));
+        let waiting: Vec<_> = p.waiting_steps(is_input).collect();
+        let step = match (self.step_index, waiting.as_slice()) {
+            (_, []) => return Err(status_invalid(p, "only a suspended process takes input")),
+            (None, [one]) => *one,
+            (None, several) => {
+                let at: Vec<String> = several
+                    .iter()
+                    .map(|s| format!("{} ({})", s.index, s.name))
+                    .collect();
+                return Err(Rejection::fields(
+                    Code::InvalidArgument,
+                    format!(
+                        "process {} waits for input at steps {}: name one",
+                        p.id,
+                        at.join(" and ")
+                    ),
+                    vec![FieldError::new("step_index", "field required")],
+                ));
+            }
+            (Some(i), _) => waiting
+                .iter()
+                .copied()
+                .find(|s| s.index == i)
+                .ok_or_else(|| {
+                    Rejection::fields(
+                        Code::ProcessStatusInvalid,
+                        format!("process {} does not wait for input at step {i}", p.id),
+                        vec![FieldError::new("step_index", "not a waiting input step")],
+                    )
+                })?,
+        };
         let Ok(StepKind::Input(input)) = &step.kind else {
             return Err(status_invalid(p, "only a suspended process takes input"));
         };

@@ -4,7 +4,7 @@ use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
 
 use super::{Checked, Command, Decide, Decision, Loaded, Meta, opt, shallow};
-use crate::catalog::{Catalog, StepKind};
+use crate::catalog::{Catalog, NO_PRODUCT, StepKind};
 use crate::event::Env;
 use crate::ids::{CustomerId, ProcessId, SubscriptionId};
 use crate::json;
@@ -117,14 +117,18 @@ impl Decide for StartProcess {
                 ));
             }
         }
-        let product = catalog
-            .product(&wf.product, Some(wf.product_version))
-            .ok_or_else(|| {
-                Rejection::new(
-                    Code::UnknownProduct,
-                    format!("no product {:?} version {}", wf.product, wf.product_version),
-                )
-            })?;
+        let product = if wf.product.is_empty() {
+            &NO_PRODUCT
+        } else {
+            catalog
+                .product(&wf.product, Some(wf.product_version))
+                .ok_or_else(|| {
+                    Rejection::new(
+                        Code::UnknownProduct,
+                        format!("no product {:?} version {}", wf.product, wf.product_version),
+                    )
+                })?
+        };
 
         let process_id = ProcessId((env.new_id)());
         let mut expected = Vec::new();
@@ -241,6 +245,8 @@ impl Decide for StartProcess {
             .iter()
             .map(|s| {
                 let mut def = s.to_proto();
+                let phase = usize::try_from(s.phase.saturating_sub(1)).unwrap_or(usize::MAX);
+                def.phase_name = wf.phases.get(phase).cloned().unwrap_or_default();
                 if let StepKind::Builtin(b) = s.kind
                     && b.takes_description()
                 {
@@ -266,7 +272,7 @@ impl Decide for StartProcess {
                 .unwrap_or_default(),
             input: Some(json::json_to_struct(&input)),
             steps,
-            product_def: Some(product.to_proto()),
+            product_def: (!wf.product.is_empty()).then(|| product.to_proto()),
         };
         let mut run = Run::new(
             product,

@@ -4,7 +4,7 @@
 use orca_proto::Timestamp;
 
 use super::{Decide, Decision, FailureKind, Loaded, named_process, run_on};
-use crate::catalog::{Catalog, RetryPolicy};
+use crate::catalog::{Catalog, RetryPolicy, StepKind};
 use crate::event::Env;
 use crate::ids::ProcessId;
 use crate::rejection::{Code, Rejection};
@@ -62,6 +62,29 @@ impl Decide for FireTimer {
             TimerWhat::Retry | TimerWhat::Continue => {
                 run.timer_fired(&self.timer_id, &t);
                 run.advance();
+            }
+            // An input or callback waited as long as it may: a business failure.
+            TimerWhat::Deadline
+                if p.step(t.index)
+                    .is_some_and(|s| s.waits_outside() && p.outstanding.contains(&s.index)) =>
+            {
+                let step = p.step(t.index);
+                let what = match step.map(|s| &s.kind) {
+                    Some(Ok(StepKind::Callback { .. })) => "callback",
+                    _ => "input",
+                };
+                let waited = step
+                    .and_then(|s| s.kind.as_ref().ok())
+                    .and_then(StepKind::wait_timeout)
+                    .map(timer::human)
+                    .unwrap_or_default();
+                run.timer_fired(&self.timer_id, &t);
+                run.fail_step(
+                    t.index,
+                    1,
+                    format!("timed out: no {what} within {waited}"),
+                    FailureKind::Permanent,
+                );
             }
             TimerWhat::Deadline => {
                 let step = p.step(t.index);

@@ -1,4 +1,4 @@
-//! `orca process start|get|list|retry|abort|resume|callback|watch`
+//! `orca process start|get|list|retry|reset|abort|resume|callback|watch`
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -62,6 +62,20 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Reset a failed (or cancelled) activity: it runs again and the workflow goes on once its
+    /// phase has succeeded, also while the phase's other activities still run (CloudPortal's
+    /// reset). `orca process get` shows the steps with their indexes.
+    Reset {
+        /// Process UUID.
+        id: String,
+        /// The activity's step index.
+        step: u32,
+        #[command(flatten)]
+        meta: Meta,
+        /// Wait until it completes or stops again, and print its step log.
+        #[arg(long)]
+        wait: bool,
+    },
     /// End an unfinished process as aborted and release its subscription (which stays out of
     /// sync if the process left it so: `orca subscription set-in-sync` puts it back).
     Abort {
@@ -85,6 +99,9 @@ pub enum Command {
         /// The whole input as a JSON object (merged under --input values).
         #[arg(long, value_name = "JSON")]
         input_json: Option<String>,
+        /// Which input step, when several of one phase wait at once.
+        #[arg(long)]
+        step: Option<u32>,
         #[command(flatten)]
         meta: Meta,
         /// Wait until it completes or stops again, and print its step log.
@@ -285,6 +302,22 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 process_id: id,
                 command_id: meta.command_id.unwrap_or_default(),
                 actor: meta.actor,
+                step_index: None,
+            };
+            let reply = client.command("cmd.process.retry", &cmd).await?;
+            return settle(g, &client, &reply, wait).await;
+        }
+        Command::Reset {
+            id,
+            step,
+            meta,
+            wait,
+        } => {
+            let cmd = v1::RetryProcess {
+                process_id: id,
+                command_id: meta.command_id.unwrap_or_default(),
+                actor: meta.actor,
+                step_index: Some(step),
             };
             let reply = client.command("cmd.process.retry", &cmd).await?;
             return settle(g, &client, &reply, wait).await;
@@ -303,6 +336,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             id,
             inputs,
             input_json,
+            step,
             meta,
             wait,
         } => {
@@ -312,6 +346,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 input: Some(orca_proto::json::json_to_struct(&input)),
                 command_id: meta.command_id.unwrap_or_default(),
                 actor: meta.actor,
+                step_index: step,
             };
             let reply = client.command("cmd.process.resume", &cmd).await?;
             return settle(g, &client, &reply, wait).await;

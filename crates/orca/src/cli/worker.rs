@@ -10,9 +10,12 @@ use crate::Global;
 /// Step workers shipped with orca.
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// The example worker for the UserGroup workflows: provision_user_group (a fake group id),
-    /// modify_user_group, validate_user_group (compares the group id with the fake
-    /// provisioning system's) and deprovision_user_group.
+    /// The example worker of the default catalog. For the UserGroup workflows:
+    /// provision_user_group (a fake group id), modify_user_group, validate_user_group (compares
+    /// the group id with the fake provisioning system's) and deprovision_user_group. For
+    /// CloudPortal's tenant workflows, simulated: verify_master_user_email,
+    /// collect_credit_card_info, verify_credit_card_info, create_oss_account and
+    /// pre_authorize_subscription.
     Example {
         /// Tasks run at once per step.
         #[arg(long, default_value_t = 256, value_parser = super::parse_concurrency)]
@@ -20,8 +23,11 @@ pub enum Command {
         /// Fail the first N attempts of each task of STEP (every attempt without N) with a
         /// retryable error, to see failure handling: the step's retry policy tries again after a
         /// backoff (the process waits meanwhile); once its attempts are used up the process
-        /// fails and `orca process retry` runs the step again. Repeatable.
-        #[arg(long, value_name = "STEP[:N]")]
+        /// fails and `orca process retry` runs the step again. KIND makes it another failure:
+        /// `permanent` (a business failure, e.g. a card declined: not retried),
+        /// `api_unavailable` or `inconsistent_data` (unexpected: CloudPortal's Error), e.g.
+        /// `collect_credit_card_info:permanent`. Repeatable.
+        #[arg(long, value_name = "STEP[:N][:KIND]")]
         fail: Vec<orca_worker::example::FailRule>,
         /// Make each task of STEP take DURATION (e.g. `90s`), telling its progress: the worker
         /// heartbeats and keeps the task from being delivered again meanwhile. Repeatable.
