@@ -122,7 +122,10 @@ pub async fn verify_master_user_email(task: v1::Task) -> TaskOutcome {
     let email = attributes(&task)
         .get("master_user_email")
         .and_then(|v| v.as_str())
-        .map_or_else(|| format!("master@{}.example", tenant(&task)), str::to_owned);
+        .map_or_else(
+            || format!("master@{}.example", tenant(&task)),
+            str::to_owned,
+        );
     if !email.contains('@') {
         return TaskOutcome::Failed(format!("{email:?} is not an email address"));
     }
@@ -162,7 +165,10 @@ pub async fn create_oss_account(task: v1::Task) -> TaskOutcome {
 /// `pre_authorize_subscription`: "pre-authorizes" the subscription's first charge.
 pub async fn pre_authorize_subscription(task: v1::Task) -> TaskOutcome {
     let a = attributes(&task);
-    let amount = a.get("amount").and_then(serde_json::Value::as_i64).unwrap_or(0);
+    let amount = a
+        .get("amount")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
     if amount < 0 {
         return TaskOutcome::Failed(format!("cannot pre-authorize a negative amount ({amount})"));
     }
@@ -173,7 +179,10 @@ pub async fn pre_authorize_subscription(task: v1::Task) -> TaskOutcome {
     let mut out = Map::new();
     out.insert(
         "pre_authorization".into(),
-        json!(format!("auth-{}", fake_group_id(&format!("{}{subscription}", tenant(&task))))),
+        json!(format!(
+            "auth-{}",
+            fake_group_id(&format!("{}{subscription}", tenant(&task)))
+        )),
     );
     out.insert("pre_authorized_amount".into(), json!(amount));
     TaskOutcome::Ok(out)
@@ -217,7 +226,12 @@ impl std::str::FromStr for FailRule {
                 STEPS.join(", ")
             ));
         }
-        let kinds = ["retryable", "permanent", "api_unavailable", "inconsistent_data"];
+        let kinds = [
+            "retryable",
+            "permanent",
+            "api_unavailable",
+            "inconsistent_data",
+        ];
         let (mut attempts, mut kind) = (None, None);
         for part in parts {
             if let Some(k) = kinds.iter().find(|k| **k == part) {
@@ -255,7 +269,10 @@ fn failing(inner: Arc<dyn Handler>, rule: FailRule) -> impl Handler {
         let kind = rule.kind;
         async move {
             if fail {
-                let why = format!("attempt {} of {step} fails on purpose (--fail)", task.attempt);
+                let why = format!(
+                    "attempt {} of {step} fails on purpose (--fail)",
+                    task.attempt
+                );
                 return match kind {
                     "permanent" => TaskOutcome::Failed(why),
                     "api_unavailable" => TaskOutcome::ApiUnavailable(why),

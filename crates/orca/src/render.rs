@@ -208,8 +208,7 @@ pub fn process(p: &v1::Process) -> String {
 /// Whether the workflow is one of phases: a phase holds several steps, or phases have names.
 fn phased(p: &v1::Process) -> bool {
     p.steps.iter().any(|st| !st.phase_name.is_empty())
-        || p
-            .steps
+        || p.steps
             .windows(2)
             .any(|w| w[0].phase == w[1].phase && w[0].phase > 0)
 }
