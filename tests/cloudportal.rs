@@ -395,3 +395,26 @@ async fn an_unanswered_approval_times_out_as_a_failure_also_across_kill_9() {
     );
     assert_views_verify(&env.data());
 }
+
+#[test]
+fn the_cloudportal_demo_shows_the_phases_the_waiting_approval_and_a_reset() {
+    let out = std::process::Command::new(orca_bin())
+        .args(["demo", "cloudportal"])
+        .args(["--fail", "collect_credit_card_info:1:permanent"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "rule manual-activation started process",
+        "── Approval and account creation (2 activities side by side)",
+        "waits for input at step 2 (finance_admin_approval)",
+        "status suspended (CloudPortal: Running)",
+        "(collect_credit_card_info) is Failure: reset it",
+        "$ orca process reset",
+        "account-activation-retail v1 (tenant)  status completed (CloudPortal: Completed)",
+        "no rule matched",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+}

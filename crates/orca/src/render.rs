@@ -167,16 +167,16 @@ pub fn process(p: &v1::Process) -> String {
             let siblings = p.steps.iter().filter(|o| o.phase == phase).count();
             if siblings > 1 || !st.phase_name.is_empty() {
                 let name = if st.phase_name.is_empty() {
-                    String::new()
+                    "phase"
                 } else {
-                    format!(": {}", st.phase_name)
+                    st.phase_name.as_str()
                 };
                 let together = if siblings > 1 {
                     format!(" ({siblings} activities side by side)")
                 } else {
                     String::new()
                 };
-                let _ = writeln!(s, "      phase {phase}{name}{together}");
+                let _ = writeln!(s, "      ── {name}{together}");
             }
         }
         let name = if st.argument.is_empty()
@@ -211,6 +211,22 @@ fn phased(p: &v1::Process) -> bool {
         || p.steps
             .windows(2)
             .any(|w| w[0].phase == w[1].phase && w[0].phase > 0)
+}
+
+/// One line for a business transaction: what its rules made of it and how its workflow stands.
+pub fn transaction_line(t: &v1::Transaction) -> String {
+    let matched = if t.rule.is_empty() {
+        "no rule matched".to_owned()
+    } else {
+        format!(
+            "rule {} started {} process {}",
+            t.rule, t.workflow, t.process_id
+        )
+    };
+    format!(
+        "transaction {}  {}  {} (CloudPortal: {})  {matched}",
+        t.transaction_id, t.r#type, t.status, t.cloudportal_state
+    )
 }
 
 /// A subscription with its resources.

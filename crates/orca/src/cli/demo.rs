@@ -1,5 +1,6 @@
 //! `orca demo`: the seed's story end to end on a local NATS, with a modify and a validate
-//! between the create and the terminate.
+//! between the create and the terminate; `orca demo cloudportal`: business transactions whose
+//! rules start tenant workflows of phases, with an approval.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +29,11 @@ use crate::Global;
 /// process waits meanwhile), and a process that used up its attempts is retried once more, as
 /// an operator would with `orca process retry`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// Another story than the UserGroup's.
+    #[command(subcommand)]
+    pub story: Option<Story>,
     /// Keep the event log and views here (a temporary directory when not given).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -37,11 +42,48 @@ pub struct Args {
     pub group_name: String,
     /// Make the example worker fail the first N attempts of each task of STEP (every attempt
     /// without N) with a retryable error, e.g. `provision_user_group:2`. Repeatable.
-    #[arg(long, value_name = "STEP[:N]")]
+    #[arg(long, value_name = "STEP[:N][:KIND]")]
     pub fail: Vec<orca_worker::example::FailRule>,
 }
 
+/// The demo's other stories.
+#[derive(clap::Subcommand)]
+pub enum Story {
+    /// CloudPortal Business Manager: a tenant activation for a manual account is a business
+    /// transaction; the first rule that matches it starts `account-activation-manual`, whose
+    /// phase 2 runs the finance admin approval and the OSS account creation side by side. The
+    /// demo shows the phases running and the approval waiting, approves it as a finance admin,
+    /// then activates a retail (credit card) tenant, whose phase 2 runs two tasks side by side,
+    /// and shows the end states.
+    ///
+    /// With `--fail STEP[:N][:KIND]` the worker fails activities on purpose, e.g.
+    /// `--fail collect_credit_card_info:1:permanent`: the card is declined once, the workflow
+    /// ends in Failure once its sibling finished, and the demo resets the declined activity as
+    /// an operator would (`orca process reset`), which completes it.
+    Cloudportal {
+        /// Keep the event log and views here (a temporary directory when not given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Make the example worker fail tasks of STEP: the first N attempts (every one without
+        /// N), retryable unless KIND says permanent, api_unavailable or inconsistent_data.
+        /// Repeatable.
+        #[arg(long, value_name = "STEP[:N][:KIND]")]
+        fail: Vec<orca_worker::example::FailRule>,
+    },
+}
+
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let (data_dir, fail, slow, cloudportal) = match a.story {
+        None => (a.data_dir, a.fail, Vec::new(), false),
+        Some(Story::Cloudportal { data_dir, fail }) => {
+            // The OSS account takes a moment, so that it is seen running beside the approval.
+            let slow = vec![orca_worker::example::SlowRule {
+                step: "create_oss_account".into(),
+                duration: Duration::from_secs(2),
+            }];
+            (data_dir, fail, slow, true)
+        }
+    };
     let nats = match &g.nats_url {
         Some(_) => None,
         None => {
@@ -52,10 +94,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     };
     let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
     let tmp = tempfile::Builder::new().prefix("orca-demo-").tempdir()?;
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let data_dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let catalog = Arc::new(orca::load_catalog(None)?);
     let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
     options.bus.prefix = g.prefix.clone();
@@ -75,14 +114,18 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
                 ..WorkerOptions::default()
             },
         ),
-        &a.fail,
-        &[],
+        &fail,
+        &slow,
     );
     let worker = tokio::spawn(worker.run(shutdown));
     println!("started the example step worker\n");
 
     let client = OrcaClient::connect(&url, &g.prefix).await?;
-    let outcome = story(&client, &a.group_name, g.json).await;
+    let outcome = if cloudportal {
+        tenants(&client, g.json).await
+    } else {
+        story(&client, &a.group_name, g.json).await
+    };
 
     let _ = stop_worker.send(true);
     let _ = worker.await;
@@ -185,6 +228,222 @@ async fn story(client: &OrcaClient, group_name: &str, json_out: bool) -> anyhow:
     let sub = subscription(client, &id, p.position).await?;
     show_subscription(&sub, json_out)?;
     Ok(p.status == "completed" && sub.status == "terminated" && sub.in_sync)
+}
+
+/// CloudPortal's story: a manual account's activation with its approval, then a retail one's.
+async fn tenants(client: &OrcaClient, json_out: bool) -> anyhow::Result<bool> {
+    let say = |line: String| {
+        if !json_out {
+            println!("{line}");
+        }
+    };
+    let tenant = uuid::Uuid::new_v4().to_string();
+    let manual = submit(
+        client,
+        "tenantStateChange",
+        &[
+            ("tenant_id", json!(tenant)),
+            ("tenant", json!("acme")),
+            ("state", json!("ACTIVE")),
+            ("account_type", json!("MANUAL")),
+            ("master_user_email", json!("admin@acme.example")),
+        ],
+        json_out,
+    )
+    .await?;
+    // Phase 1 verifies the master user's email; phase 2 starts the approval and the OSS account
+    // together: the approval waits for a finance admin while the account is being made.
+    let p = client
+        .wait_process(&manual.process_id, manual.position, Duration::from_secs(30))
+        .await?;
+    say("the workflow's phase 2 runs: the approval waits while the OSS account is made".into());
+    show_process(&p, json_out)?;
+    let p = wait_step(client, &manual.process_id, "create_oss_account").await?;
+    say("the OSS account is made; the workflow still waits for the approval".into());
+    show_process(&p, json_out)?;
+    if p.status != "suspended" {
+        bail!(
+            "account-activation-manual is {}, not waiting for the approval",
+            p.status
+        );
+    }
+    say(format!(
+        "$ orca process resume {} --input decision=approve --input reason=\"credit checked\" --actor finance-admin",
+        manual.process_id
+    ));
+    let mut input = serde_json::Map::new();
+    input.insert("decision".into(), json!("approve"));
+    input.insert("reason".into(), json!("credit checked"));
+    let reply = client
+        .command(
+            "cmd.process.resume",
+            &v1::ResumeProcess {
+                process_id: manual.process_id.clone(),
+                input: Some(orca_proto::json::json_to_struct(&input)),
+                actor: "finance-admin".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let resumed = accepted(&reply)?.clone();
+    let manual_end = client
+        .wait_process(
+            &manual.process_id,
+            resumed.position,
+            Duration::from_secs(30),
+        )
+        .await?;
+    show_process(&manual_end, json_out)?;
+
+    let retail = submit(
+        client,
+        "tenantStateChange",
+        &[
+            ("tenant_id", json!(uuid::Uuid::new_v4().to_string())),
+            ("tenant", json!("globex")),
+            ("state", json!("ACTIVE")),
+            ("account_type", json!("RETAIL")),
+        ],
+        json_out,
+    )
+    .await?;
+    say("phase 2 collects the credit card and makes the OSS account side by side".into());
+    let mut retail_end = client
+        .wait_process(&retail.process_id, retail.position, Duration::from_secs(30))
+        .await?;
+    show_process(&retail_end, json_out)?;
+    // A failed activity (`--fail collect_credit_card_info:1:permanent`: a card declined once)
+    // is reset by an operator: it runs again and the workflow goes on.
+    let failed: Vec<u32> = retail_end
+        .steps
+        .iter()
+        .filter(|s| s.status == "failed")
+        .map(|s| s.index)
+        .collect();
+    if retail_end.status != "completed" && !failed.is_empty() {
+        let mut at = retail_end.position;
+        for step in failed {
+            say(format!("$ orca process reset {} {step}", retail.process_id));
+            let reply = client
+                .command(
+                    "cmd.process.retry",
+                    &v1::RetryProcess {
+                        process_id: retail.process_id.clone(),
+                        step_index: Some(step),
+                        actor: "demo".into(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            at = accepted(&reply)?.position;
+        }
+        retail_end = client
+            .wait_process(&retail.process_id, at, Duration::from_secs(30))
+            .await?;
+        show_process(&retail_end, json_out)?;
+    }
+    let none = submit(
+        client,
+        "tenantStateChange",
+        &[
+            ("state", json!("SUSPENDED")),
+            ("account_type", json!("RETAIL")),
+        ],
+        json_out,
+    )
+    .await?;
+    let list = client
+        .transactions(&v1::ListTransactions {
+            min_position: retail_end.position.max(none.position),
+            ..Default::default()
+        })
+        .await?;
+    say("$ orca transaction list".into());
+    for t in &list.transactions {
+        if json_out {
+            println!("{}", serde_json::to_string(t)?);
+        } else {
+            println!("{}", render::transaction_line(t));
+        }
+    }
+    Ok(manual_end.cloudportal_state == "Completed"
+        && retail_end.cloudportal_state == "Completed"
+        && none.process_id.is_empty())
+}
+
+/// Submits a business transaction and says what its rules made of it.
+async fn submit(
+    client: &OrcaClient,
+    kind: &str,
+    attributes: &[(&str, serde_json::Value)],
+    json_out: bool,
+) -> anyhow::Result<v1::Accepted> {
+    let attrs: serde_json::Map<String, serde_json::Value> = attributes
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect();
+    if !json_out {
+        let args: Vec<String> = attributes
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("--attr {k}={s}"),
+                other => format!("--attr {k}:={other}"),
+            })
+            .collect();
+        println!("$ orca transaction submit {kind} {}", args.join(" "));
+    }
+    let reply = client
+        .command(
+            "cmd.transaction.submit",
+            &v1::SubmitTransaction {
+                r#type: kind.into(),
+                attributes: Some(orca_proto::json::json_to_struct(&attrs)),
+                actor: "portal".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let a = accepted(&reply)?.clone();
+    if !json_out {
+        if a.rule.is_empty() {
+            println!(
+                "transaction {}: no rule matched; completed without a workflow\n",
+                a.transaction_id
+            );
+        } else {
+            println!(
+                "transaction {}: rule {} started process {}\n",
+                a.transaction_id, a.rule, a.process_id
+            );
+        }
+    }
+    Ok(a)
+}
+
+/// Waits until step `name` of process `id` has succeeded; returns the process then.
+async fn wait_step(client: &OrcaClient, id: &str, name: &str) -> anyhow::Result<v1::Process> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(p) = client.process(id, 0).await?.process {
+            if p.steps
+                .iter()
+                .any(|s| s.name == name && s.status == "success")
+            {
+                return Ok(p);
+            }
+            if !p
+                .status
+                .parse::<orca_domain::ProcessStatus>()
+                .is_ok_and(orca_domain::ProcessStatus::is_live)
+            {
+                bail!("process {id} ended {} before {name} succeeded", p.status);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{name} of process {id} did not succeed within 30s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Starts `workflow` on subscription `id` and runs it to its end.

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use orca::client::OrcaClient;
+use orca::render;
 use orca_proto::v1::{self, command_reply::Outcome};
 
 use crate::Global;
@@ -48,22 +49,6 @@ pub enum Command {
     },
 }
 
-/// One line for a transaction.
-fn line(t: &v1::Transaction) -> String {
-    let matched = if t.rule.is_empty() {
-        "no rule matched".to_owned()
-    } else {
-        format!(
-            "rule {} started {} process {}",
-            t.rule, t.workflow, t.process_id
-        )
-    };
-    format!(
-        "transaction {}  {}  {} (CloudPortal: {})  {matched}",
-        t.transaction_id, t.r#type, t.status, t.cloudportal_state
-    )
-}
-
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
     let (kind, attributes, attributes_json, wait, meta) = match c {
@@ -79,7 +64,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
             match (reply.transaction, reply.error) {
                 (Some(t), _) if g.json => super::print_json(&t)?,
                 (Some(t), _) => {
-                    println!("{}", line(&t));
+                    println!("{}", render::transaction_line(&t));
                     let attrs = orca_proto::json::opt_struct_to_json(t.attributes.as_ref());
                     println!("  attributes {}", serde_json::Value::Object(attrs));
                     for e in &t.errors {
@@ -111,7 +96,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                 super::print_json(&reply)?;
             } else {
                 for t in &reply.transactions {
-                    println!("{}", line(t));
+                    println!("{}", render::transaction_line(t));
                 }
                 super::more(&reply.next_page_token);
             }
