@@ -478,8 +478,9 @@ impl ProcessState {
             .collect()
     }
 
-    /// The step whose failure ends the process: the first failed step of the phase under way,
-    /// once nothing else of that phase runs (a phase with a failed step lets the others finish).
+    /// The step whose failure ends the process: the first failed (else cancelled) step of the
+    /// phase under way, once nothing else of that phase runs (a phase with a failed step lets the
+    /// others finish).
     pub fn phase_failure(&self) -> Option<&StepState> {
         if !self.status.is_live() {
             return None;
@@ -489,8 +490,13 @@ impl ProcessState {
         if !steps.all(|s| s.is_settled() && !self.outstanding.contains(&s.index)) {
             return None;
         }
+        // A cancelled step fails it too: once reset, its sibling's failure no longer does.
         self.phase_steps(phase)
             .find(|s| s.status == StepStatus::Failed)
+            .or_else(|| {
+                self.phase_steps(phase)
+                    .find(|s| s.status == StepStatus::Abort)
+            })
     }
 
     /// Sets the status of a process whose phase runs steps side by side from what they wait for:

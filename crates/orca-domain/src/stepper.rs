@@ -245,7 +245,13 @@ impl<'a, 'e> Run<'a, 'e> {
         let Some(failed) = self.process.phase_failure() else {
             return;
         };
-        let (index, name, error) = (failed.index, failed.name.clone(), failed.error.clone());
+        let (index, name) = (failed.index, failed.name.clone());
+        // A cancelled step's own error names a sibling that may have been reset since.
+        let error = if failed.status == StepStatus::Abort {
+            "cancelled when its phase failed; reset it to run it again".to_owned()
+        } else {
+            failed.error.clone()
+        };
         let process = failed.failure_kind.unwrap_or_default().final_statuses().1;
         self.process_failed(index, name, error, process);
     }
@@ -364,11 +370,19 @@ impl<'a, 'e> Run<'a, 'e> {
                 }
                 return;
             }
-            // A phase's steps start together; one that fails at once lets the others start.
+            // A phase's steps start together; one that fails at once lets the others start,
+            // and then cancels those that wait for someone outside.
+            let mut failed = None;
             for index in next {
-                if !self.start_step(index) && !self.process.status.is_live() {
-                    return;
+                if !self.start_step(index) {
+                    if !self.process.status.is_live() {
+                        return;
+                    }
+                    failed = failed.or(Some(index));
                 }
+            }
+            if let Some(index) = failed {
+                self.cancel_waiting_siblings(index);
             }
         }
     }

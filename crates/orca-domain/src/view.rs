@@ -195,7 +195,8 @@ pub fn template_value(sub: &v1::Subscription, key: &str) -> Option<String> {
 }
 
 /// Whether the process in `view` goes on without anyone's help: it runs steps, or it waits for a
-/// retry timer. What a client waiting for a process to settle asks.
+/// retry timer. What a client waiting for a process to settle asks: one that waits for someone
+/// (an input, a callback) has settled, even while a task of its phase still runs beside it.
 pub fn goes_on_by_itself(view: &v1::Process) -> bool {
     let status = view.status.parse::<ProcessStatus>().ok();
     status.is_some_and(ProcessStatus::runs_steps)

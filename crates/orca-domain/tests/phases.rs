@@ -375,6 +375,30 @@ fn a_failed_task_cancels_the_approval_that_waits_beside_it() {
 }
 
 #[test]
+fn a_cancelled_approval_is_reset_too_before_the_workflow_can_go_on() {
+    let mut s = Scenario::new();
+    activate(&mut s, "MANUAL");
+    complete(&mut s, VERIFY, 1).unwrap();
+    fail(&mut s, OSS, 1, "permanent", "no such region").unwrap();
+    assert_eq!(states(&s).0, "failed");
+    // The task reset and done, the phase still holds the approval it cancelled.
+    reset(&mut s, OSS).unwrap();
+    let d = complete(&mut s, OSS, 2).unwrap();
+    assert_eq!(names(&d), ["step_completed", "process_failed"]);
+    let v = s.view();
+    assert_eq!(
+        v.failed_reason,
+        "finance_admin_approval: cancelled when its phase failed; reset it to run it again"
+    );
+    // Reset, the approval asks again; approved, the workflow completes.
+    let d = reset(&mut s, SECOND).unwrap();
+    assert_eq!(names(&d), ["process_retried", "step_suspended"]);
+    assert!(s.timer("step/2").is_some(), "it waits 7 days again");
+    decide(&mut s, "approve", "").unwrap();
+    assert_eq!(states(&s).1, "Completed");
+}
+
+#[test]
 fn an_approval_nobody_answers_in_time_is_a_failure() {
     let mut s = Scenario::new();
     submit(

@@ -277,7 +277,7 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
                         version: w.version,
                         steps: w.steps.iter().map(ToString::to_string).collect(),
                         product_version: w.product_version,
-                        step_defs: w.steps.iter().map(|s| s.to_proto()).collect(),
+                        step_defs: w.recorded_steps(),
                     })
                     .collect(),
             };

@@ -78,6 +78,25 @@ pub struct Workflow {
 }
 
 impl Workflow {
+    /// Its steps as a process records them when it starts: each with its phase's name, and the
+    /// description template as the argument of the builtins that take it.
+    pub fn recorded_steps(&self) -> Vec<orca_proto::v1::StepDef> {
+        self.steps
+            .iter()
+            .map(|s| {
+                let mut def = s.to_proto();
+                let phase = usize::try_from(s.phase.saturating_sub(1)).unwrap_or(usize::MAX);
+                def.phase_name = self.phases.get(phase).cloned().unwrap_or_default();
+                if let StepKind::Builtin(b) = s.kind
+                    && b.takes_description()
+                {
+                    def.argument = self.subscription_description.clone().unwrap_or_default();
+                }
+                def
+            })
+            .collect()
+    }
+
     /// Whether a start names a subscription: every workflow but a create, and a system workflow
     /// that stores none (housekeeping of orca's own, run without one).
     pub fn on_subscription(&self) -> bool {

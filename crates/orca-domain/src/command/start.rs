@@ -4,7 +4,7 @@ use orca_proto::v1::{self, event::Body};
 use serde_json::{Map, Value as Json};
 
 use super::{Checked, Command, Decide, Decision, Loaded, Meta, opt, shallow};
-use crate::catalog::{Catalog, NO_PRODUCT, StepKind};
+use crate::catalog::{Catalog, NO_PRODUCT};
 use crate::event::Env;
 use crate::ids::{CustomerId, ProcessId, SubscriptionId};
 use crate::json;
@@ -240,21 +240,7 @@ impl Decide for StartProcess {
         input.extend(self.context.clone());
 
         expected.push((process_id.stream(), 0));
-        let steps = wf
-            .steps
-            .iter()
-            .map(|s| {
-                let mut def = s.to_proto();
-                let phase = usize::try_from(s.phase.saturating_sub(1)).unwrap_or(usize::MAX);
-                def.phase_name = wf.phases.get(phase).cloned().unwrap_or_default();
-                if let StepKind::Builtin(b) = s.kind
-                    && b.takes_description()
-                {
-                    def.argument = wf.subscription_description.clone().unwrap_or_default();
-                }
-                def
-            })
-            .collect();
+        let steps = wf.recorded_steps();
         let started = v1::ProcessStarted {
             process_id: process_id.to_string(),
             workflow: wf.name.clone(),

@@ -21,11 +21,27 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::Global;
 
-/// Runs N create_user_group workflows with C in flight and prints workflows/s, command-ack and
-/// completion latency percentiles, events/s and peak RSS, next to raw baselines (sled batched
-/// append with fsync, NATS request/reply round trip) measured in the same run.
+/// Runs N workflows (create_user_group unless --workflow says another) with C in flight and
+/// prints workflows/s, command-ack and completion latency percentiles, events/s and peak RSS,
+/// next to raw baselines (sled batched append with fsync, NATS request/reply round trip)
+/// measured in the same run.
+///
+/// A workflow that needs no subscription nor input, such as CloudPortal's
+/// `account-activation-retail` (a phase of two tasks side by side), is started directly; with
+/// `--transaction TYPE --attr name=value…` each run is a business transaction instead, whose
+/// rules pick the workflow (the bench checks that they pick --workflow).
 #[derive(clap::Args)]
 pub struct Args {
+    /// The workflow to run.
+    #[arg(long, default_value = "create_user_group")]
+    pub workflow: String,
+    /// Submit each run as a business transaction of this type (`orca.cmd.transaction.submit`)
+    /// instead of starting the workflow.
+    #[arg(long, value_name = "TYPE", requires = "attributes")]
+    pub transaction: Option<String>,
+    /// A transaction attribute: `name=text` or `name:=json`. Repeatable.
+    #[arg(long = "attr", value_name = "NAME=VALUE", requires = "transaction")]
+    pub attributes: Vec<String>,
     /// Workflows to run.
     #[arg(long, short = 'n', default_value_t = 20_000)]
     pub workflows: usize,
@@ -94,10 +110,11 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| tmp.path().join("data"));
 
+    let catalog = Arc::new(orca::load_catalog(None)?);
+    let start = Arc::new(Start::new(&catalog, &a)?);
     let client = OrcaClient::connect(&url, &g.prefix).await?;
     let mut local = None;
     if !a.external {
-        let catalog = Arc::new(orca::load_catalog(None)?);
         let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
         options.bus.prefix = g.prefix.clone();
         options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
@@ -128,6 +145,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     eprintln!("warming up…");
     run_creates(
         &client,
+        &start,
         done_sub,
         200.min(a.workflows),
         a.concurrency,
@@ -145,8 +163,8 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let head0 = client.info().await?.log_head;
     let rss0 = rss_kib("VmRSS:");
     eprintln!(
-        "running {} create workflows, {} in flight…",
-        a.workflows, a.concurrency
+        "running {} {} workflows, {} in flight…",
+        a.workflows, a.workflow, a.concurrency
     );
     let fsyncs_before = local
         .as_ref()
@@ -155,6 +173,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let (acks, completions, rss_samples) = run_creates(
         &client,
+        &start,
         done_sub,
         a.workflows,
         a.concurrency,
@@ -191,6 +210,8 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let wps = a.workflows as f64 / elapsed;
     let eps = events as f64 / elapsed;
     let report = json!({
+        "workflow": a.workflow,
+        "transaction": a.transaction,
         "workflows": a.workflows,
         "concurrency": a.concurrency,
         "rate": a.rate,
@@ -224,8 +245,13 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "orca bench — {} create_user_group workflows, at most {} in flight{}, {}",
+            "orca bench — {} {} workflows{}, at most {} in flight{}, {}",
             a.workflows,
+            a.workflow,
+            a.transaction
+                .as_ref()
+                .map(|t| format!(" (as {t} transactions)"))
+                .unwrap_or_default(),
             a.concurrency,
             a.rate
                 .map(|r| format!(", offered {r}/s"))
@@ -290,8 +316,94 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
 
 type Runs = (Histogram<u64>, Histogram<u64>, Vec<u64>);
 
+/// How the bench starts one run of its workflow: the subject and what it sends.
+enum Start {
+    /// `create_user_group` for a new customer.
+    Create,
+    /// A workflow that needs neither subscription nor input.
+    Plain(String),
+    /// A business transaction of this type with these attributes.
+    Transaction(String, serde_json::Map<String, serde_json::Value>),
+}
+
+impl Start {
+    /// Checks that the catalog can run `a.workflow` as asked.
+    fn new(catalog: &orca_domain::Catalog, a: &Args) -> anyhow::Result<Self> {
+        let wf = catalog
+            .workflow(&a.workflow, None)
+            .with_context(|| format!("no workflow {:?} in the catalog", a.workflow))?;
+        if let Some(kind) = &a.transaction {
+            let attributes = super::process::parse_inputs("attr", &a.attributes, None)?;
+            let matched = catalog.match_transaction(kind, &attributes);
+            let picked = matched.rule.map(|r| r.workflow.as_str());
+            if picked != Some(wf.name.as_str()) {
+                bail!(
+                    "the rules start {} for such a {kind} transaction, not {}",
+                    picked.unwrap_or("no workflow"),
+                    wf.name
+                );
+            }
+            return Ok(Start::Transaction(kind.clone(), attributes));
+        }
+        if wf.name == "create_user_group" {
+            return Ok(Start::Create);
+        }
+        let asks =
+            wf.form.fields.iter().any(|f| {
+                f.required && !matches!(f.kind, orca_domain::form::FieldKind::Label { .. })
+            });
+        if wf.on_subscription() || wf.target == orca_domain::Target::Create || asks {
+            bail!(
+                "the bench runs create_user_group, or a workflow that needs neither subscription nor input; {} needs {}",
+                wf.name,
+                if asks { "input" } else { "a subscription" }
+            );
+        }
+        Ok(Start::Plain(wf.name.clone()))
+    }
+
+    /// The subject and request of run `i`.
+    fn request(&self, i: usize) -> (&'static str, Bytes) {
+        match self {
+            Start::Create => {
+                let cmd = v1::StartProcess {
+                    workflow: "create_user_group".into(),
+                    customer_id: uuid::Uuid::new_v4().to_string(),
+                    input: Some(orca_proto::json::json_to_struct(
+                        &serde_json::Map::from_iter([(
+                            "group_name".to_owned(),
+                            json!(format!("bench-{i}")),
+                        )]),
+                    )),
+                    actor: "bench".into(),
+                    ..Default::default()
+                };
+                ("cmd.process.start", Bytes::from(cmd.encode_to_vec()))
+            }
+            Start::Plain(workflow) => {
+                let cmd = v1::StartProcess {
+                    workflow: workflow.clone(),
+                    actor: "bench".into(),
+                    ..Default::default()
+                };
+                ("cmd.process.start", Bytes::from(cmd.encode_to_vec()))
+            }
+            Start::Transaction(kind, attributes) => {
+                let cmd = v1::SubmitTransaction {
+                    r#type: kind.clone(),
+                    attributes: Some(orca_proto::json::json_to_struct(attributes)),
+                    actor: "bench".into(),
+                    ..Default::default()
+                };
+                ("cmd.transaction.submit", Bytes::from(cmd.encode_to_vec()))
+            }
+        }
+    }
+}
+
 async fn run_creates(
     client: &OrcaClient,
+    start: &Arc<Start>,
     mut done_sub: async_nats::Subscriber,
     n: usize,
     concurrency: usize,
@@ -371,23 +483,10 @@ async fn run_creates(
         }
         let (client, track, acks, record) =
             (client.clone(), track.clone(), acks.clone(), record.clone());
+        let (subject, request) = start.request(i);
         tokio::spawn(async move {
-            let cmd = v1::StartProcess {
-                workflow: "create_user_group".into(),
-                customer_id: uuid::Uuid::new_v4().to_string(),
-                input: Some(orca_proto::json::json_to_struct(
-                    &serde_json::Map::from_iter([(
-                        "group_name".to_owned(),
-                        json!(format!("bench-{i}")),
-                    )]),
-                )),
-                actor: "bench".into(),
-                ..Default::default()
-            };
             let t0 = Instant::now();
-            let reply = client
-                .raw("cmd.process.start", Bytes::from(cmd.encode_to_vec()), false)
-                .await;
+            let reply = client.raw(subject, request, false).await;
             let t1 = Instant::now();
             let pid = match reply
                 .ok()

@@ -34,7 +34,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
                         "{} v{}  {} {}  — {}",
                         w.name, w.version, w.target, w.product, w.description
                     );
-                    println!("    {}", w.steps.join(" >> "));
+                    println!("    {}", phases(w));
                 }
             }
         }
@@ -53,4 +53,29 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A workflow's steps phase by phase: `a >> b ∥ c >> d`, a named phase as `Name: (b ∥ c)`.
+fn phases(w: &orca_proto::v1::WorkflowInfo) -> String {
+    let mut out: Vec<(u32, String, Vec<&str>)> = Vec::new();
+    for (i, step) in w.steps.iter().enumerate() {
+        let def = w.step_defs.get(i);
+        let phase = def.map_or(0, |d| d.phase);
+        match out.last_mut() {
+            Some((p, _, steps)) if *p == phase && phase > 0 => steps.push(step),
+            _ => out.push((
+                phase,
+                def.map(|d| d.phase_name.clone()).unwrap_or_default(),
+                vec![step],
+            )),
+        }
+    }
+    out.iter()
+        .map(|(_, name, steps)| match (name.is_empty(), steps.len()) {
+            (true, _) => steps.join(" ∥ "),
+            (false, 1) => format!("{name}: {}", steps.join("")),
+            (false, _) => format!("{name}: ({})", steps.join(" ∥ ")),
+        })
+        .collect::<Vec<_>>()
+        .join(" >> ")
 }
