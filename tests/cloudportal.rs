@@ -418,3 +418,73 @@ fn the_cloudportal_demo_shows_the_phases_the_waiting_approval_and_a_reset() {
         assert!(text.contains(line), "{line:?} in:\n{text}");
     }
 }
+
+#[test]
+fn the_bench_runs_a_tenant_workflow_started_directly_or_by_its_transaction() {
+    let bench = |extra: &[&str]| {
+        std::process::Command::new(orca_bin())
+            .args([
+                "bench",
+                "-n",
+                "40",
+                "-c",
+                "8",
+                "--baseline-events",
+                "1000",
+                "--json",
+            ])
+            .args(["--workflow", "account-activation-retail"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = bench(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["workflow"], &report["workflows"]),
+        (
+            &serde_json::json!("account-activation-retail"),
+            &serde_json::json!(40)
+        )
+    );
+    // init, verify (scheduled, completed), two tasks side by side, done, completed.
+    assert_eq!(report["events_per_workflow"], 10.0, "{report}");
+
+    let out = bench(&[
+        "--transaction",
+        "tenantStateChange",
+        "--attr",
+        "state=ACTIVE",
+        "--attr",
+        "account_type=RETAIL",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The transaction's own two events come with each.
+    assert_eq!(report["events_per_workflow"], 12.0, "{report}");
+
+    // Attributes the rules give another workflow are refused before anything runs.
+    let out = bench(&[
+        "--transaction",
+        "tenantStateChange",
+        "--attr",
+        "state=ACTIVE",
+        "--attr",
+        "account_type=TRIAL",
+    ]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("the rules start account-activation-trial"),
+        "{text}"
+    );
+}
