@@ -121,11 +121,7 @@ async fn a_phases_two_activities_start_together_and_the_join_waits_for_both() {
     let env = Env::new().await;
     let mut orca = env.serve().await;
     // The credit card takes a while; the OSS account is made at once.
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--slow", "collect_credit_card_info:2s"],
-    );
+    let _worker = env.worker_with(&["--slow", "collect_credit_card_info:2s"]);
     let id = activate(&env, "RETAIL", "acme").await;
     let p = wait_status(&env.client, &id, "completed").await;
     assert_eq!(p.workflow, "account-activation-retail");
@@ -162,16 +158,12 @@ async fn a_failed_activity_lets_its_sibling_finish_then_the_workflow_fails_and_a
     let mut orca = env.serve().await;
     // The card is declined once (a business failure, not retried) while the OSS account takes
     // a while.
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &[
-            "--fail",
-            "collect_credit_card_info:1:permanent",
-            "--slow",
-            "create_oss_account:2s",
-        ],
-    );
+    let _worker = env.worker_with(&[
+        "--fail",
+        "collect_credit_card_info:1:permanent",
+        "--slow",
+        "create_oss_account:2s",
+    ]);
     let id = activate(&env, "RETAIL", "acme").await;
     let p = wait_status(&env.client, &id, "failed").await;
     assert_eq!(
@@ -261,11 +253,7 @@ async fn an_approval_approved_goes_on_and_one_rejected_is_a_failure_with_the_rea
 async fn an_activity_whose_retries_are_used_up_is_a_failure() {
     let env = Env::new().await;
     let mut orca = env.serve().await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--fail", "create_oss_account"],
-    );
+    let _worker = env.worker_with(&["--fail", "create_oss_account"]);
     let id = activate(&env, "TRIAL", "acme").await;
     let p = wait_status(&env.client, &id, "failed").await;
     let oss = &p.steps[2];
@@ -290,11 +278,7 @@ async fn an_activity_whose_retries_are_used_up_is_a_failure() {
 async fn kill_9_with_a_phase_half_done_ends_right_after_restart() {
     let env = Env::new().await;
     let mut orca = env.serve().await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--slow", "collect_credit_card_info:3s"],
-    );
+    let _worker = env.worker_with(&["--slow", "collect_credit_card_info:3s"]);
     let id = activate(&env, "RETAIL", "acme").await;
     // The OSS account is made; the credit card is still being collected.
     wait_until(std::time::Duration::from_secs(30), || {
@@ -406,7 +390,7 @@ fn the_cloudportal_demo_shows_the_phases_the_waiting_approval_and_a_reset() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for line in [
-        "rule manual-activation started process",
+        "rule manual-activation matched and started process",
         "── Approval and account creation (2 activities side by side)",
         "waits for input at step 2 (finance_admin_approval)",
         "status suspended (CloudPortal: Running)",

@@ -138,16 +138,12 @@ async fn refused(env: &Env, reply: v1::CommandReply, code: &str, head: u64) {
 async fn a_failed_process_is_retried_or_aborted_and_its_subscription_set_back_in_sync() {
     let env = Env::new().await;
     let mut orca = env.serve().await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &[
-            "--fail",
-            "provision_user_group:2",
-            "--fail",
-            "deprovision_user_group",
-        ],
-    );
+    let _worker = env.worker_with(&[
+        "--fail",
+        "provision_user_group:2",
+        "--fail",
+        "deprovision_user_group",
+    ]);
     // Two attempts fail (retryable): the process waits out a backoff after each, holding its
     // subscription, and the third attempt succeeds.
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());

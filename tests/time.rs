@@ -47,11 +47,7 @@ fn count(names: &[String], name: &str) -> usize {
 async fn two_failures_then_success_wait_between_attempts() {
     let env = Env::new().await;
     let mut orca = env.serve().await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--fail", "provision_user_group:2"],
-    );
+    let _worker = env.worker_with(&["--fail", "provision_user_group:2"]);
     // The policy's defaults are visible with the workflow.
     let out = std::process::Command::new(orca_bin())
         .args(["workflow", "list", "--json", "--nats-url", &env.nats.url()])
@@ -113,11 +109,7 @@ async fn a_retry_timer_armed_when_the_service_is_killed_fires_once_after_its_res
     let env = Env::new().await;
     let catalog = catalog_with(env.dir.path(), "initial_backoff = \"3s\"");
     let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--fail", "provision_user_group:1"],
-    );
+    let _worker = env.worker_with(&["--fail", "provision_user_group:1"]);
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     let p = wait_status(&env.client, &a.process_id, "waiting").await;
     assert_eq!(p.steps[4].attempts, 1);
@@ -153,11 +145,7 @@ async fn a_task_that_heartbeats_longer_than_its_ack_wait_is_delivered_once() {
     // 2 s to another worker: the task takes five.
     let catalog = catalog_with(env.dir.path(), "heartbeat = \"2s\"");
     let mut orca = serve_catalog(&env.nats.url(), &env.data(), &catalog).await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--slow", "provision_user_group:5s", "--ack-wait", "2s"],
-    );
+    let _worker = env.worker_with(&["--slow", "provision_user_group:5s", "--ack-wait", "2s"]);
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     // While it runs, its progress is in the step's view.
     wait_until(std::time::Duration::from_secs(20), || {
@@ -193,11 +181,7 @@ async fn a_task_that_heartbeats_longer_than_its_ack_wait_is_delivered_once() {
 async fn a_pause_lets_running_work_finish_holds_back_the_rest_and_a_resume_goes_on() {
     let env = Env::new().await;
     let mut orca = env.serve().await;
-    let _worker = worker_with(
-        &env.nats.url(),
-        env.dir.path(),
-        &["--slow", "provision_user_group:2s"],
-    );
+    let _worker = env.worker_with(&["--slow", "provision_user_group:2s"]);
     let a = accepted(&env.client.start(&create_cmd("Ops")).await.unwrap());
     let engine = |args: &[&str]| {
         let out = std::process::Command::new(orca_bin())

@@ -236,6 +236,11 @@ impl Env {
         worker(&self.nats.url(), self.dir.path())
     }
 
+    /// `orca worker example` with more arguments, e.g. `--fail provision_user_group:1`.
+    pub fn worker_with(&self, extra: &[&str]) -> Proc {
+        worker_with(&self.nats.url(), self.dir.path(), extra)
+    }
+
     pub async fn head(&self) -> u64 {
         self.client.info().await.expect("info").log_head
     }

@@ -213,6 +213,21 @@ fn phased(p: &v1::Process) -> bool {
             .any(|w| w[0].phase == w[1].phase && w[0].phase > 0)
 }
 
+/// What the rules made of a submitted transaction, as its reply says.
+pub fn transaction_accepted(a: &v1::Accepted) -> String {
+    if a.rule.is_empty() {
+        format!(
+            "transaction {}: no rule matched; completed without a workflow",
+            a.transaction_id
+        )
+    } else {
+        format!(
+            "transaction {}: rule {} matched and started process {}",
+            a.transaction_id, a.rule, a.process_id
+        )
+    }
+}
+
 /// One line for a business transaction: what its rules made of it and how its workflow stands.
 pub fn transaction_line(t: &v1::Transaction) -> String {
     let matched = if t.rule.is_empty() {

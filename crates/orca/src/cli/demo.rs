@@ -405,17 +405,7 @@ async fn submit(
         .await?;
     let a = accepted(&reply)?.clone();
     if !json_out {
-        if a.rule.is_empty() {
-            println!(
-                "transaction {}: no rule matched; completed without a workflow\n",
-                a.transaction_id
-            );
-        } else {
-            println!(
-                "transaction {}: rule {} started process {}\n",
-                a.transaction_id, a.rule, a.process_id
-            );
-        }
+        println!("{}\n", render::transaction_accepted(&a));
     }
     Ok(a)
 }

@@ -114,17 +114,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
     if !g.json
         && let Some(Outcome::Accepted(a)) = &reply.outcome
     {
-        if a.rule.is_empty() {
-            println!(
-                "transaction {}: no rule matched; completed without a workflow",
-                a.transaction_id
-            );
-        } else {
-            println!(
-                "transaction {}: rule {} matched and started process {}",
-                a.transaction_id, a.rule, a.process_id
-            );
-        }
+        println!("{}", render::transaction_accepted(a));
     }
     super::process::settle(g, &client, &reply, wait).await
 }
