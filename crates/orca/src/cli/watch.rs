@@ -33,17 +33,25 @@ fn line(e: &v1::Event, steps: &[String]) -> String {
         Some(Body::StepCompleted(s)) if s.error.is_empty() => {
             format!("step {} {} {}", s.index, s.name, s.status)
         }
-        Some(Body::StepCompleted(s)) => {
+        Some(Body::StepCompleted(s)) if s.kind.is_empty() => {
             format!("step {} {} {}: {}", s.index, s.name, s.status, s.error)
         }
+        Some(Body::StepCompleted(s)) => format!(
+            "step {} {} {} ({}): {}",
+            s.index, s.name, s.status, s.kind, s.error
+        ),
         Some(Body::TaskScheduled(t)) => format!(
             "step {} {} handed to workers (attempt {})",
             t.index, t.name, t.attempt
         ),
         Some(Body::StepSuspended(s)) => format!(
-            "step {} {} waits for input: orca process resume {}",
+            "step {} {} waits for input{}: orca process resume {}",
             s.index,
             s.name,
+            s.deadline
+                .as_ref()
+                .map(|d| format!(" until {}", orca::render::clock(d)))
+                .unwrap_or_default(),
             stream_id(e)
         ),
         Some(Body::CallbackAwaited(c)) => format!(
@@ -56,7 +64,15 @@ fn line(e: &v1::Event, steps: &[String]) -> String {
         Some(Body::ProcessResumed(r)) => {
             format!("resumed at step {} {} by {}", r.index, r.name, e.actor)
         }
-        Some(Body::ProcessRetried(_)) => format!("retried by {}", e.actor),
+        Some(Body::ProcessRetried(r)) if r.steps.is_empty() => format!("retried by {}", e.actor),
+        Some(Body::ProcessRetried(r)) => {
+            let reset: Vec<String> = r
+                .steps
+                .iter()
+                .map(|i| format!("step {i} {}", step_name(*i)))
+                .collect();
+            format!("{} reset by {}", reset.join(", "), e.actor)
+        }
         Some(Body::TimerSet(t)) if t.what == "retry" => format!(
             "step {} {} waits until {} to try attempt {}",
             t.index,
