@@ -282,6 +282,26 @@ impl Log {
         }
     }
 
+    /// Every applied command id with the position of its last event (the head then, for one that
+    /// recorded none) and its reply, as far as the index holds them: what moving a log to another
+    /// place must take along. Read it from a log nobody appends to.
+    pub fn commands(&self) -> Result<Vec<(String, u64, Vec<u8>)>, Error> {
+        // Everything in memory into sled first, where the records can be scanned.
+        while self.memtable()?.next_to_flush().is_some() {
+            self.flush_index()?;
+        }
+        let mut out = Vec::new();
+        for entry in self.inner.tree.scan_prefix([keys::COMMAND]) {
+            let (k, v) = entry?;
+            let id = String::from_utf8(k[1..].to_vec()).map_err(|_| Error::Corrupt {
+                what: "command id".into(),
+            })?;
+            let position = keys::u64_at(&v, 0, "command record")?;
+            out.push((id, position, v[8..].to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Current version of a stream (0 if it has no events), counting appends still on their way
     /// to disk.
     pub fn stream_version(&self, stream: &str) -> Result<u64, Error> {

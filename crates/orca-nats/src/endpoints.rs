@@ -67,6 +67,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("schedule-list",            "query.schedule.list",           Kind::Query(Query::ListSchedules)),
     ("transaction-get",          "query.transaction.get",         Kind::Query(Query::GetTransaction)),
     ("transaction-list",         "query.transaction.list",        Kind::Query(Query::ListTransactions)),
+    ("log-read",                 "query.log.read",                Kind::Query(Query::ReadLog)),
 ];
 
 /// Room left in a NATS message for a reply's subject and headers.

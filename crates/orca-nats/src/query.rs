@@ -36,7 +36,8 @@ reply_with_error!(
     v1::ProcessList,
     v1::WorkflowForm,
     v1::TransactionReply,
-    v1::TransactionList
+    v1::TransactionList,
+    v1::LogPage
 );
 
 fn store_error(e: orca_views::Error) -> v1::Rejected {
@@ -184,10 +185,74 @@ pub(crate) enum Query {
     ListSchedules,
     GetTransaction,
     ListTransactions,
+    ReadLog,
+}
+
+/// Events a log page holds when the request names no limit, and at most.
+const LOG_PAGE: (u32, u32) = (100, 1000);
+
+/// A page of the log as `q` asks, at most `limit` events.
+fn read_log(ctx: &Ctx, q: &v1::ReadLog, limit: usize) -> Result<v1::LogPage, v1::Rejected> {
+    let unavailable = |e: String| Rejection::new(Code::Unavailable, e).to_proto();
+    let head = ctx.log.head();
+    let from = q.from.max(1);
+    let stream = q.stream.trim();
+    let recorded = if stream.is_empty() {
+        ctx.log.read_from(from, limit)
+    } else {
+        ctx.log.read_stream(stream, 1).map(|all| {
+            all.into_iter()
+                .filter(|r| r.position >= from)
+                .take(limit)
+                .collect()
+        })
+    }
+    .map_err(|e| unavailable(e.to_string()))?;
+    let next = recorded.last().map_or(from, |r| r.position + 1);
+    let events = recorded
+        .iter()
+        .map(|r| {
+            orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+                .map_err(|e| unavailable(format!("log entry {} cannot be read: {e}", r.position)))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(v1::LogPage {
+        events,
+        next,
+        head,
+        error: None,
+    })
 }
 
 pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
     match query {
+        Query::ReadLog => {
+            let q = match codec::decode::<v1::ReadLog>(payload, enc, ctx.options.max_payload) {
+                Err(r) => return codec::encode(&v1::LogPage::rejected(r.to_proto()), enc),
+                Ok(q) => q,
+            };
+            let mut limit = match q.limit {
+                0 => LOG_PAGE.0,
+                n => n.min(LOG_PAGE.1),
+            } as usize;
+            // A page that would not fit in one NATS message is made smaller, down to one event.
+            loop {
+                let page = match read_log(ctx, &q, limit) {
+                    Ok(p) => p,
+                    Err(e) => return codec::encode(&v1::LogPage::rejected(e), enc),
+                };
+                let bytes = codec::encode(&page, enc);
+                if bytes.len() <= ctx.reply_limit {
+                    return bytes;
+                }
+                if page.events.len() <= 1 {
+                    let mut refused = too_large::<v1::LogPage>(bytes.len(), ctx);
+                    (refused.next, refused.head) = (page.next, page.head);
+                    return codec::encode(&refused, enc);
+                }
+                limit = page.events.len() / 2;
+            }
+        }
         Query::GetSubscription => {
             run(payload, enc, ctx, |q: v1::GetSubscription| async move {
                 caught_up(ctx, q.min_position).await?;

@@ -12,5 +12,5 @@ mod projector;
 mod store;
 
 pub use feed::Feed;
-pub use projector::{Projector, rebuild};
+pub use projector::{Projector, rebuild, rebuild_with};
 pub use store::{Dump, Error, PERSIST_EVERY, Page, ProcessFilter, SubscriptionFilter, Views};

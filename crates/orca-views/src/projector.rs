@@ -33,12 +33,22 @@ fn decode(log: &dyn ReadLog, from: u64) -> Result<Vec<v1::Event>, Error> {
 /// Projects the whole log into `views` (a fresh store rebuilds from zero). Returns the position
 /// reached.
 pub fn rebuild(log: &dyn ReadLog, views: &Views) -> Result<u64, Error> {
+    rebuild_with(log, views, &mut |_| {})
+}
+
+/// [`rebuild`], telling `progress` the position reached after every chunk: for a progress bar.
+pub fn rebuild_with(
+    log: &dyn ReadLog,
+    views: &Views,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, Error> {
     loop {
         let events = decode(log, views.checkpoint() + 1)?;
         if events.is_empty() {
             return Ok(views.checkpoint());
         }
         views.apply(&events, log)?;
+        progress(views.checkpoint());
     }
 }
 

@@ -187,6 +187,11 @@ impl OrcaClient {
         self.call("query.transaction.list", q).await
     }
 
+    /// `query.log.read`
+    pub async fn read_log(&self, q: &v1::ReadLog) -> anyhow::Result<v1::LogPage> {
+        self.call("query.log.read", q).await
+    }
+
     /// `query.schedule.list`
     pub async fn schedules(&self) -> anyhow::Result<v1::ScheduleList> {
         self.call("query.schedule.list", &v1::ListSchedules {})

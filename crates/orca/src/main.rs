@@ -65,6 +65,11 @@ enum Command {
     /// Rebuild or verify the views from the event log (the service must be stopped).
     #[command(subcommand)]
     Views(cli::views::Command),
+    /// Read the event log over NATS; export it from a stopped service, import it elsewhere.
+    #[command(subcommand)]
+    Log(cli::log::Command),
+    /// Rebuild a stopped service's views from its whole log, with progress and events/s.
+    Replay(cli::log::Replay),
     /// Measure throughput and latency of create workflows through NATS.
     Bench(cli::bench::Args),
 }
@@ -126,6 +131,8 @@ fn main() -> std::process::ExitCode {
             Command::Transaction(c) => cli::transaction::run(&global, c).await,
             Command::Events(c) => cli::events::run(&global, c).await,
             Command::Views(c) => cli::views::run(&global, c).await,
+            Command::Log(c) => cli::log::run(&global, c).await,
+            Command::Replay(a) => cli::log::replay(&global, a).await,
             Command::Bench(a) => cli::bench::run(&global, a).await,
         }
     });

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod engine;
 pub mod events;
+pub mod log;
 pub mod process;
 pub mod schedule;
 pub mod serve;
