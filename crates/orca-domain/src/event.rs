@@ -69,6 +69,9 @@ pub fn body_field(body: &Body) -> u32 {
         Body::TransactionSubmitted(_) => 36,
         Body::TransactionMatched(_) => 37,
         Body::TransactionCompleted(_) => 38,
+        Body::SubscriptionVersionOpened(_) => 39,
+        Body::SubscriptionVersionActivated(_) => 40,
+        Body::SubscriptionVersionDiscarded(_) => 41,
     }
 }
 
@@ -121,6 +124,9 @@ mod tests {
             Body::TransactionSubmitted(Default::default()),
             Body::TransactionMatched(Default::default()),
             Body::TransactionCompleted(Default::default()),
+            Body::SubscriptionVersionOpened(Default::default()),
+            Body::SubscriptionVersionActivated(Default::default()),
+            Body::SubscriptionVersionDiscarded(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

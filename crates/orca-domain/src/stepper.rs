@@ -12,8 +12,8 @@ use crate::ids::{ProcessId, SubscriptionId};
 use crate::json;
 use crate::lifecycle::Lifecycle;
 use crate::process::ProcessState;
-use crate::status::{FailureKind, ProcessStatus, StepStatus};
-use crate::subscription::SubscriptionState;
+use crate::status::{FailureKind, ProcessStatus, StepStatus, Target};
+use crate::subscription::{SubscriptionState, SubscriptionVersion, stamp_version};
 use crate::timer::{self, Timer, TimerWhat};
 use orca_proto::Timestamp;
 
@@ -77,7 +77,13 @@ impl<'a, 'e> Run<'a, 'e> {
         self.emit_process(self.process.id, body);
     }
 
-    fn emit_subscription(&mut self, body: Body) -> Result<(), String> {
+    /// Records an event on the subscription; a change of its data changes the version the
+    /// process works on.
+    fn emit_subscription(&mut self, mut body: Body) -> Result<(), String> {
+        if let Ok(v) = self.ver() {
+            let number = v.number;
+            stamp_version(&mut body, number);
+        }
         let id = match (&body, &self.subscription) {
             (Body::SubscriptionCreated(_), _) => self
                 .new_subscription_id
@@ -97,6 +103,14 @@ impl<'a, 'e> Run<'a, 'e> {
             .as_ref()
             .filter(|s| s.exists())
             .ok_or_else(|| "the process has no subscription".to_owned())
+    }
+
+    /// The version of the subscription the process works on.
+    fn ver(&self) -> Result<&SubscriptionVersion, String> {
+        let pid = self.process.id;
+        self.sub()?
+            .working(pid)
+            .ok_or_else(|| "the subscription has no version".to_owned())
     }
 
     fn step_name(&self, index: u32) -> String {
@@ -272,9 +286,9 @@ impl<'a, 'e> Run<'a, 'e> {
     /// Whether the process holds its subscription while it is out of sync.
     fn holds_out_of_sync(&self) -> bool {
         let pid = self.process.id;
-        self.subscription
-            .as_ref()
-            .is_some_and(|s| s.exists() && s.locked_by == Some(pid) && !s.in_sync)
+        self.subscription.as_ref().is_some_and(|s| {
+            s.exists() && s.locked_by == Some(pid) && s.working(pid).is_some_and(|v| !v.in_sync)
+        })
     }
 
     /// Records on the subscription, out of sync, what the process did to it:
@@ -289,6 +303,7 @@ impl<'a, 'e> Run<'a, 'e> {
             self.emit_subscription(Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
                 in_sync: false,
                 reason,
+                ..Default::default()
             }));
     }
 
@@ -337,6 +352,39 @@ impl<'a, 'e> Run<'a, 'e> {
             .is_some_and(|s| s.exists() && s.locked_by == Some(pid))
         {
             return false;
+        }
+        // The version it built becomes the active one when it completed, and is discarded when it
+        // was aborted; a failed process keeps holding it.
+        let built = self
+            .subscription
+            .as_ref()
+            .and_then(|s| s.pending.as_ref())
+            .filter(|p| p.activator == Some(pid))
+            .map(|p| p.number);
+        let superseded = self
+            .subscription
+            .as_ref()
+            .and_then(|s| s.active.as_ref())
+            .map_or(0, |a| a.number);
+        match (built, self.process.status) {
+            (Some(version), ProcessStatus::Completed) => {
+                let _ = self.emit_subscription(Body::SubscriptionVersionActivated(
+                    v1::SubscriptionVersionActivated {
+                        version,
+                        superseded,
+                        process_id: pid.to_string(),
+                    },
+                ));
+            }
+            (Some(version), ProcessStatus::Aborted) => {
+                let _ = self.emit_subscription(Body::SubscriptionVersionDiscarded(
+                    v1::SubscriptionVersionDiscarded {
+                        version,
+                        process_id: pid.to_string(),
+                    },
+                ));
+            }
+            _ => {}
         }
         // The subscription exists: emitting cannot fail.
         let _ = self.emit_subscription(Body::SubscriptionProcessReleased(
@@ -548,6 +596,7 @@ impl<'a, 'e> Run<'a, 'e> {
             v1::SubscriptionResourcesChanged {
                 block: block.to_owned(),
                 values: Some(json::json_to_struct(values)),
+                ..Default::default()
             },
         ))
     }
@@ -575,6 +624,8 @@ impl<'a, 'e> Run<'a, 'e> {
                     customer_id: self.process.customer_id.clone(),
                     status: Lifecycle::Initial.as_str().into(),
                     blocks,
+                    version: 1,
+                    process_id: self.process.id.to_string(),
                 }))?;
                 out.insert("subscription_id".into(), Json::String(id.to_string()));
             }
@@ -592,7 +643,19 @@ impl<'a, 'e> Run<'a, 'e> {
                     workflow: self.process.workflow.clone(),
                     target: target.as_str().into(),
                 };
+                let opens = matches!(target, Target::Modify | Target::Terminate);
+                let version = sub.versions.saturating_add(1);
                 self.emit_subscription(Body::SubscriptionProcessLinked(link))?;
+                // A modify or terminate builds the next version beside the active one.
+                if opens {
+                    self.emit_subscription(Body::SubscriptionVersionOpened(
+                        v1::SubscriptionVersionOpened {
+                            version,
+                            process_id: pid.to_string(),
+                            workflow: self.process.workflow.clone(),
+                        },
+                    ))?;
+                }
             }
             Builtin::InitializeSubscription => {
                 let input = json::struct_to_json(&self.process.state);
@@ -605,6 +668,7 @@ impl<'a, 'e> Run<'a, 'e> {
                 self.emit_subscription(Body::SubscriptionDescriptionChanged(
                     v1::SubscriptionDescriptionChanged {
                         description: description.clone(),
+                        ..Default::default()
                     },
                 ))?;
                 self.move_to(Lifecycle::Provisioning)?;
@@ -615,10 +679,11 @@ impl<'a, 'e> Run<'a, 'e> {
                 self.resources_from(&input, true)?;
                 if !argument.is_empty() {
                     let description = describe(argument, &input);
-                    if self.sub()?.description != description {
+                    if self.ver()?.description != description {
                         self.emit_subscription(Body::SubscriptionDescriptionChanged(
                             v1::SubscriptionDescriptionChanged {
                                 description: description.clone(),
+                                ..Default::default()
                             },
                         ))?;
                     }
@@ -632,6 +697,7 @@ impl<'a, 'e> Run<'a, 'e> {
                     self.emit_subscription(Body::SubscriptionNoteChanged(
                         v1::SubscriptionNoteChanged {
                             note: note.to_owned(),
+                            ..Default::default()
                         },
                     ))?;
                 }
@@ -640,7 +706,7 @@ impl<'a, 'e> Run<'a, 'e> {
             Builtin::Unsync => {
                 // Out of sync already (a validate or system workflow may start so): it stays so,
                 // with the reason it has.
-                if self.sub()?.in_sync {
+                if self.ver()?.in_sync {
                     let reason = format!(
                         "process {} ({}) is changing it",
                         self.process.id, self.process.workflow
@@ -649,6 +715,7 @@ impl<'a, 'e> Run<'a, 'e> {
                         v1::SubscriptionSyncChanged {
                             in_sync: false,
                             reason,
+                            ..Default::default()
                         },
                     ))?;
                 }
@@ -663,6 +730,7 @@ impl<'a, 'e> Run<'a, 'e> {
                     v1::SubscriptionSyncChanged {
                         in_sync: true,
                         reason,
+                        ..Default::default()
                     },
                 ))?;
             }
@@ -684,7 +752,7 @@ impl<'a, 'e> Run<'a, 'e> {
             };
             if changed_only
                 && self
-                    .sub()?
+                    .ver()?
                     .resource(&block.name, key)
                     .is_some_and(|v| json::value_to_json(v) == *value)
             {
@@ -709,19 +777,16 @@ impl<'a, 'e> Run<'a, 'e> {
     /// A lifecycle change along an allowed edge with the target state's mandatory resources set
     /// (invariant 6).
     fn move_to(&mut self, to: Lifecycle) -> Result<(), String> {
-        let sub = self.sub()?;
-        let from = sub.status;
+        let id = self.sub()?.id;
+        let v = self.ver()?;
+        let from = v.status;
         if !from.can_move_to(to) {
-            return Err(format!(
-                "subscription {} cannot move from {from} to {to}",
-                sub.id
-            ));
+            return Err(format!("subscription {id} cannot move from {from} to {to}"));
         }
-        let missing = sub.missing_for(self.product, to);
+        let missing = v.missing_for(self.product, to);
         if !missing.is_empty() {
             return Err(format!(
-                "subscription {} cannot be {to}: missing mandatory resources {}",
-                sub.id,
+                "subscription {id} cannot be {to}: missing mandatory resources {}",
                 missing.join(", ")
             ));
         }
@@ -729,6 +794,7 @@ impl<'a, 'e> Run<'a, 'e> {
             v1::SubscriptionStatusChanged {
                 from: from.as_str().into(),
                 to: to.as_str().into(),
+                ..Default::default()
             },
         ))
     }

@@ -1,5 +1,19 @@
-//! The subscription aggregate: its state, how its events change it, and what its state allows.
+//! The subscription aggregate: its versions, how its events change them, and what its state
+//! allows.
+//!
+//! A subscription is identified by id and version (TMF638 with versions). Its create process
+//! builds version 1; a modify or terminate process builds version N+1 as *pending* (the to-be)
+//! while the *active* version N (the as-is) stays what a reader gets. When the process completes,
+//! N+1 becomes active and N is superseded (terminated); when it is aborted, N+1 is discarded.
+//! Only one version is ever active. Validate and system processes change the active version in
+//! place. A subscription recorded before versions has one version, active from its creation and
+//! changed in place.
+//!
+//! The state keeps the versions a decision can touch (the active and the pending one) and the
+//! one retired last, so that the views can write its final state; the history of every version
+//! is in the views and in the log.
 
+use std::fmt;
 use std::str::FromStr;
 
 use crate::catalog::Product;
@@ -8,125 +22,73 @@ use crate::lifecycle::Lifecycle;
 use orca_proto::v1::{self, event::Body};
 use orca_proto::{Struct, Timestamp};
 
-/// A customer's instance of a product, as its events made it.
+/// A version's part in its subscription's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionState {
+    /// Being built by a running process: the to-be.
+    #[default]
+    Pending,
+    /// The as-is: what a reader gets. Only one version is.
+    Active,
+    /// Terminated when the next version became active.
+    Superseded,
+    /// Its process was aborted before it became active.
+    Discarded,
+}
+
+impl VersionState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Pending => "pending",
+            VersionState::Active => "active",
+            VersionState::Superseded => "superseded",
+            VersionState::Discarded => "discarded",
+        }
+    }
+}
+
+impl fmt::Display for VersionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One version of a subscription, as its events made it.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct SubscriptionState {
-    /// Its id.
-    pub id: SubscriptionId,
-    /// Product name.
-    pub product: String,
-    /// Customer id.
-    pub customer_id: String,
+pub struct SubscriptionVersion {
+    /// Its number, from 1.
+    pub number: u32,
+    /// Its part: pending, active, superseded or discarded.
+    pub state: VersionState,
+    /// Its lifecycle state.
+    pub status: Lifecycle,
     /// Human description.
     pub description: String,
-    /// Lifecycle state.
-    pub status: Lifecycle,
-    /// Whether it agrees with the OSS/BSS; only validate and system workflows start when not.
-    pub in_sync: bool,
-    /// Why `in_sync` last changed.
-    pub sync_reason: String,
-    /// When it went active first.
-    pub start_date: Option<Timestamp>,
-    /// When it was terminated.
-    pub end_date: Option<Timestamp>,
     /// Free-text note.
     pub note: String,
     /// Resource values per product block, in the product's block order.
     pub blocks: Vec<(String, Struct)>,
-    /// The unfinished process holding it.
-    pub locked_by: Option<ProcessId>,
-    /// Every process recorded against it (the administrative trail).
-    pub processes: Vec<v1::ProcessLink>,
-    /// Stream version (0: it does not exist).
-    pub version: u64,
-    /// When it was created.
-    pub created_at: Option<Timestamp>,
-    /// When its last event happened.
-    pub updated_at: Option<Timestamp>,
-    /// Log position of its last event.
-    pub position: u64,
+    /// Whether it agrees with the OSS/BSS; only validate and system workflows start on an
+    /// active version that does not.
+    pub in_sync: bool,
+    /// Why `in_sync` last changed.
+    pub sync_reason: String,
+    /// When it went active in its lifecycle first.
+    pub start_date: Option<Timestamp>,
+    /// When it was terminated.
+    pub end_date: Option<Timestamp>,
+    /// The process that built it.
+    pub activator: Option<ProcessId>,
+    /// The process whose version superseded it.
+    pub terminator: Option<ProcessId>,
+    /// When it was opened.
+    pub opened_at: Option<Timestamp>,
+    /// When it became the active version.
+    pub activated_at: Option<Timestamp>,
 }
 
-impl SubscriptionState {
-    /// Whether the subscription exists (has events).
-    pub fn exists(&self) -> bool {
-        self.version > 0
-    }
-
-    /// The stream holding its events.
-    pub fn stream(&self) -> String {
-        self.id.stream()
-    }
-
-    /// Applies one of the subscription's events. Pure and total: replaying a stream rebuilds it.
-    pub fn evolve(&mut self, event: &v1::Event) {
-        let at = event.occurred_at;
-        match &event.body {
-            Some(Body::SubscriptionCreated(e)) => {
-                self.id = SubscriptionId::parse("subscription_id", &e.subscription_id)
-                    .unwrap_or_default();
-                self.product.clone_from(&e.product);
-                self.customer_id.clone_from(&e.customer_id);
-                self.status = Lifecycle::from_str(&e.status).unwrap_or_default();
-                self.in_sync = false;
-                self.sync_reason = "new: in sync once its create workflow resyncs it".into();
-                self.blocks = e
-                    .blocks
-                    .iter()
-                    .map(|b| (b.name.clone(), b.resources.clone().unwrap_or_default()))
-                    .collect();
-                self.created_at = at;
-            }
-            Some(Body::SubscriptionProcessLinked(e)) => {
-                self.locked_by = ProcessId::parse("process_id", &e.process_id).ok();
-                self.processes.push(v1::ProcessLink {
-                    process_id: e.process_id.clone(),
-                    workflow: e.workflow.clone(),
-                    target: e.target.clone(),
-                    linked_at: at,
-                });
-            }
-            Some(Body::SubscriptionDescriptionChanged(e)) => {
-                self.description.clone_from(&e.description);
-            }
-            Some(Body::SubscriptionResourcesChanged(e)) => {
-                let values = e.values.clone().unwrap_or_default();
-                match self.blocks.iter_mut().find(|(name, _)| *name == e.block) {
-                    Some((_, resources)) => resources.fields.extend(values.fields),
-                    None => self.blocks.push((e.block.clone(), values)),
-                }
-            }
-            Some(Body::SubscriptionStatusChanged(e)) => {
-                if let Ok(to) = Lifecycle::from_str(&e.to) {
-                    self.status = to;
-                    if to == Lifecycle::Active && self.start_date.is_none() {
-                        self.start_date = at;
-                    }
-                    if to == Lifecycle::Terminated {
-                        self.end_date = at;
-                    }
-                }
-            }
-            Some(Body::SubscriptionSyncChanged(e)) => {
-                self.in_sync = e.in_sync;
-                self.sync_reason.clone_from(&e.reason);
-            }
-            Some(Body::SubscriptionNoteChanged(e)) => self.note.clone_from(&e.note),
-            Some(Body::SubscriptionProcessReleased(e))
-                if self
-                    .locked_by
-                    .is_some_and(|p| p.to_string() == e.process_id) =>
-            {
-                self.locked_by = None;
-            }
-            // Events of other aggregates never reach a subscription stream.
-            _ => {}
-        }
-        self.version = event.version;
-        self.position = event.position;
-        self.updated_at = at;
-    }
-
+impl SubscriptionVersion {
     /// A resource's value, if set.
     pub fn resource(&self, block: &str, name: &str) -> Option<&orca_proto::Value> {
         self.blocks
@@ -141,7 +103,7 @@ impl SubscriptionState {
             })
     }
 
-    /// Mandatory resources of `state` that the subscription lacks, as `block.resource`.
+    /// Mandatory resources of `state` that the version lacks, as `block.resource`.
     pub fn missing_for(&self, product: &Product, state: Lifecycle) -> Vec<String> {
         product
             .mandatory
@@ -151,5 +113,247 @@ impl SubscriptionState {
             .filter(|(block, res)| self.resource(block, res).is_none())
             .map(|(block, res)| format!("{block}.{res}"))
             .collect()
+    }
+
+    /// Applies a change of its data.
+    fn change(&mut self, body: &Body, at: Option<Timestamp>) {
+        match body {
+            Body::SubscriptionDescriptionChanged(e) => self.description.clone_from(&e.description),
+            Body::SubscriptionResourcesChanged(e) => {
+                let values = e.values.clone().unwrap_or_default();
+                match self.blocks.iter_mut().find(|(name, _)| *name == e.block) {
+                    Some((_, resources)) => resources.fields.extend(values.fields),
+                    None => self.blocks.push((e.block.clone(), values)),
+                }
+            }
+            Body::SubscriptionStatusChanged(e) => {
+                if let Ok(to) = Lifecycle::from_str(&e.to) {
+                    self.status = to;
+                    if to == Lifecycle::Active && self.start_date.is_none() {
+                        self.start_date = at;
+                    }
+                    if to == Lifecycle::Terminated {
+                        self.end_date = at;
+                    }
+                }
+            }
+            Body::SubscriptionSyncChanged(e) => {
+                self.in_sync = e.in_sync;
+                self.sync_reason.clone_from(&e.reason);
+            }
+            Body::SubscriptionNoteChanged(e) => self.note.clone_from(&e.note),
+            _ => {}
+        }
+    }
+}
+
+/// A customer's instance of a product, as its events made it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SubscriptionState {
+    /// Its id.
+    pub id: SubscriptionId,
+    /// Product name.
+    pub product: String,
+    /// Customer id.
+    pub customer_id: String,
+    /// The as-is version (none while its create runs).
+    pub active: Option<SubscriptionVersion>,
+    /// The to-be version a running process builds, if one does.
+    pub pending: Option<SubscriptionVersion>,
+    /// The version the last activation superseded or the last abort discarded.
+    pub retired: Option<SubscriptionVersion>,
+    /// How many versions it has had.
+    pub versions: u32,
+    /// The unfinished process holding it.
+    pub locked_by: Option<ProcessId>,
+    /// Every process recorded against it (the administrative trail).
+    pub processes: Vec<v1::ProcessLink>,
+    /// Stream version (0: it does not exist).
+    pub version: u64,
+    /// When it was created.
+    pub created_at: Option<Timestamp>,
+    /// When its last event happened.
+    pub updated_at: Option<Timestamp>,
+    /// Log position of its last event.
+    pub position: u64,
+}
+
+/// Makes a data event change version `number`.
+pub(crate) fn stamp_version(body: &mut Body, number: u32) {
+    match body {
+        Body::SubscriptionDescriptionChanged(e) => e.version = number,
+        Body::SubscriptionResourcesChanged(e) => e.version = number,
+        Body::SubscriptionStatusChanged(e) => e.version = number,
+        Body::SubscriptionSyncChanged(e) => e.version = number,
+        Body::SubscriptionNoteChanged(e) => e.version = number,
+        _ => {}
+    }
+}
+
+/// The version number a data event names (0 in one recorded before versions).
+fn changed_version(body: &Body) -> Option<u32> {
+    match body {
+        Body::SubscriptionDescriptionChanged(e) => Some(e.version),
+        Body::SubscriptionResourcesChanged(e) => Some(e.version),
+        Body::SubscriptionStatusChanged(e) => Some(e.version),
+        Body::SubscriptionSyncChanged(e) => Some(e.version),
+        Body::SubscriptionNoteChanged(e) => Some(e.version),
+        _ => None,
+    }
+}
+
+impl SubscriptionState {
+    /// Whether the subscription exists (has events).
+    pub fn exists(&self) -> bool {
+        self.version > 0
+    }
+
+    /// The stream holding its events.
+    pub fn stream(&self) -> String {
+        self.id.stream()
+    }
+
+    /// What a reader gets by default: the active version; while its create runs, the pending
+    /// one; after its create was aborted, the discarded one.
+    pub fn current(&self) -> Option<&SubscriptionVersion> {
+        self.active
+            .as_ref()
+            .or(self.pending.as_ref())
+            .or(self.retired.as_ref())
+    }
+
+    /// The version process `pid` changes: the one it builds, else the active one (a validate or
+    /// system process changes it in place), else what a reader gets.
+    pub fn working(&self, pid: ProcessId) -> Option<&SubscriptionVersion> {
+        match &self.pending {
+            Some(p) if p.activator == Some(pid) => Some(p),
+            _ => self.active.as_ref().or_else(|| self.current()),
+        }
+    }
+
+    /// The version numbered `number`, while the state holds it.
+    pub fn version_numbered(&self, number: u32) -> Option<&SubscriptionVersion> {
+        [&self.active, &self.pending, &self.retired]
+            .into_iter()
+            .flatten()
+            .find(|v| v.number == number)
+    }
+
+    fn numbered_mut(&mut self, number: u32) -> Option<&mut SubscriptionVersion> {
+        [&mut self.active, &mut self.pending, &mut self.retired]
+            .into_iter()
+            .flatten()
+            .find(|v| v.number == number)
+    }
+
+    /// Applies one of the subscription's events. Pure and total: replaying a stream rebuilds it.
+    pub fn evolve(&mut self, event: &v1::Event) {
+        let at = event.occurred_at;
+        match &event.body {
+            Some(Body::SubscriptionCreated(e)) => {
+                self.id = SubscriptionId::parse("subscription_id", &e.subscription_id)
+                    .unwrap_or_default();
+                self.product.clone_from(&e.product);
+                self.customer_id.clone_from(&e.customer_id);
+                let first = SubscriptionVersion {
+                    number: 1,
+                    // Recorded before versions: active at once, changed in place.
+                    state: if e.version == 0 {
+                        VersionState::Active
+                    } else {
+                        VersionState::Pending
+                    },
+                    status: Lifecycle::from_str(&e.status).unwrap_or_default(),
+                    in_sync: false,
+                    sync_reason: "new: in sync once its create workflow resyncs it".into(),
+                    blocks: e
+                        .blocks
+                        .iter()
+                        .map(|b| (b.name.clone(), b.resources.clone().unwrap_or_default()))
+                        .collect(),
+                    activator: ProcessId::parse("process_id", &e.process_id).ok(),
+                    opened_at: at,
+                    activated_at: (e.version == 0).then_some(at).flatten(),
+                    ..SubscriptionVersion::default()
+                };
+                if first.state == VersionState::Active {
+                    self.active = Some(first);
+                } else {
+                    self.pending = Some(first);
+                }
+                self.versions = 1;
+                self.created_at = at;
+            }
+            Some(Body::SubscriptionVersionOpened(e)) => {
+                if let Some(active) = &self.active {
+                    self.pending = Some(SubscriptionVersion {
+                        number: e.version,
+                        state: VersionState::Pending,
+                        activator: ProcessId::parse("process_id", &e.process_id).ok(),
+                        terminator: None,
+                        opened_at: at,
+                        activated_at: None,
+                        ..active.clone()
+                    });
+                    self.versions = self.versions.max(e.version);
+                }
+            }
+            Some(Body::SubscriptionVersionActivated(e)) => {
+                if let Some(mut next) = self.pending.take().filter(|p| p.number == e.version) {
+                    let by = ProcessId::parse("process_id", &e.process_id).ok();
+                    if let Some(mut old) = self.active.take() {
+                        old.state = VersionState::Superseded;
+                        old.terminator = by;
+                        if old.status != Lifecycle::Terminated {
+                            old.status = Lifecycle::Terminated;
+                            old.end_date = at;
+                        }
+                        self.retired = Some(old);
+                    }
+                    next.state = VersionState::Active;
+                    next.activated_at = at;
+                    self.active = Some(next);
+                }
+            }
+            Some(Body::SubscriptionVersionDiscarded(e)) => {
+                if let Some(mut gone) = self.pending.take_if(|p| p.number == e.version) {
+                    gone.state = VersionState::Discarded;
+                    self.retired = Some(gone);
+                }
+            }
+            Some(Body::SubscriptionProcessLinked(e)) => {
+                self.locked_by = ProcessId::parse("process_id", &e.process_id).ok();
+                self.processes.push(v1::ProcessLink {
+                    process_id: e.process_id.clone(),
+                    workflow: e.workflow.clone(),
+                    target: e.target.clone(),
+                    linked_at: at,
+                });
+            }
+            Some(Body::SubscriptionProcessReleased(e))
+                if self
+                    .locked_by
+                    .is_some_and(|p| p.to_string() == e.process_id) =>
+            {
+                self.locked_by = None;
+            }
+            Some(body) => {
+                if let Some(number) = changed_version(body) {
+                    // 0: recorded before versions, when the one version changed in place.
+                    let target = match number {
+                        0 => self.active.as_mut().or(self.pending.as_mut()),
+                        n => self.numbered_mut(n),
+                    };
+                    if let Some(v) = target {
+                        v.change(body, at);
+                    }
+                }
+            }
+            // Events of other aggregates never reach a subscription stream.
+            None => {}
+        }
+        self.version = event.version;
+        self.position = event.position;
+        self.updated_at = at;
     }
 }

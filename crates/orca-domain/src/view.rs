@@ -8,10 +8,11 @@ use crate::catalog::{StepDef, StepKind};
 use crate::json;
 use crate::process::{ProcessState, StepState};
 use crate::status::{ProcessStatus, StepStatus};
-use crate::subscription::SubscriptionState;
+use crate::subscription::{SubscriptionState, SubscriptionVersion};
 
 impl SubscriptionState {
-    /// The subscription view.
+    /// The subscription view: what a reader gets by default (see [`SubscriptionState::current`]),
+    /// with the process trail.
     pub fn to_view(&self) -> v1::Subscription {
         let mut view = self.to_view_without_trail();
         view.processes.clone_from(&self.processes);
@@ -21,18 +22,28 @@ impl SubscriptionState {
     /// The view without its process trail, which grows with every workflow run and which a step
     /// worker does not need.
     pub fn to_view_without_trail(&self) -> v1::Subscription {
+        match self.current() {
+            Some(v) => self.version_view(v),
+            None => self.version_view(&SubscriptionVersion::default()),
+        }
+    }
+
+    /// The view of one of its versions, without the process trail.
+    pub fn version_view(&self, v: &SubscriptionVersion) -> v1::Subscription {
+        let process =
+            |p: Option<crate::ids::ProcessId>| p.map(|p| p.to_string()).unwrap_or_default();
         v1::Subscription {
             subscription_id: self.id.to_string(),
             product: self.product.clone(),
             customer_id: self.customer_id.clone(),
-            description: self.description.clone(),
-            status: self.status.as_str().into(),
-            in_sync: self.in_sync,
-            sync_reason: self.sync_reason.clone(),
-            start_date: self.start_date,
-            end_date: self.end_date,
-            note: self.note.clone(),
-            blocks: self
+            description: v.description.clone(),
+            status: v.status.as_str().into(),
+            in_sync: v.in_sync,
+            sync_reason: v.sync_reason.clone(),
+            start_date: v.start_date,
+            end_date: v.end_date,
+            note: v.note.clone(),
+            blocks: v
                 .blocks
                 .iter()
                 .map(|(name, resources)| v1::Block {
@@ -42,7 +53,13 @@ impl SubscriptionState {
                 .collect(),
             locked_by_process_id: self.locked_by.map(|p| p.to_string()).unwrap_or_default(),
             processes: Vec::new(),
-            version: self.version,
+            version: u64::from(v.number),
+            version_state: v.state.as_str().into(),
+            pending_version: self.pending.as_ref().map_or(0, |p| p.number),
+            stream_version: self.version,
+            activator_process_id: process(v.activator),
+            terminator_process_id: process(v.terminator),
+            activated_at: v.activated_at,
             created_at: self.created_at,
             updated_at: self.updated_at,
             position: self.position,

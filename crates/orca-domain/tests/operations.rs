@@ -239,6 +239,7 @@ fn an_aborted_process_releases_its_subscription_which_stays_out_of_sync_until_se
         names(&d),
         [
             "process_aborted",
+            "subscription_version_discarded",
             "subscription_process_released",
             "subscription_sync_changed"
         ]
@@ -445,7 +446,11 @@ fn modify_prefills_its_form_changes_resources_and_description_and_keeps_the_note
         "modify_user_group",
         json!({"modify_note": "ticket 1"}),
     );
-    assert!(!s.sub().in_sync);
+    // The as-is stays in sync while the to-be (version 2) is changed out of sync.
+    let as_is = s.sub();
+    assert!(as_is.in_sync && as_is.version == 1 && as_is.pending_version == 2);
+    let pending = s.subscription.as_ref().unwrap().pending.clone().unwrap();
+    assert!(!pending.in_sync);
     s.report(4, 1, Ok(json!({}))).unwrap();
     let sub = s.sub();
     assert_eq!(
@@ -465,6 +470,7 @@ fn modify_prefills_its_form_changes_resources_and_description_and_keeps_the_note
             "process_started",
             "step_completed",
             "subscription_process_linked",
+            "subscription_version_opened",
             "step_completed",
             "subscription_sync_changed",
             "step_completed",
@@ -480,7 +486,13 @@ fn modify_prefills_its_form_changes_resources_and_description_and_keeps_the_note
     let sub = s.sub();
     let state = s.subscription.as_ref().unwrap();
     assert_eq!(
-        orca_domain::json::value_to_json(state.resource("user_group", "group_name").unwrap()),
+        orca_domain::json::value_to_json(
+            state
+                .current()
+                .unwrap()
+                .resource("user_group", "group_name")
+                .unwrap()
+        ),
         json!("Platform")
     );
     assert_eq!(sub.description, "User group Platform");

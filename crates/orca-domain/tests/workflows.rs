@@ -93,12 +93,17 @@ fn create_runs_builtins_until_the_task_then_finishes_on_its_result() {
     assert!(sub.locked_by_process_id.is_empty());
     assert!(sub.start_date.is_some());
     let state = s.subscription.as_ref().unwrap();
-    let group_id = state.resource("user_group", "group_id").unwrap();
+    let group_id = state
+        .active
+        .as_ref()
+        .unwrap()
+        .resource("user_group", "group_id")
+        .unwrap();
     assert_eq!(orca_domain::json::value_to_json(group_id), json!(4711));
 }
 
 #[test]
-fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
+fn terminate_builds_the_next_version_out_of_sync_while_the_active_one_stays_as_it_is() {
     let mut s = Scenario::new();
     s.create("Ops");
     let d = s.terminate().unwrap();
@@ -111,23 +116,55 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
             "process_started",
             "step_completed",
             "subscription_process_linked",
+            "subscription_version_opened",
             "step_completed",
             "subscription_sync_changed",
             "step_completed",
             "task_scheduled",
         ]
     );
-    assert!(!s.subscription.as_ref().unwrap().in_sync);
-    // A second terminate decided after the first is refused.
+    // The as-is (version 1) stays active and in sync; the to-be (version 2) is out of sync.
+    let state = s.subscription.clone().unwrap();
+    let (active, pending) = (state.active.unwrap(), state.pending.unwrap());
+    assert_eq!(
+        (active.number, active.state.as_str(), active.in_sync),
+        (1, "active", true)
+    );
+    assert_eq!(
+        (pending.number, pending.state.as_str(), pending.in_sync),
+        (2, "pending", false)
+    );
+    let view = s.sub();
+    assert_eq!(
+        (
+            view.version,
+            view.status.as_str(),
+            view.in_sync,
+            view.pending_version
+        ),
+        (1, "active", true, 2)
+    );
+    // A second terminate decided after the first is refused: the first holds it.
     let again = s.terminate().unwrap_err();
-    assert_eq!(again.code, Code::SubscriptionOutOfSync);
-    // In sync but held by an unfinished process: still refused.
-    s.tamper(|sub| sub.in_sync = true);
-    assert_eq!(s.terminate().unwrap_err().code, Code::SubscriptionLocked);
-    s.tamper(|sub| sub.in_sync = false);
+    assert_eq!(again.code, Code::SubscriptionLocked);
 
     s.report(3, 1, Ok(json!({}))).unwrap();
+    // Version 2, terminated, is the active one; version 1 is superseded.
     let sub = s.sub();
+    assert_eq!(
+        (sub.version, sub.version_state.as_str(), sub.pending_version),
+        (2, "active", 0)
+    );
+    let retired = s.subscription.as_ref().unwrap().retired.clone().unwrap();
+    assert_eq!(
+        (
+            retired.number,
+            retired.state.as_str(),
+            retired.status.as_str()
+        ),
+        (1, "superseded", "terminated")
+    );
+    assert_eq!(sub.terminator_process_id, "");
     assert_eq!(sub.status, "terminated");
     assert!(sub.in_sync);
     assert!(sub.end_date.is_some());
@@ -151,7 +188,7 @@ fn terminate_unsyncs_in_the_start_decision_and_ends_terminated_in_sync() {
 fn out_of_sync_subscriptions_refuse_workflows() {
     let mut s = Scenario::new();
     s.create("Ops");
-    s.tamper(|sub| sub.in_sync = false);
+    s.tamper(|sub| sub.active.as_mut().unwrap().in_sync = false);
     assert_eq!(s.terminate().unwrap_err().code, Code::SubscriptionOutOfSync);
 }
 
@@ -481,7 +518,7 @@ steps = ["init", "store_process_subscription(modify)", "unsync", "resync", "done
 "#,
     );
     s.create("Ops");
-    s.tamper(|sub| sub.in_sync = false);
+    s.tamper(|sub| sub.active.as_mut().unwrap().in_sync = false);
     let out_of_sync = s.subscription.clone();
 
     let r = start_on_subscription(&mut s, "rename_user_group").unwrap_err();

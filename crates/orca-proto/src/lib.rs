@@ -144,6 +144,9 @@ pub fn event_type_name(field: u32) -> &'static str {
         36 => "transaction_submitted",
         37 => "transaction_matched",
         38 => "transaction_completed",
+        39 => "subscription_version_opened",
+        40 => "subscription_version_activated",
+        41 => "subscription_version_discarded",
         _ => "unknown",
     }
 }

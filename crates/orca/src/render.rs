@@ -247,7 +247,18 @@ pub fn transaction_line(t: &v1::Transaction) -> String {
 /// A subscription with its resources.
 pub fn subscription(sub: &v1::Subscription) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "subscription {}  {}", sub.subscription_id, sub.product);
+    let _ = writeln!(
+        s,
+        "subscription {}  {}  version {} ({})",
+        sub.subscription_id, sub.product, sub.version, sub.version_state
+    );
+    if sub.pending_version > 0 && u64::from(sub.pending_version) != sub.version {
+        let _ = writeln!(
+            s,
+            "  to-be        version {} (pending: built by {})",
+            sub.pending_version, sub.locked_by_process_id
+        );
+    }
     let _ = writeln!(s, "  description  {}", sub.description);
     let _ = writeln!(s, "  status       {}", sub.status);
     let _ = writeln!(s, "  in sync      {}", sub.in_sync);

@@ -69,9 +69,11 @@ impl Decide for SetInSync {
         let event = env.event(
             sub.stream(),
             sub.version + 1,
+            // The as-is is what the operator checked against the OSS/BSS.
             Body::SubscriptionSyncChanged(v1::SubscriptionSyncChanged {
                 in_sync: true,
                 reason: self.reason.clone(),
+                version: sub.current().map_or(0, |v| v.number),
             }),
         );
         sub.evolve(&event);

@@ -191,19 +191,21 @@ impl Decide for StartProcess {
                     ),
                 ));
             }
-            if !wf.usable_when.contains(&sub.status) {
+            // The as-is: what a start is checked against.
+            let current = sub.current().cloned().unwrap_or_default();
+            if !wf.usable_when.contains(&current.status) {
                 let allowed: Vec<_> = wf.usable_when.iter().map(|l| l.as_str()).collect();
                 return Err(Rejection::new(
                     Code::LifecycleInvalid,
                     format!(
                         "subscription {id} is {}; {} starts only on {}",
-                        sub.status,
+                        current.status,
                         wf.name,
                         allowed.join(" or ")
                     ),
                 ));
             }
-            if !sub.in_sync && !wf.target.runs_out_of_sync() {
+            if !current.in_sync && !wf.target.runs_out_of_sync() {
                 return Err(Rejection::new(
                     Code::SubscriptionOutOfSync,
                     format!(
