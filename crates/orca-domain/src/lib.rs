@@ -45,4 +45,4 @@ pub use lifecycle::Lifecycle;
 pub use process::ProcessState;
 pub use rejection::{Code, FieldError, Rejection};
 pub use status::{FailureKind, ProcessStatus, StepStatus, Target};
-pub use subscription::SubscriptionState;
+pub use subscription::{SubscriptionState, SubscriptionVersion, VersionState};

@@ -239,6 +239,25 @@ impl SubscriptionState {
             .find(|v| v.number == number)
     }
 
+    /// The versions `body`, an event just applied, changed (a lock taken or released changes
+    /// the subscription, none of its versions).
+    pub fn touched_by(&self, body: &Body) -> Vec<u32> {
+        match body {
+            Body::SubscriptionCreated(_) => vec![1],
+            Body::SubscriptionVersionOpened(e) => vec![e.version],
+            Body::SubscriptionVersionActivated(e) if e.superseded > 0 => {
+                vec![e.version, e.superseded]
+            }
+            Body::SubscriptionVersionActivated(e) => vec![e.version],
+            Body::SubscriptionVersionDiscarded(e) => vec![e.version],
+            other => match changed_version(other) {
+                Some(0) => self.current().map(|v| v.number).into_iter().collect(),
+                Some(n) => vec![n],
+                None => Vec::new(),
+            },
+        }
+    }
+
     fn numbered_mut(&mut self, number: u32) -> Option<&mut SubscriptionVersion> {
         [&mut self.active, &mut self.pending, &mut self.retired]
             .into_iter()

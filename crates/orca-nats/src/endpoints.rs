@@ -59,6 +59,7 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("transaction-submit",       "cmd.transaction.submit",        Kind::Command(command::<v1::SubmitTransaction>)),
     ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
     ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),
+    ("subscription-versions",    "query.subscription.versions",   Kind::Query(Query::ListSubscriptionVersions)),
     ("process-get",              "query.process.get",             Kind::Query(Query::GetProcess)),
     ("process-list",             "query.process.list",            Kind::Query(Query::ListProcesses)),
     ("workflow-form",            "query.workflow.form",           Kind::Query(Query::WorkflowForm)),

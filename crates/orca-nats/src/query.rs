@@ -37,7 +37,8 @@ reply_with_error!(
     v1::WorkflowForm,
     v1::TransactionReply,
     v1::TransactionList,
-    v1::LogPage
+    v1::LogPage,
+    v1::SubscriptionVersionList
 );
 
 fn store_error(e: orca_views::Error) -> v1::Rejected {
@@ -73,6 +74,15 @@ trait Paged: Reply {
 impl Paged for v1::SubscriptionList {
     fn items(&self) -> usize {
         self.subscriptions.len()
+    }
+    fn token(&mut self) -> &mut String {
+        &mut self.next_page_token
+    }
+}
+
+impl Paged for v1::SubscriptionVersionList {
+    fn items(&self) -> usize {
+        self.versions.len()
     }
     fn token(&mut self) -> &mut String {
         &mut self.next_page_token
@@ -186,6 +196,40 @@ pub(crate) enum Query {
     GetTransaction,
     ListTransactions,
     ReadLog,
+    ListSubscriptionVersions,
+}
+
+/// The subscription `id` as a reader got it right after log position `position` (or at `time`),
+/// folded from its own stream's events: one stream is read, never the whole log.
+fn as_of(
+    ctx: &Ctx,
+    id: &str,
+    position: u64,
+    time: Option<orca_proto::Timestamp>,
+) -> Result<Option<v1::Subscription>, v1::Rejected> {
+    let unavailable = |e: String| Rejection::new(Code::Unavailable, e).to_proto();
+    let sid =
+        orca_domain::ids::SubscriptionId::parse("subscription_id", id).map_err(|r| r.to_proto())?;
+    let key = |t: &orca_proto::Timestamp| (t.seconds, t.nanos);
+    let mut state = orca_domain::SubscriptionState::default();
+    for r in ctx
+        .log
+        .read_stream(&sid.stream(), 1)
+        .map_err(|e| unavailable(e.to_string()))?
+    {
+        if position > 0 && r.position > position {
+            break;
+        }
+        let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+            .map_err(|e| unavailable(format!("log entry {} cannot be read: {e}", r.position)))?;
+        if let (Some(limit), Some(at)) = (&time, &e.occurred_at)
+            && key(at) > key(limit)
+        {
+            break;
+        }
+        state.evolve(&e);
+    }
+    Ok(state.exists().then(|| state.to_view()))
 }
 
 /// Events a log page holds when the request names no limit, and at most.
@@ -257,11 +301,56 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
             run(payload, enc, ctx, |q: v1::GetSubscription| async move {
                 caught_up(ctx, q.min_position).await?;
                 let id = q.subscription_id.trim();
-                let s = ctx.views.subscription(id).map_err(store_error)?;
+                let s = if q.as_of_position > 0 || q.as_of_time.is_some() {
+                    as_of(ctx, id, q.as_of_position, q.as_of_time)?
+                } else if q.pending {
+                    let now = ctx.views.subscription(id).map_err(store_error)?;
+                    match now.filter(|s| s.pending_version > 0) {
+                        Some(s) => ctx
+                            .views
+                            .subscription_version(id, s.pending_version)
+                            .map_err(store_error)?,
+                        None => {
+                            return Err(Rejection::new(
+                                Code::SubscriptionNotFound,
+                                format!("subscription {id:?} has no pending version"),
+                            )
+                            .to_proto());
+                        }
+                    }
+                } else if q.version > 0 {
+                    ctx.views
+                        .subscription_version(id, q.version)
+                        .map_err(store_error)?
+                } else {
+                    ctx.views.subscription(id).map_err(store_error)?
+                };
+                let what = match q.version {
+                    0 => "subscription".to_owned(),
+                    n => format!("version {n} of subscription"),
+                };
                 Ok(v1::SubscriptionReply {
-                    subscription: Some(s.ok_or_else(|| {
-                        not_found(Code::SubscriptionNotFound, "subscription", id)
-                    })?),
+                    subscription: Some(
+                        s.ok_or_else(|| not_found(Code::SubscriptionNotFound, &what, id))?,
+                    ),
+                    error: None,
+                })
+            })
+            .await
+        }
+        Query::ListSubscriptionVersions => {
+            let limit_of = |q: &v1::ListSubscriptionVersions| q.limit;
+            run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
+                caught_up(ctx, q.min_position).await?;
+                let id = q.subscription_id.trim();
+                let page = ctx
+                    .views
+                    .subscription_versions(id, limit, &q.page_token)
+                    .map_err(store_error)?
+                    .ok_or_else(|| not_found(Code::SubscriptionNotFound, "subscription", id))?;
+                Ok(v1::SubscriptionVersionList {
+                    versions: page.items,
+                    next_page_token: page.next_page_token,
                     error: None,
                 })
             })

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use orca_domain::ids::split_stream;
 use orca_domain::transaction::TransactionState;
-use orca_domain::{ProcessState, SubscriptionState};
+use orca_domain::{ProcessState, SubscriptionState, SubscriptionVersion};
 use orca_log::ReadLog;
 use orca_proto::{Message, v1};
 use tokio::sync::watch;
@@ -38,6 +38,8 @@ const SUB_INDEX: u8 = b's';
 const PROC_INDEX: u8 = b'p';
 const TRANSACTION: u8 = b'T';
 const TX_INDEX: u8 = b't';
+/// One version of a subscription: `V<id>/<version, big-endian>`.
+const VERSION: u8 = b'V';
 const CHECKPOINT: &[u8] = b"m:checkpoint";
 
 /// Every key and value of the view store, in key order.
@@ -114,6 +116,9 @@ struct Recent {
     dirty_subscriptions: HashSet<String>,
     dirty_processes: HashSet<String>,
     dirty_transactions: HashSet<String>,
+    /// Versions changed since the last persist, with the last state of those no longer in
+    /// their subscription's state (retired: superseded or discarded).
+    dirty_versions: HashMap<(String, u32), Option<SubscriptionVersion>>,
     /// New list index keys; all sort after those in sled.
     index: BTreeSet<Vec<u8>>,
     /// Position the views in memory include.
@@ -124,7 +129,10 @@ struct Recent {
 
 impl Recent {
     fn len(&self) -> usize {
-        self.dirty_subscriptions.len() + self.dirty_processes.len() + self.dirty_transactions.len()
+        self.dirty_subscriptions.len()
+            + self.dirty_processes.len()
+            + self.dirty_transactions.len()
+            + self.dirty_versions.len()
     }
 }
 
@@ -155,6 +163,43 @@ fn key(kind: u8, id: &str) -> Vec<u8> {
     k.push(kind);
     k.extend_from_slice(id.as_bytes());
     k
+}
+
+/// The keys of `id`'s versions start so.
+fn version_prefix(id: &str) -> Vec<u8> {
+    let mut k = key(VERSION, id);
+    k.push(b'/');
+    k
+}
+
+fn version_key(id: &str, number: u32) -> Vec<u8> {
+    let mut k = version_prefix(id);
+    k.extend_from_slice(&number.to_be_bytes());
+    k
+}
+
+/// A version's view as stored: only what is the version's own, so that it is the same whenever
+/// it is written; what holds for the whole subscription is added when it is read.
+fn version_entry(s: &SubscriptionState, v: &SubscriptionVersion) -> v1::Subscription {
+    v1::Subscription {
+        locked_by_process_id: String::new(),
+        pending_version: 0,
+        stream_version: 0,
+        updated_at: None,
+        position: 0,
+        ..s.version_view(v)
+    }
+}
+
+/// A version's view with what holds for the whole subscription as `now` has it.
+fn with_subscription_wide(mut v: v1::Subscription, now: &v1::Subscription) -> v1::Subscription {
+    v.locked_by_process_id.clone_from(&now.locked_by_process_id);
+    v.pending_version = now.pending_version;
+    v.stream_version = now.stream_version;
+    v.processes.clone_from(&now.processes);
+    v.updated_at = now.updated_at;
+    v.position = now.position;
+    v
 }
 
 fn index_key(kind: u8, position: u64, id: &str) -> Vec<u8> {
@@ -255,6 +300,16 @@ impl Views {
                     if sub.version < event.version {
                         sub.evolve(event);
                         recent.dirty_subscriptions.insert(id.to_owned());
+                        if let Some(body) = &event.body {
+                            for n in sub.touched_by(body) {
+                                // A retired version leaves the state at the next retirement:
+                                // its last state is kept here until it is written.
+                                let retired = sub.retired.as_ref().filter(|r| r.number == n);
+                                recent
+                                    .dirty_versions
+                                    .insert((id.to_owned(), n), retired.cloned());
+                            }
+                        }
                     }
                 }
                 "process" => {
@@ -357,6 +412,14 @@ impl Views {
                     views.push((key(SUBSCRIPTION, id), s.to_view().encode_to_vec()));
                 }
             }
+            for ((id, n), kept) in &recent.dirty_versions {
+                let Some(s) = recent.subscriptions.get(id) else {
+                    continue;
+                };
+                if let Some(v) = kept.as_ref().or_else(|| s.version_numbered(*n)) {
+                    views.push((version_key(id, *n), version_entry(s, v).encode_to_vec()));
+                }
+            }
             for id in &recent.dirty_processes {
                 if let Some(p) = recent.processes.get(id) {
                     views.push((key(PROCESS, id), p.to_view().encode_to_vec()));
@@ -383,6 +446,7 @@ impl Views {
         recent.dirty_subscriptions.clear();
         recent.dirty_processes.clear();
         recent.dirty_transactions.clear();
+        recent.dirty_versions.clear();
         recent.index.clear();
         recent.since = None;
         // Kept for the events to come: unfinished processes and the subscriptions they hold,
@@ -423,6 +487,68 @@ impl Views {
             }
         }
         self.stored(&key(SUBSCRIPTION, id))
+    }
+
+    /// Version `number` of a subscription, with what holds for the whole subscription (its lock,
+    /// the version being built, its trail) as it is now.
+    pub fn subscription_version(
+        &self,
+        id: &str,
+        number: u32,
+    ) -> Result<Option<v1::Subscription>, Error> {
+        let Some(now) = self.subscription(id)? else {
+            return Ok(None);
+        };
+        let version = {
+            let recent = self.recent()?;
+            let kept = recent.dirty_versions.get(&(id.to_owned(), number));
+            match (kept, recent.subscriptions.get(id)) {
+                (Some(Some(v)), Some(s)) => Some(version_entry(s, v)),
+                (Some(None), Some(s)) => s.version_numbered(number).map(|v| version_entry(s, v)),
+                _ => None,
+            }
+        };
+        let version = match version {
+            Some(v) => Some(v),
+            None => self.stored::<v1::Subscription>(&version_key(id, number))?,
+        };
+        Ok(version.map(|v| with_subscription_wide(v, &now)))
+    }
+
+    /// The versions of a subscription, newest first: `limit` of them after `page_token` (the
+    /// number of the last one a page held).
+    pub fn subscription_versions(
+        &self,
+        id: &str,
+        limit: usize,
+        page_token: &str,
+    ) -> Result<Option<Page<v1::Subscription>>, Error> {
+        let Some(now) = self.subscription(id)? else {
+            return Ok(None);
+        };
+        let newest = match page_token.parse::<u32>() {
+            Ok(n) => n.saturating_sub(1),
+            Err(_) => u32::try_from(now.version)
+                .unwrap_or(u32::MAX)
+                .max(now.pending_version),
+        };
+        let limit = limit.clamp(1, 1000);
+        let mut items = Vec::new();
+        let mut number = newest;
+        while number > 0 && items.len() < limit {
+            if let Some(v) = self.subscription_version(id, number)? {
+                items.push(v);
+            }
+            number -= 1;
+        }
+        let next_page_token = match items.last() {
+            Some(last) if number > 0 => last.version.to_string(),
+            _ => String::new(),
+        };
+        Ok(Some(Page {
+            items,
+            next_page_token,
+        }))
     }
 
     /// One process.

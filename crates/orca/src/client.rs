@@ -112,9 +112,26 @@ impl OrcaClient {
             &v1::GetSubscription {
                 subscription_id: id.to_owned(),
                 min_position,
+                ..Default::default()
             },
         )
         .await
+    }
+
+    /// `query.subscription.get` for a version, the pending one, or as of a position or time.
+    pub async fn subscription_at(
+        &self,
+        q: &v1::GetSubscription,
+    ) -> anyhow::Result<v1::SubscriptionReply> {
+        self.call("query.subscription.get", q).await
+    }
+
+    /// `query.subscription.versions`
+    pub async fn subscription_versions(
+        &self,
+        q: &v1::ListSubscriptionVersions,
+    ) -> anyhow::Result<v1::SubscriptionVersionList> {
+        self.call("query.subscription.versions", q).await
     }
 
     /// `query.subscription.list`

@@ -287,6 +287,27 @@ pub fn subscription(sub: &v1::Subscription) -> String {
     s
 }
 
+/// One line for a version of a subscription: its part, lifecycle status and who built and
+/// superseded it.
+pub fn version_line(v: &v1::Subscription) -> String {
+    let by = |p: &str| {
+        if p.is_empty() {
+            "-".to_owned()
+        } else {
+            p.to_owned()
+        }
+    };
+    format!(
+        "version {:<4} {:<11} {:<13} activator {}  terminator {}  {}",
+        v.version,
+        v.version_state,
+        v.status,
+        by(&v.activator_process_id),
+        by(&v.terminator_process_id),
+        v.description
+    )
+}
+
 /// One line per subscription.
 pub fn subscription_line(sub: &v1::Subscription) -> String {
     format!(
