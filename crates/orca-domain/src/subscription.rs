@@ -2,7 +2,8 @@
 //! allows.
 //!
 //! A subscription is identified by id and version (TMF638 with versions). Its create process
-//! builds version 1; a modify or terminate process builds version N+1 as *pending* (the to-be)
+//! builds version 1, active from the start (there is no as-is to keep; its lifecycle state says
+//! how far the create got); a modify or terminate process builds version N+1 as *pending* (the to-be)
 //! while the *active* version N (the as-is) stays what a reader gets. When the process completes,
 //! N+1 becomes active and N is superseded (terminated); when it is aborted, N+1 is discarded.
 //! Only one version is ever active. Validate and system processes change the active version in
@@ -156,7 +157,7 @@ pub struct SubscriptionState {
     pub product: String,
     /// Customer id.
     pub customer_id: String,
-    /// The as-is version (none while its create runs).
+    /// The as-is version.
     pub active: Option<SubscriptionVersion>,
     /// The to-be version a running process builds, if one does.
     pub pending: Option<SubscriptionVersion>,
@@ -213,8 +214,7 @@ impl SubscriptionState {
         self.id.stream()
     }
 
-    /// What a reader gets by default: the active version; while its create runs, the pending
-    /// one; after its create was aborted, the discarded one.
+    /// What a reader gets by default: the active version.
     pub fn current(&self) -> Option<&SubscriptionVersion> {
         self.active
             .as_ref()
@@ -274,14 +274,9 @@ impl SubscriptionState {
                     .unwrap_or_default();
                 self.product.clone_from(&e.product);
                 self.customer_id.clone_from(&e.customer_id);
-                let first = SubscriptionVersion {
+                self.active = Some(SubscriptionVersion {
                     number: 1,
-                    // Recorded before versions: active at once, changed in place.
-                    state: if e.version == 0 {
-                        VersionState::Active
-                    } else {
-                        VersionState::Pending
-                    },
+                    state: VersionState::Active,
                     status: Lifecycle::from_str(&e.status).unwrap_or_default(),
                     in_sync: false,
                     sync_reason: "new: in sync once its create workflow resyncs it".into(),
@@ -292,14 +287,9 @@ impl SubscriptionState {
                         .collect(),
                     activator: ProcessId::parse("process_id", &e.process_id).ok(),
                     opened_at: at,
-                    activated_at: (e.version == 0).then_some(at).flatten(),
+                    activated_at: at,
                     ..SubscriptionVersion::default()
-                };
-                if first.state == VersionState::Active {
-                    self.active = Some(first);
-                } else {
-                    self.pending = Some(first);
-                }
+                });
                 self.versions = 1;
                 self.created_at = at;
             }

@@ -106,6 +106,15 @@ struct Inner {
     writing: Mutex<()>,
 }
 
+/// What to write of a version that is not (or no longer) the subscription's active one.
+enum VersionChange {
+    /// Its view, from the subscription's state then, or as it was last when it retired (it
+    /// leaves the state at the next retirement).
+    Write(Option<Box<SubscriptionVersion>>),
+    /// It became the active one: the subscription's view holds it now.
+    Remove,
+}
+
 /// The states the views are made from, and which changed since the last persist.
 #[derive(Default)]
 struct Recent {
@@ -116,9 +125,9 @@ struct Recent {
     dirty_subscriptions: HashSet<String>,
     dirty_processes: HashSet<String>,
     dirty_transactions: HashSet<String>,
-    /// Versions changed since the last persist, with the last state of those no longer in
-    /// their subscription's state (retired: superseded or discarded).
-    dirty_versions: HashMap<(String, u32), Option<SubscriptionVersion>>,
+    /// Versions other than the active one changed since the last persist (the subscription's
+    /// view holds the active one).
+    dirty_versions: HashMap<(String, u32), VersionChange>,
     /// New list index keys; all sort after those in sled.
     index: BTreeSet<Vec<u8>>,
     /// Position the views in memory include.
@@ -301,13 +310,20 @@ impl Views {
                         sub.evolve(event);
                         recent.dirty_subscriptions.insert(id.to_owned());
                         if let Some(body) = &event.body {
+                            let active = sub.active.as_ref().map(|a| a.number);
                             for n in sub.touched_by(body) {
-                                // A retired version leaves the state at the next retirement:
-                                // its last state is kept here until it is written.
-                                let retired = sub.retired.as_ref().filter(|r| r.number == n);
-                                recent
-                                    .dirty_versions
-                                    .insert((id.to_owned(), n), retired.cloned());
+                                let change = if Some(n) != active {
+                                    let retired = sub.retired.as_ref().filter(|r| r.number == n);
+                                    VersionChange::Write(retired.cloned().map(Box::new))
+                                } else if matches!(
+                                    body,
+                                    v1::event::Body::SubscriptionVersionActivated(_)
+                                ) {
+                                    VersionChange::Remove
+                                } else {
+                                    continue;
+                                };
+                                recent.dirty_versions.insert((id.to_owned(), n), change);
                             }
                         }
                     }
@@ -401,23 +417,29 @@ impl Views {
     /// sled recovers a prefix of its writes, so a checkpoint that survives a crash comes with
     /// every view before it; views written past a lost checkpoint are made again from the log.
     fn persist_locked(&self) -> Result<(), Error> {
-        let (views, index, position) = {
+        let (views, removed, index, position) = {
             let recent = self.recent()?;
             if recent.since.is_none() {
                 return Ok(());
             }
             let mut views = Vec::with_capacity(recent.len());
+            let mut removed = Vec::new();
             for id in &recent.dirty_subscriptions {
                 if let Some(s) = recent.subscriptions.get(id) {
                     views.push((key(SUBSCRIPTION, id), s.to_view().encode_to_vec()));
                 }
             }
-            for ((id, n), kept) in &recent.dirty_versions {
+            for ((id, n), change) in &recent.dirty_versions {
                 let Some(s) = recent.subscriptions.get(id) else {
                     continue;
                 };
-                if let Some(v) = kept.as_ref().or_else(|| s.version_numbered(*n)) {
-                    views.push((version_key(id, *n), version_entry(s, v).encode_to_vec()));
+                match change {
+                    VersionChange::Remove => removed.push(version_key(id, *n)),
+                    VersionChange::Write(kept) => {
+                        if let Some(v) = kept.as_deref().or_else(|| s.version_numbered(*n)) {
+                            views.push((version_key(id, *n), version_entry(s, v).encode_to_vec()));
+                        }
+                    }
                 }
             }
             for id in &recent.dirty_processes {
@@ -431,11 +453,14 @@ impl Views {
                 }
             }
             let index: Vec<Vec<u8>> = recent.index.iter().cloned().collect();
-            (views, index, recent.position)
+            (views, removed, index, recent.position)
         };
         let tree = &self.inner.tree;
         for (k, v) in views {
             tree.insert(k, v)?;
+        }
+        for k in removed {
+            tree.remove(k)?;
         }
         for k in index {
             tree.insert(k, &[])?;
@@ -499,12 +524,17 @@ impl Views {
         let Some(now) = self.subscription(id)? else {
             return Ok(None);
         };
+        if now.version == u64::from(number) {
+            return Ok(Some(now));
+        }
         let version = {
             let recent = self.recent()?;
-            let kept = recent.dirty_versions.get(&(id.to_owned(), number));
-            match (kept, recent.subscriptions.get(id)) {
-                (Some(Some(v)), Some(s)) => Some(version_entry(s, v)),
-                (Some(None), Some(s)) => s.version_numbered(number).map(|v| version_entry(s, v)),
+            let change = recent.dirty_versions.get(&(id.to_owned(), number));
+            match (change, recent.subscriptions.get(id)) {
+                (Some(VersionChange::Write(Some(v))), Some(s)) => Some(version_entry(s, v)),
+                (Some(VersionChange::Write(None)), Some(s)) => {
+                    s.version_numbered(number).map(|v| version_entry(s, v))
+                }
                 _ => None,
             }
         };

@@ -62,6 +62,12 @@ pub struct Args {
     /// at --nats-url instead of starting one in this process. RSS is then this client's only.
     #[arg(long, requires = "nats_url")]
     pub external: bool,
+    /// Instead of the throughput run: build one subscription with N versions (a create, then
+    /// N-1 modifies), then measure as-of queries on it (at log positions spread over its
+    /// history) next to plain reads, and replaying the whole log into fresh views (events/s)
+    /// next to raw sled.
+    #[arg(long, value_name = "N", conflicts_with_all = ["external", "rate"])]
+    pub as_of_versions: Option<u32>,
     /// sled page cache of the service's log index and views, each, in MiB (as `orca serve`).
     #[arg(long, env = "ORCA_CACHE_MIB", default_value_t = 16)]
     pub cache_mib: u64,
@@ -96,6 +102,9 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    if let Some(n) = a.as_of_versions {
+        return as_of_bench(g, &a, n).await;
+    }
     if a.workflows == 0 {
         bail!("--workflows must be at least 1");
     }
@@ -616,6 +625,193 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
     }
     responder.abort();
     Ok(h)
+}
+
+/// `--as-of-versions N`: as-of latency on a subscription with N versions, and replay events/s.
+async fn as_of_bench(g: &Global, a: &Args, versions: u32) -> anyhow::Result<ExitCode> {
+    if versions == 0 {
+        bail!("--as-of-versions must be at least 1");
+    }
+    let nats = match &g.nats_url {
+        Some(_) => None,
+        None => Some(tokio::task::spawn_blocking(|| NatsServer::start(None)).await??),
+    };
+    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
+    let tmp = tempfile::Builder::new().prefix("orca-bench-").tempdir()?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("data"));
+    let catalog = Arc::new(orca::load_catalog(None)?);
+    let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
+    options.bus.prefix = g.prefix.clone();
+    options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
+    let service = Service::start(options).await?;
+    let (stop_worker, shutdown) = watch::channel(false);
+    let worker = orca_worker::example::register(
+        Worker::new(
+            async_nats::connect(&url).await?,
+            WorkerOptions {
+                prefix: g.prefix.clone(),
+                ..WorkerOptions::default()
+            },
+        ),
+        &[],
+        &[],
+    );
+    let worker = tokio::spawn(worker.run(shutdown));
+    let client = OrcaClient::connect(&url, &g.prefix).await?;
+
+    eprintln!("building a subscription with {versions} versions…");
+    let limit = Duration::from_secs(60);
+    let reply = client
+        .start(&v1::StartProcess {
+            workflow: "create_user_group".into(),
+            customer_id: uuid::Uuid::new_v4().to_string(),
+            input: Some(orca_proto::json::json_to_struct(
+                &serde_json::Map::from_iter([("group_name".to_owned(), json!("v1"))]),
+            )),
+            actor: "bench".into(),
+            ..Default::default()
+        })
+        .await?;
+    let created = orca::client::accepted(&reply)?.clone();
+    let id = created.subscription_id.clone();
+    let mut p = client
+        .wait_process(&created.process_id, created.position, limit)
+        .await?;
+    let mut positions = vec![p.position];
+    for n in 2..=versions {
+        let reply = client
+            .start(&v1::StartProcess {
+                workflow: "modify_user_group".into(),
+                subscription_id: id.clone(),
+                input: Some(orca_proto::json::json_to_struct(
+                    &serde_json::Map::from_iter([(
+                        "group_name".to_owned(),
+                        json!(format!("v{n}")),
+                    )]),
+                )),
+                actor: "bench".into(),
+                ..Default::default()
+            })
+            .await?;
+        let started = orca::client::accepted(&reply)?.clone();
+        p = client
+            .wait_process(&started.process_id, started.position, limit)
+            .await?;
+        if p.status != "completed" {
+            bail!("modify {n} ended {}", p.status);
+        }
+        positions.push(p.position);
+    }
+    let current = client.subscription(&id, p.position).await?;
+    let version = current.subscription.map_or(0, |s| s.version);
+
+    eprintln!("measuring as-of and plain reads…");
+    let samples = 500usize;
+    let (mut as_of, mut plain) = (hist()?, hist()?);
+    for i in 0..samples {
+        let position = positions[(i * 7919) % positions.len()];
+        let t = Instant::now();
+        let reply = client
+            .subscription_at(&v1::GetSubscription {
+                subscription_id: id.clone(),
+                as_of_position: position,
+                ..Default::default()
+            })
+            .await?;
+        as_of.record(
+            u64::try_from(t.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        )?;
+        if let Some(e) = reply.error {
+            bail!("as of {position}: {}: {}", e.code, e.message);
+        }
+        let t = Instant::now();
+        client.subscription(&id, 0).await?;
+        plain.record(
+            u64::try_from(t.elapsed().as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        )?;
+    }
+    let events_in_stream = client
+        .subscription(&id, 0)
+        .await?
+        .subscription
+        .map_or(0, |s| s.stream_version);
+    let _ = stop_worker.send(true);
+    let _ = worker.await;
+    service.stop(Duration::from_secs(10)).await?;
+
+    eprintln!("replaying the log into fresh views…");
+    let (replayed, replay_secs) = {
+        let data_dir = data_dir.clone();
+        let into = tmp.path().join("replayed-views");
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(u64, f64)> {
+            let log = orca::service::open_log(&data_dir, 64 * 1024 * 1024)?;
+            let views = orca_views::Views::open(&into, 64 * 1024 * 1024)?;
+            let t = Instant::now();
+            let at = orca_views::rebuild(&log, &views)?;
+            views.flush()?;
+            Ok((at, t.elapsed().as_secs_f64()))
+        })
+        .await??
+    };
+    let replay_eps = replayed as f64 / replay_secs.max(1e-9);
+    let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
+    let rtt = nats_baseline(&url).await?;
+    drop(nats);
+
+    let report = json!({
+        "versions": version,
+        "stream_events": events_in_stream,
+        "as_of_ms": {"p50": ms(&as_of, 0.5), "p99": ms(&as_of, 0.99), "max": as_of.max() as f64 / 1000.0},
+        "get_ms": {"p50": ms(&plain, 0.5), "p99": ms(&plain, 0.99)},
+        "replay": {"events": replayed, "seconds": replay_secs, "events_per_sec": replay_eps},
+        "baseline": {
+            "sled_batched_append_events_per_sec": sled_eps,
+            "nats_request_reply_ms": {"p50": ms(&rtt, 0.5), "p99": ms(&rtt, 0.99)},
+        },
+        "ratios": {
+            "as_of_p50_vs_get_p50": ms(&as_of, 0.5) / ms(&plain, 0.5).max(0.001),
+            "replay_vs_raw_sled": replay_eps / sled_eps,
+        },
+    });
+    if g.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "orca bench — as-of queries on a subscription with {version} versions ({events_in_stream} events in its stream)"
+        );
+        println!(
+            "  as-of read    p50/p99  {:>7.2} / {:.2} ms  ({samples} reads at positions over its history)",
+            ms(&as_of, 0.5),
+            ms(&as_of, 0.99)
+        );
+        println!(
+            "  plain read    p50/p99  {:>7.2} / {:.2} ms  → as-of p50 is {:.1}× a plain read's",
+            ms(&plain, 0.5),
+            ms(&plain, 0.99),
+            ms(&as_of, 0.5) / ms(&plain, 0.5).max(0.001)
+        );
+        println!(
+            "  replay        {replay_eps:>10.0} events/s  ({replayed} events into fresh views in {replay_secs:.2} s)"
+        );
+        println!("baselines, same run:");
+        println!(
+            "  sled batched append (100/batch, fsync)  {sled_eps:>10.0} events/s   → replay is {:.2}× of it",
+            replay_eps / sled_eps
+        );
+        println!(
+            "  NATS request/reply p50/p99     {:>7.3} / {:.3} ms",
+            ms(&rtt, 0.5),
+            ms(&rtt, 0.99)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
