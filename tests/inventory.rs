@@ -322,6 +322,34 @@ async fn an_aborted_modify_discards_its_pending_version_and_the_active_one_stays
     )
     .await;
     assert_eq!(none.unwrap_err(), "SUBSCRIPTION_NOT_FOUND");
+    // The discarded version is the newest in the list; a page token past it starts there.
+    for page_token in ["", "4294967295"] {
+        let list = c
+            .subscription_versions(&v1::ListSubscriptionVersions {
+                subscription_id: id.clone(),
+                page_token: page_token.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let rows: Vec<(u64, &str)> = list
+            .versions
+            .iter()
+            .map(|v| (v.version, v.version_state.as_str()))
+            .collect();
+        assert_eq!(rows, [(2, "discarded"), (1, "active")], "{page_token:?}");
+    }
+    // As of a time or position is the subscription as readers got it: not with a version.
+    let both = get(
+        c,
+        v1::GetSubscription {
+            version: 1,
+            as_of_position: 3,
+            ..by_id(&id)
+        },
+    )
+    .await;
+    assert_eq!(both.unwrap_err(), "INVALID_ARGUMENT");
     assert!(orca.terminate(), "clean stop");
     assert_views_verify(&env.data());
 }

@@ -532,14 +532,20 @@ impl<'a, 'e> Run<'a, 'e> {
             task_id,
             workflow: self.process.workflow.clone(),
             state: Some(self.process.state.clone()),
-            // Its log position is not known yet when it was just decided: left out, so that
-            // the recorded task is the same whichever way the state was loaded.
-            subscription: self.subscription.as_ref().filter(|s| s.exists()).map(|s| {
-                v1::Subscription {
-                    position: 0,
-                    ..s.to_view_without_trail()
-                }
-            }),
+            // The version the process works on (a modify's or terminate's to-be). Its log
+            // position is not known yet when it was just decided: left out, so that the recorded
+            // task is the same whichever way the state was loaded.
+            subscription: self
+                .subscription
+                .as_ref()
+                .filter(|s| s.exists())
+                .and_then(|s| {
+                    let v = s.working(self.process.id)?;
+                    Some(v1::Subscription {
+                        position: 0,
+                        ..s.version_view(v)
+                    })
+                }),
             deadline,
             heartbeat_ms,
         }));
@@ -643,7 +649,8 @@ impl<'a, 'e> Run<'a, 'e> {
                     workflow: self.process.workflow.clone(),
                     target: target.as_str().into(),
                 };
-                let opens = matches!(target, Target::Modify | Target::Terminate);
+                // What the workflow does decides, whatever the builtin's argument says.
+                let opens = matches!(self.process.target, Target::Modify | Target::Terminate);
                 let version = sub.versions.saturating_add(1);
                 self.emit_subscription(Body::SubscriptionProcessLinked(link))?;
                 // A modify or terminate builds the next version beside the active one.

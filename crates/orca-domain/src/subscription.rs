@@ -308,7 +308,7 @@ impl SubscriptionState {
                 }
             }
             Some(Body::SubscriptionVersionActivated(e)) => {
-                if let Some(mut next) = self.pending.take().filter(|p| p.number == e.version) {
+                if let Some(mut next) = self.pending.take_if(|p| p.number == e.version) {
                     let by = ProcessId::parse("process_id", &e.process_id).ok();
                     if let Some(mut old) = self.active.take() {
                         old.state = VersionState::Superseded;

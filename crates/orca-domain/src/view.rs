@@ -56,6 +56,7 @@ impl SubscriptionState {
             version: u64::from(v.number),
             version_state: v.state.as_str().into(),
             pending_version: self.pending.as_ref().map_or(0, |p| p.number),
+            latest_version: self.versions,
             stream_version: self.version,
             activator_process_id: process(v.activator),
             terminator_process_id: process(v.terminator),

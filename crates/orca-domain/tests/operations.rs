@@ -481,6 +481,24 @@ fn modify_prefills_its_form_changes_resources_and_description_and_keeps_the_note
             "task_scheduled",
         ]
     );
+    // The worker gets the version being built: the new name, not the as-is.
+    let task = d
+        .events
+        .iter()
+        .find_map(|e| match e.body.as_ref() {
+            Some(v1::event::Body::TaskScheduled(t)) => t.subscription.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            task.version,
+            task.version_state.as_str(),
+            orca_domain::view::resource(&task, "user_group", "group_name")
+                .map(orca_domain::json::value_to_json)
+        ),
+        (3, "pending", Some(json!("Platform")))
+    );
     s.report(4, 1, Ok(json!({}))).unwrap();
     assert_eq!(status(&s), ProcessStatus::Completed);
     let sub = s.sub();

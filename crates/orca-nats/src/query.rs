@@ -6,7 +6,7 @@
 use std::future::Future;
 
 use bytes::Bytes;
-use orca_domain::{Code, Rejection};
+use orca_domain::{Code, FieldError, Rejection};
 use orca_proto::{Message, v1};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -212,21 +212,26 @@ fn as_of(
         orca_domain::ids::SubscriptionId::parse("subscription_id", id).map_err(|r| r.to_proto())?;
     let key = |t: &orca_proto::Timestamp| (t.seconds, t.nanos);
     let mut state = orca_domain::SubscriptionState::default();
+    let mut last_command = String::new();
     for r in ctx
         .log
         .read_stream(&sid.stream(), 1)
         .map_err(|e| unavailable(e.to_string()))?
     {
-        if position > 0 && r.position > position {
-            break;
-        }
         let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
             .map_err(|e| unavailable(format!("log entry {} cannot be read: {e}", r.position)))?;
+        // A position inside a command's events stands for the command's end: readers never
+        // saw what lay between its events (they share its time, so a time never splits them).
+        let same_command = !e.command_id.is_empty() && e.command_id == last_command;
+        if position > 0 && r.position > position && !same_command {
+            break;
+        }
         if let (Some(limit), Some(at)) = (&time, &e.occurred_at)
             && key(at) > key(limit)
         {
             break;
         }
+        last_command.clone_from(&e.command_id);
         state.evolve(&e);
     }
     Ok(state.exists().then(|| state.to_view()))
@@ -302,6 +307,14 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
                 caught_up(ctx, q.min_position).await?;
                 let id = q.subscription_id.trim();
                 let s = if q.as_of_position > 0 || q.as_of_time.is_some() {
+                    if q.version > 0 || q.pending {
+                        return Err(Rejection::fields(
+                            Code::InvalidArgument,
+                            "as of a position or time, a subscription is what a reader got then; ask for a version or the pending one without it",
+                            vec![FieldError::new("version", "not with as_of_position or as_of_time")],
+                        )
+                        .to_proto());
+                    }
                     as_of(ctx, id, q.as_of_position, q.as_of_time)?
                 } else if q.pending {
                     let now = ctx.views.subscription(id).map_err(store_error)?;

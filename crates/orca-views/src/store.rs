@@ -41,6 +41,9 @@ const TX_INDEX: u8 = b't';
 /// One version of a subscription: `V<id>/<version, big-endian>`.
 const VERSION: u8 = b'V';
 const CHECKPOINT: &[u8] = b"m:checkpoint";
+/// The views' format: a store in another one is emptied when opened and made again from the log.
+/// 2: subscriptions are versioned.
+const FORMAT: [u8; 8] = 2u64.to_be_bytes();
 
 /// Every key and value of the view store, in key order.
 pub type Dump = Vec<(Vec<u8>, Vec<u8>)>;
@@ -193,6 +196,7 @@ fn version_entry(s: &SubscriptionState, v: &SubscriptionVersion) -> v1::Subscrip
     v1::Subscription {
         locked_by_process_id: String::new(),
         pending_version: 0,
+        latest_version: 0,
         stream_version: 0,
         updated_at: None,
         position: 0,
@@ -204,6 +208,7 @@ fn version_entry(s: &SubscriptionState, v: &SubscriptionVersion) -> v1::Subscrip
 fn with_subscription_wide(mut v: v1::Subscription, now: &v1::Subscription) -> v1::Subscription {
     v.locked_by_process_id.clone_from(&now.locked_by_process_id);
     v.pending_version = now.pending_version;
+    v.latest_version = now.latest_version;
     v.stream_version = now.stream_version;
     v.processes.clone_from(&now.processes);
     v.updated_at = now.updated_at;
@@ -228,6 +233,14 @@ impl Views {
     pub fn open(path: &Path, cache_bytes: u64) -> Result<Self, Error> {
         let db = orca_log::open_sled(&sled::Config::new().path(path).cache_capacity(cache_bytes))?;
         let tree = db.open_tree("views")?;
+        // Views made in another format are made again from the log: they are derived.
+        let meta = db.open_tree("views-format")?;
+        let format = meta.get(b"format")?.map(|v| v.to_vec());
+        if format.as_deref() != Some(FORMAT.as_slice()) {
+            tree.clear()?;
+            meta.insert(b"format", FORMAT.as_slice())?;
+            db.flush()?;
+        }
         let position = match tree.get(CHECKPOINT)? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -521,28 +534,38 @@ impl Views {
         id: &str,
         number: u32,
     ) -> Result<Option<v1::Subscription>, Error> {
+        // What memory holds, read under one lock: the subscription and its changed versions.
+        {
+            let recent = self.recent()?;
+            if recent.dirty_subscriptions.contains(id)
+                && let Some(s) = recent.subscriptions.get(id)
+            {
+                let now = s.to_view();
+                if now.version == u64::from(number) {
+                    return Ok(Some(now));
+                }
+                let version = match recent.dirty_versions.get(&(id.to_owned(), number)) {
+                    Some(VersionChange::Write(Some(v))) => Some(version_entry(s, v)),
+                    _ => s.version_numbered(number).map(|v| version_entry(s, v)),
+                };
+                if let Some(v) = version {
+                    return Ok(Some(with_subscription_wide(v, &now)));
+                }
+            }
+        }
         let Some(now) = self.subscription(id)? else {
             return Ok(None);
         };
         if now.version == u64::from(number) {
             return Ok(Some(now));
         }
-        let version = {
-            let recent = self.recent()?;
-            let change = recent.dirty_versions.get(&(id.to_owned(), number));
-            match (change, recent.subscriptions.get(id)) {
-                (Some(VersionChange::Write(Some(v))), Some(s)) => Some(version_entry(s, v)),
-                (Some(VersionChange::Write(None)), Some(s)) => {
-                    s.version_numbered(number).map(|v| version_entry(s, v))
-                }
-                _ => None,
-            }
-        };
-        let version = match version {
-            Some(v) => Some(v),
-            None => self.stored::<v1::Subscription>(&version_key(id, number))?,
-        };
-        Ok(version.map(|v| with_subscription_wide(v, &now)))
+        match self.stored::<v1::Subscription>(&version_key(id, number))? {
+            Some(v) => Ok(Some(with_subscription_wide(v, &now))),
+            // Activated since `now` was read: its entry left for the subscription's view.
+            None => Ok(self
+                .subscription(id)?
+                .filter(|again| again.version == u64::from(number))),
+        }
     }
 
     /// The versions of a subscription, newest first: `limit` of them after `page_token` (the
@@ -556,17 +579,18 @@ impl Views {
         let Some(now) = self.subscription(id)? else {
             return Ok(None);
         };
+        let latest = now.latest_version;
         let newest = match page_token.parse::<u32>() {
-            Ok(n) => n.saturating_sub(1),
-            Err(_) => u32::try_from(now.version)
-                .unwrap_or(u32::MAX)
-                .max(now.pending_version),
+            Ok(n) => n.saturating_sub(1).min(latest),
+            Err(_) => latest,
         };
         let limit = limit.clamp(1, 1000);
         let mut items = Vec::new();
         let mut number = newest;
         while number > 0 && items.len() < limit {
-            if let Some(v) = self.subscription_version(id, number)? {
+            if let Some(mut v) = self.subscription_version(id, number)? {
+                // A list item leaves the process trail out: it is the subscription's.
+                v.processes.clear();
                 items.push(v);
             }
             number -= 1;

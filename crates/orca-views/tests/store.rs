@@ -259,3 +259,38 @@ fn a_state_no_longer_in_memory_is_folded_again_from_the_log() {
     assert_eq!((sub.status.as_str(), sub.processes.len()), ("active", 1));
     assert_eq!(kept.dump().unwrap(), reopened.dump().unwrap());
 }
+
+#[test]
+fn views_of_another_format_are_made_again_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::default();
+    let events = [
+        log.created("a", "initial"),
+        log.status_changed("a", "active"),
+    ];
+    {
+        let views = Views::open(dir.path(), 8 << 20).unwrap();
+        views.apply(&events, &log.0).unwrap();
+        views.flush().unwrap();
+        assert_eq!(views.checkpoint(), 2);
+    }
+    // Reopened in its own format: as it was.
+    assert_eq!(Views::open(dir.path(), 8 << 20).unwrap().checkpoint(), 2);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("views-format")
+            .unwrap()
+            .insert(b"format", &1u64.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // Of another format: emptied, to be projected again from position 1.
+    let views = Views::open(dir.path(), 8 << 20).unwrap();
+    assert_eq!(views.checkpoint(), 0);
+    assert!(views.subscription(&uuid("a")).unwrap().is_none());
+    views.apply(&events, &log.0).unwrap();
+    assert_eq!(
+        views.subscription(&uuid("a")).unwrap().unwrap().status,
+        "active"
+    );
+}
