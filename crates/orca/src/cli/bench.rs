@@ -124,24 +124,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let client = OrcaClient::connect(&url, &g.prefix).await?;
     let mut local = None;
     if !a.external {
-        let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
-        options.bus.prefix = g.prefix.clone();
-        options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
-        let service = Service::start(options).await?;
-        let (stop_worker, shutdown) = watch::channel(false);
-        let worker = orca_worker::example::register(
-            Worker::new(
-                async_nats::connect(&url).await?,
-                WorkerOptions {
-                    prefix: g.prefix.clone(),
-                    concurrency: a.concurrency.max(16),
-                    ..WorkerOptions::default()
-                },
-            ),
-            &[],
-            &[],
-        );
-        local = Some((service, stop_worker, tokio::spawn(worker.run(shutdown))));
+        local = Some(start_local(g, &a, &url, &data_dir, catalog).await?);
     }
 
     // Completion = the process_completed event on NATS.
@@ -627,6 +610,41 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
     Ok(h)
 }
 
+/// The service and the example worker the bench runs in its own process.
+type Local = (
+    Service,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), orca_worker::Error>>,
+);
+
+/// Starts the service on `data_dir` and the example worker beside it, both on NATS at `url`.
+async fn start_local(
+    g: &Global,
+    a: &Args,
+    url: &str,
+    data_dir: &std::path::Path,
+    catalog: Arc<orca_domain::Catalog>,
+) -> anyhow::Result<Local> {
+    let mut options = ServiceOptions::new(url.to_owned(), data_dir, catalog);
+    options.bus.prefix = g.prefix.clone();
+    options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
+    let service = Service::start(options).await?;
+    let (stop_worker, shutdown) = watch::channel(false);
+    let worker = orca_worker::example::register(
+        Worker::new(
+            async_nats::connect(url).await?,
+            WorkerOptions {
+                prefix: g.prefix.clone(),
+                concurrency: a.concurrency.max(16),
+                ..WorkerOptions::default()
+            },
+        ),
+        &[],
+        &[],
+    );
+    Ok((service, stop_worker, tokio::spawn(worker.run(shutdown))))
+}
+
 /// `--as-of-versions N`: as-of latency on a subscription with N versions, and replay events/s.
 async fn as_of_bench(g: &Global, a: &Args, versions: u32) -> anyhow::Result<ExitCode> {
     if versions == 0 {
@@ -643,23 +661,7 @@ async fn as_of_bench(g: &Global, a: &Args, versions: u32) -> anyhow::Result<Exit
         .clone()
         .unwrap_or_else(|| tmp.path().join("data"));
     let catalog = Arc::new(orca::load_catalog(None)?);
-    let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
-    options.bus.prefix = g.prefix.clone();
-    options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
-    let service = Service::start(options).await?;
-    let (stop_worker, shutdown) = watch::channel(false);
-    let worker = orca_worker::example::register(
-        Worker::new(
-            async_nats::connect(&url).await?,
-            WorkerOptions {
-                prefix: g.prefix.clone(),
-                ..WorkerOptions::default()
-            },
-        ),
-        &[],
-        &[],
-    );
-    let worker = tokio::spawn(worker.run(shutdown));
+    let (service, stop_worker, worker) = start_local(g, a, &url, &data_dir, catalog).await?;
     let client = OrcaClient::connect(&url, &g.prefix).await?;
 
     eprintln!("building a subscription with {versions} versions…");
