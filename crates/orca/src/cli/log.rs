@@ -2,7 +2,7 @@
 //! machines, and replayed into views.
 
 use std::collections::BTreeMap;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -274,8 +274,18 @@ fn import(from: &Path, data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> 
     std::fs::create_dir_all(data_dir)?;
     let log = orca::service::open_log(data_dir, 64 * 1024 * 1024)?;
     let started = Instant::now();
-    let bar = bar(0, "importing", json);
-    bar.set_length(u64::MAX);
+    // The file says nothing of how many events it holds: progress goes by its bytes.
+    let size = std::fs::metadata(from).map_or(0, |m| m.len());
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(size).with_style(
+            ProgressStyle::with_template(
+                "importing {bar:40} {bytes}/{total_bytes}, {bytes_per_sec}, {eta} left",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
+    };
     let mut appends: Vec<Append> = Vec::new();
     let mut pending: Vec<NewEvent> = Vec::new();
     let mut expected_position = 1u64;
@@ -310,7 +320,7 @@ fn import(from: &Path, data_dir: &Path, json: bool) -> anyhow::Result<ExitCode> 
         }
         if appends.len() >= 512 || pending.len() >= 4096 {
             imported += write(&log, &mut appends, &mut pending)?;
-            bar.set_position(imported);
+            bar.set_position(input.stream_position().unwrap_or_default());
         }
     }
     imported += write(&log, &mut appends, &mut pending)?;
