@@ -265,6 +265,35 @@ impl SubscriptionState {
             .find(|v| v.number == number)
     }
 
+    /// The subscription as a reader got it right after log position `position` (0: no limit) or
+    /// at `time`, folded from its stream's `events` in order. A position inside a command's
+    /// events stands for the command's end: readers never saw what lay between them (they share
+    /// its time, so a time never splits them). Stops reading at the first event past the limit.
+    pub fn as_of<E>(
+        events: impl IntoIterator<Item = Result<v1::Event, E>>,
+        position: u64,
+        time: Option<Timestamp>,
+    ) -> Result<Self, E> {
+        let key = |t: &Timestamp| (t.seconds, t.nanos);
+        let mut state = Self::default();
+        let mut last_command = String::new();
+        for e in events {
+            let e = e?;
+            let same_command = !e.command_id.is_empty() && e.command_id == last_command;
+            if position > 0 && e.position > position && !same_command {
+                break;
+            }
+            if let (Some(limit), Some(at)) = (&time, &e.occurred_at)
+                && key(at) > key(limit)
+            {
+                break;
+            }
+            last_command.clone_from(&e.command_id);
+            state.evolve(&e);
+        }
+        Ok(state)
+    }
+
     /// Applies one of the subscription's events. Pure and total: replaying a stream rebuilds it.
     pub fn evolve(&mut self, event: &v1::Event) {
         let at = event.occurred_at;
@@ -364,5 +393,59 @@ impl SubscriptionState {
         self.version = event.version;
         self.position = event.position;
         self.updated_at = at;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: u64, command: &str, seconds: i64, body: Body) -> Result<v1::Event, ()> {
+        Ok(v1::Event {
+            position,
+            version: position,
+            command_id: command.into(),
+            occurred_at: Some(Timestamp { seconds, nanos: 0 }),
+            body: Some(body),
+            ..Default::default()
+        })
+    }
+
+    fn renamed(description: &str) -> Body {
+        Body::SubscriptionDescriptionChanged(v1::SubscriptionDescriptionChanged {
+            description: description.into(),
+            version: 1,
+        })
+    }
+
+    #[test]
+    fn as_of_a_position_inside_a_command_is_its_end_and_a_time_takes_what_happened_by_then() {
+        let id = uuid::Uuid::from_u128(7).to_string();
+        let created = Body::SubscriptionCreated(v1::SubscriptionCreated {
+            subscription_id: id,
+            version: 1,
+            ..Default::default()
+        });
+        let events = || {
+            vec![
+                event(1, "a", 10, created.clone()),
+                event(2, "b", 20, renamed("first")),
+                event(3, "b", 20, renamed("second")),
+                event(4, "c", 30, renamed("third")),
+            ]
+        };
+        let description = |position, time| {
+            SubscriptionState::as_of(events(), position, time)
+                .unwrap()
+                .current()
+                .map(|v| v.description.clone())
+        };
+        assert_eq!(description(1, None), Some(String::new()));
+        // Position 2 is inside command b: as of it, b has happened whole.
+        assert_eq!(description(2, None), Some("second".into()));
+        assert_eq!(description(0, None), Some("third".into()));
+        let at = |seconds| Some(Timestamp { seconds, nanos: 0 });
+        assert_eq!(description(0, at(25)), Some("second".into()));
+        assert_eq!(description(0, at(5)), None, "it did not exist yet");
     }
 }

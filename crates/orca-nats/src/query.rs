@@ -210,30 +210,15 @@ fn as_of(
     let unavailable = |e: String| Rejection::new(Code::Unavailable, e).to_proto();
     let sid =
         orca_domain::ids::SubscriptionId::parse("subscription_id", id).map_err(|r| r.to_proto())?;
-    let key = |t: &orca_proto::Timestamp| (t.seconds, t.nanos);
-    let mut state = orca_domain::SubscriptionState::default();
-    let mut last_command = String::new();
-    for r in ctx
+    let recorded = ctx
         .log
         .read_stream(&sid.stream(), 1)
-        .map_err(|e| unavailable(e.to_string()))?
-    {
-        let e = orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
-            .map_err(|e| unavailable(format!("log entry {} cannot be read: {e}", r.position)))?;
-        // A position inside a command's events stands for the command's end: readers never
-        // saw what lay between its events (they share its time, so a time never splits them).
-        let same_command = !e.command_id.is_empty() && e.command_id == last_command;
-        if position > 0 && r.position > position && !same_command {
-            break;
-        }
-        if let (Some(limit), Some(at)) = (&time, &e.occurred_at)
-            && key(at) > key(limit)
-        {
-            break;
-        }
-        last_command.clone_from(&e.command_id);
-        state.evolve(&e);
-    }
+        .map_err(|e| unavailable(e.to_string()))?;
+    let events = recorded.iter().map(|r| {
+        orca_proto::decode_stored_event(&r.payload, r.position, &r.stream, r.version)
+            .map_err(|e| unavailable(format!("log entry {} cannot be read: {e}", r.position)))
+    });
+    let state = orca_domain::SubscriptionState::as_of(events, position, time)?;
     Ok(state.exists().then(|| state.to_view()))
 }
 
