@@ -108,16 +108,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if a.workflows == 0 {
         bail!("--workflows must be at least 1");
     }
-    let nats = match &g.nats_url {
-        Some(_) => None,
-        None => Some(tokio::task::spawn_blocking(|| NatsServer::start(None)).await??),
-    };
-    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
-    let tmp = tempfile::Builder::new().prefix("orca-bench-").tempdir()?;
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("data"));
+    let (nats, url, tmp, data_dir) = place(g, &a).await?;
 
     let catalog = Arc::new(orca::load_catalog(None)?);
     let start = Arc::new(Start::new(&catalog, &a)?);
@@ -610,6 +601,30 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
     Ok(h)
 }
 
+/// Where a run takes place: a local nats-server unless --nats-url names one (dropped, it stops),
+/// its URL, a temporary directory, and the data directory (--data-dir, else in the temporary one).
+async fn place(
+    g: &Global,
+    a: &Args,
+) -> anyhow::Result<(
+    Option<NatsServer>,
+    String,
+    tempfile::TempDir,
+    std::path::PathBuf,
+)> {
+    let nats = match &g.nats_url {
+        Some(_) => None,
+        None => Some(tokio::task::spawn_blocking(|| NatsServer::start(None)).await??),
+    };
+    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
+    let tmp = tempfile::Builder::new().prefix("orca-bench-").tempdir()?;
+    let data_dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().join("data"));
+    Ok((nats, url, tmp, data_dir))
+}
+
 /// The service and the example worker the bench runs in its own process.
 type Local = (
     Service,
@@ -650,16 +665,7 @@ async fn as_of_bench(g: &Global, a: &Args, versions: u32) -> anyhow::Result<Exit
     if versions == 0 {
         bail!("--as-of-versions must be at least 1");
     }
-    let nats = match &g.nats_url {
-        Some(_) => None,
-        None => Some(tokio::task::spawn_blocking(|| NatsServer::start(None)).await??),
-    };
-    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
-    let tmp = tempfile::Builder::new().prefix("orca-bench-").tempdir()?;
-    let data_dir = a
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("data"));
+    let (nats, url, tmp, data_dir) = place(g, a).await?;
     let catalog = Arc::new(orca::load_catalog(None)?);
     let (service, stop_worker, worker) = start_local(g, a, &url, &data_dir, catalog).await?;
     let client = OrcaClient::connect(&url, &g.prefix).await?;
