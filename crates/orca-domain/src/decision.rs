@@ -5,6 +5,7 @@ use orca_proto::v1;
 
 use crate::engine::EngineState;
 use crate::ids::TransactionId;
+use crate::order::OrderState;
 use crate::process::ProcessState;
 use crate::schedule::ScheduleState;
 use crate::subscription::SubscriptionState;
@@ -26,6 +27,8 @@ pub struct Decision {
     pub schedule: Option<(String, ScheduleState)>,
     /// A submitted transaction's id and the rule that matched it (empty: none).
     pub transaction: Option<(TransactionId, String)>,
+    /// The order after the events, if the command touched one.
+    pub order: Option<OrderState>,
 }
 
 impl Decision {
@@ -55,6 +58,11 @@ impl Decision {
                     .transaction
                     .as_ref()
                     .map(|(_, r)| r.clone())
+                    .unwrap_or_default(),
+                order_id: self
+                    .order
+                    .as_ref()
+                    .map(|o| o.id.to_string())
                     .unwrap_or_default(),
             })),
         }

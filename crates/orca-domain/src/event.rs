@@ -72,6 +72,11 @@ pub fn body_field(body: &Body) -> u32 {
         Body::SubscriptionVersionOpened(_) => 39,
         Body::SubscriptionVersionActivated(_) => 40,
         Body::SubscriptionVersionDiscarded(_) => 41,
+        Body::OrderSubmitted(_) => 42,
+        Body::OrderItemStarted(_) => 43,
+        Body::OrderItemEnded(_) => 44,
+        Body::OrderCancelled(_) => 45,
+        Body::OrderEnded(_) => 46,
     }
 }
 
@@ -127,6 +132,11 @@ mod tests {
             Body::SubscriptionVersionOpened(Default::default()),
             Body::SubscriptionVersionActivated(Default::default()),
             Body::SubscriptionVersionDiscarded(Default::default()),
+            Body::OrderSubmitted(Default::default()),
+            Body::OrderItemStarted(Default::default()),
+            Body::OrderItemEnded(Default::default()),
+            Body::OrderCancelled(Default::default()),
+            Body::OrderEnded(Default::default()),
         ];
         for body in bodies {
             let name = event_name(&body);

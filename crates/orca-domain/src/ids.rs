@@ -54,6 +54,11 @@ uuid_id!(
     "transaction"
 );
 uuid_id!(
+    /// Identifies an order of items.
+    OrderId,
+    "order"
+);
+uuid_id!(
     /// Identifies a customer; orca keeps no customer records, only the id.
     CustomerId,
     "customer"

@@ -27,6 +27,7 @@ pub mod form;
 pub mod ids;
 pub mod json;
 pub mod lifecycle;
+pub mod order;
 pub mod process;
 mod rejection;
 pub mod schedule;

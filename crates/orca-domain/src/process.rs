@@ -7,7 +7,7 @@ use orca_proto::v1::{self, event::Body};
 use orca_proto::{Struct, Timestamp};
 
 use crate::catalog::{Product, RetryPolicy, StepDef, StepKind};
-use crate::ids::{ProcessId, SubscriptionId};
+use crate::ids::{OrderId, ProcessId, SubscriptionId};
 use crate::json;
 use crate::status::{FailureKind, ProcessStatus, StepStatus, Target};
 use crate::timer::{self, Timer, TimerChange, TimerWhat};
@@ -55,6 +55,8 @@ pub struct ProcessState {
     pub position: u64,
     /// Its armed timers by id (see [`crate::timer`]).
     pub timers: BTreeMap<String, Timer>,
+    /// The order and item it runs, if it runs one: its end moves the order on.
+    pub order: Option<(OrderId, String)>,
 }
 
 /// One failed attempt of a step.
@@ -413,6 +415,9 @@ impl ProcessState {
             .map(Arc::new);
         self.customer_id.clone_from(&e.customer_id);
         self.subscription_id = SubscriptionId::parse("subscription_id", &e.subscription_id).ok();
+        self.order = OrderId::parse("order_id", &e.order_id)
+            .ok()
+            .map(|o| (o, e.order_item.clone()));
         self.status = ProcessStatus::Created;
         actor.clone_into(&mut self.actor);
         self.started_at = at;

@@ -47,6 +47,10 @@ pub enum Code {
     UnknownTransactionType,
     /// No transaction with that id.
     TransactionNotFound,
+    /// No order with that id.
+    OrderNotFound,
+    /// The order is not in a state that allows the command (cancel a completed one, …).
+    OrderStateInvalid,
     /// A concurrent command changed the same stream first.
     Conflict,
     /// The service cannot take commands right now (storage failure, shutting down).
@@ -78,6 +82,8 @@ impl Code {
             Code::ScheduleRunning => "SCHEDULE_RUNNING",
             Code::UnknownTransactionType => "UNKNOWN_TRANSACTION_TYPE",
             Code::TransactionNotFound => "TRANSACTION_NOT_FOUND",
+            Code::OrderNotFound => "ORDER_NOT_FOUND",
+            Code::OrderStateInvalid => "ORDER_STATE_INVALID",
             Code::Conflict => "CONFLICT",
             Code::Unavailable => "UNAVAILABLE",
         }

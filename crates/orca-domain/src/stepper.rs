@@ -63,6 +63,7 @@ impl<'a, 'e> Run<'a, 'e> {
             engine: None,
             schedule: None,
             transaction: None,
+            order: None,
         }
     }
 

@@ -167,6 +167,16 @@ impl ProcessState {
             failed_reason: self.failed_reason.clone(),
             version: self.version,
             position: self.position,
+            order_id: self
+                .order
+                .as_ref()
+                .map(|(o, _)| o.to_string())
+                .unwrap_or_default(),
+            order_item: self
+                .order
+                .as_ref()
+                .map(|(_, i)| i.clone())
+                .unwrap_or_default(),
         }
     }
 }

@@ -726,6 +726,7 @@ impl Engine {
                 .command
                 .schedule_name()
                 .and_then(|n| self.schedules.borrow().get(n).cloned()),
+            order: None,
         };
         Ok(with_env(&cmd.meta, self.options.clock.now(), |env| {
             orca_domain::decide(&self.catalog, &state, &cmd.command, env)

@@ -37,6 +37,7 @@ fn create(name: &str, id: Option<&str>) -> Checked<Command> {
             input: json!({ "group_name": name }).as_object().unwrap().clone(),
             workflow_version: None,
             context: Default::default(),
+            order: None,
         },
         id,
     )
@@ -52,6 +53,7 @@ fn terminate(sub: &str) -> Checked<Command> {
             input: Default::default(),
             workflow_version: None,
             context: Default::default(),
+            order: None,
         },
         None,
     )

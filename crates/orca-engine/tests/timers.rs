@@ -110,6 +110,7 @@ async fn started(engine: &EngineHandle) -> ProcessId {
                 input: json!({"group_name": "Ops"}).as_object().unwrap().clone(),
                 workflow_version: None,
                 context: Default::default(),
+                order: None,
             }),
             meta: meta(),
         })

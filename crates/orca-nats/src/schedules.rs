@@ -94,6 +94,7 @@ async fn start_run(
             input: Default::default(),
             workflow_version: None,
             context: Default::default(),
+            order: None,
         }),
         meta: Meta {
             command_id: Some(match subscription_id {

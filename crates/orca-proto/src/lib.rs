@@ -147,6 +147,11 @@ pub fn event_type_name(field: u32) -> &'static str {
         39 => "subscription_version_opened",
         40 => "subscription_version_activated",
         41 => "subscription_version_discarded",
+        42 => "order_submitted",
+        43 => "order_item_started",
+        44 => "order_item_ended",
+        45 => "order_cancelled",
+        46 => "order_ended",
         _ => "unknown",
     }
 }

@@ -11,7 +11,7 @@ mod rules;
 mod schedule;
 mod step;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -472,6 +472,32 @@ impl Catalog {
     /// Every version of every workflow, by name then version.
     pub fn workflows(&self) -> impl Iterator<Item = &Workflow> {
         self.workflows.values()
+    }
+
+    /// The workflow that does `target` to a subscription of `product` (its newest version),
+    /// when the catalog has exactly one: what an order item runs when it names none. Otherwise
+    /// why not, naming the candidates.
+    pub fn workflow_for(&self, product: &str, target: Target) -> Result<&Workflow, String> {
+        let names: BTreeSet<&str> = self
+            .workflows
+            .values()
+            .filter(|w| w.product == product && w.target == target)
+            .map(|w| w.name.as_str())
+            .collect();
+        let mut names = names.into_iter();
+        match (names.next(), names.next()) {
+            (Some(name), None) => self
+                .workflow(name, None)
+                .ok_or_else(|| format!("no workflow {name}")),
+            (None, _) => Err(format!(
+                "product {product} has no {} workflow",
+                target.as_str()
+            )),
+            (Some(a), Some(b)) => Err(format!(
+                "product {product} has several {} workflows ({a}, {b}, …): name one",
+                target.as_str()
+            )),
+        }
     }
 
     /// A schedule by name.

@@ -12,6 +12,8 @@
 mod abort;
 mod arm_schedule;
 mod callback;
+mod cancel_order;
+mod end_order_item;
 mod finish_schedule_run;
 mod fire_schedule;
 mod heartbeat;
@@ -24,6 +26,8 @@ mod run_schedule;
 mod schedules;
 mod set_in_sync;
 mod start;
+mod start_order_item;
+mod submit_order;
 mod submit_transaction;
 mod timer;
 
@@ -32,6 +36,8 @@ use serde_json::{Map, Value as Json};
 pub use abort::AbortProcess;
 pub use arm_schedule::ArmSchedule;
 pub use callback::CallbackProcess;
+pub use cancel_order::CancelOrder;
+pub use end_order_item::EndOrderItem;
 pub use finish_schedule_run::FinishScheduleRun;
 pub use fire_schedule::FireSchedule;
 pub use heartbeat::{HeartbeatTask, MAX_PROGRESS};
@@ -43,6 +49,8 @@ pub use retry::RetryProcess;
 pub use run_schedule::RunSchedule;
 pub use set_in_sync::SetInSync;
 pub use start::StartProcess;
+pub use start_order_item::StartOrderItem;
+pub use submit_order::{ItemRequest, MAX_ITEMS, SubmitOrder};
 pub use submit_transaction::SubmitTransaction;
 pub use timer::FireTimer;
 
@@ -50,8 +58,9 @@ use crate::catalog::{Catalog, NO_PRODUCT, Product};
 pub use crate::decision::Decision;
 use crate::engine::EngineState;
 use crate::event::Env;
-use crate::ids::{ProcessId, SubscriptionId};
+use crate::ids::{OrderId, ProcessId, SubscriptionId};
 use crate::json;
+use crate::order::OrderState;
 use crate::process::ProcessState;
 use crate::rejection::{Code, FieldError, Rejection};
 use crate::schedule::ScheduleState;
@@ -76,6 +85,11 @@ pub trait Decide {
 
     /// The schedule it is about, if it names one.
     fn schedule_name(&self) -> Option<&str> {
+        None
+    }
+
+    /// The order it is about, if it names one.
+    fn order_id(&self) -> Option<OrderId> {
         None
     }
 
@@ -116,6 +130,13 @@ macro_rules! commands {
             pub fn schedule_name(&self) -> Option<&str> {
                 match self {
                     $(Command::$variant(c) => c.schedule_name()),+
+                }
+            }
+
+            /// The order the command is about, if it names one.
+            pub fn order_id(&self) -> Option<OrderId> {
+                match self {
+                    $(Command::$variant(c) => c.order_id()),+
                 }
             }
 
@@ -166,6 +187,14 @@ commands! {
     FinishScheduleRun(FinishScheduleRun),
     /// `orca.cmd.transaction.submit`
     SubmitTransaction(SubmitTransaction),
+    /// `orca.cmd.order.submit`
+    SubmitOrder(SubmitOrder),
+    /// `orca.cmd.order.cancel`
+    CancelOrder(CancelOrder),
+    /// An order's item may start (internal: the engine, when its dependencies completed).
+    StartOrderItem(StartOrderItem),
+    /// An order item's process stopped (internal: the engine, when it decided the stop).
+    EndOrderItem(EndOrderItem),
 }
 
 /// The state a command is decided on, loaded by the runtime: the process it names, the
@@ -181,6 +210,8 @@ pub struct Loaded {
     pub engine: EngineState,
     /// The named schedule.
     pub schedule: Option<ScheduleState>,
+    /// The named order.
+    pub order: Option<OrderState>,
 }
 
 /// Decides `command` on `state`: the events it causes, or why it changes nothing.
@@ -280,6 +311,15 @@ pub(crate) fn named_process(state: &Loaded, id: ProcessId) -> Result<&ProcessSta
         .as_ref()
         .filter(|p| p.exists() && p.id == id)
         .ok_or_else(|| Rejection::new(Code::ProcessNotFound, format!("no process {id}")))
+}
+
+/// The order a command names, which must exist.
+pub(crate) fn named_order(state: &Loaded, id: OrderId) -> Result<&OrderState, Rejection> {
+    state
+        .order
+        .as_ref()
+        .filter(|o| o.exists() && o.id == id)
+        .ok_or_else(|| Rejection::new(Code::OrderNotFound, format!("no order {id}")))
 }
 
 /// The rules a process runs with: those it recorded when it started, or, for a process recorded

@@ -85,6 +85,7 @@ impl Decide for SetInSync {
             engine: None,
             schedule: None,
             transaction: None,
+            order: None,
         })
     }
 }

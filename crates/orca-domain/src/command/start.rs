@@ -6,7 +6,7 @@ use serde_json::{Map, Value as Json};
 use super::{Checked, Command, Decide, Decision, Loaded, Meta, opt, shallow};
 use crate::catalog::{Catalog, NO_PRODUCT};
 use crate::event::Env;
-use crate::ids::{CustomerId, ProcessId, SubscriptionId};
+use crate::ids::{CustomerId, OrderId, ProcessId, SubscriptionId};
 use crate::json;
 use crate::process::ProcessState;
 use crate::rejection::{Code, FieldError, Rejection};
@@ -31,6 +31,8 @@ pub struct StartProcess {
     /// Merged into the process state beside the form's values, unchecked by the form: what
     /// started it (a transaction's attributes). Empty for a start from the wire.
     pub context: Map<String, Json>,
+    /// The order and item it runs, for a start of an order's item.
+    pub order: Option<(OrderId, String)>,
 }
 
 impl TryFrom<&v1::StartProcess> for Checked<Command> {
@@ -53,6 +55,7 @@ impl TryFrom<&v1::StartProcess> for Checked<Command> {
                 input: shallow("input", json::opt_struct_to_json(w.input.as_ref()))?,
                 workflow_version: (w.workflow_version > 0).then_some(w.workflow_version),
                 context: Map::new(),
+                order: None,
             }),
             meta: Meta::parse(&w.command_id, &w.actor)?,
         })
@@ -261,6 +264,16 @@ impl Decide for StartProcess {
             input: Some(json::json_to_struct(&input)),
             steps,
             product_def: (!wf.product.is_empty()).then(|| product.to_proto()),
+            order_id: self
+                .order
+                .as_ref()
+                .map(|(o, _)| o.to_string())
+                .unwrap_or_default(),
+            order_item: self
+                .order
+                .as_ref()
+                .map(|(_, i)| i.clone())
+                .unwrap_or_default(),
         };
         let mut run = Run::new(
             product,

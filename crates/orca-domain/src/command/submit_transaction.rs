@@ -118,6 +118,7 @@ impl Decide for SubmitTransaction {
             input: Map::new(),
             workflow_version: None,
             context: Map::from_iter([("transaction".to_owned(), Json::Object(transaction))]),
+            order: None,
         };
         let mut started = start.decide(
             catalog,

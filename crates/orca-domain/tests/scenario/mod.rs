@@ -152,6 +152,7 @@ impl Scenario {
             subscription: self.subscription.clone(),
             engine: self.engine.clone(),
             schedule: self.schedule.clone(),
+            order: None,
         };
         let d = decide(&self.catalog, &loaded, &cmd.command, &mut env);
         self.next_id = counter;
