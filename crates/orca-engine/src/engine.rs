@@ -1,10 +1,11 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use orca_domain::command::{ArmSchedule, FireSchedule, FireTimer};
 use orca_domain::engine::{ENGINE_STREAM, EngineState};
-use orca_domain::ids::{ProcessId, SubscriptionId};
+use orca_domain::ids::{OrderId, ProcessId, SubscriptionId};
+use orca_domain::order::OrderState;
 use orca_domain::schedule::{ScheduleState, schedule_stream};
 use orca_domain::{
     Catalog, Checked, Code, Command, Decision, Env, Loaded, Meta, ProcessState, Rejection,
@@ -179,6 +180,7 @@ pub struct Engine {
     options: EngineOptions,
     subscriptions: Cache<SubscriptionId, SubscriptionState>,
     processes: Cache<ProcessId, ProcessState>,
+    orders: Cache<OrderId, OrderState>,
     recent: Cache<String, v1::CommandReply>,
     next_position: u64,
     /// Set when an append did not land as decided: memory and disk may differ, so stop.
@@ -202,6 +204,10 @@ pub struct Engine {
     schedules: watch::Sender<BTreeMap<String, ScheduleState>>,
     /// Schedules whose firing could not take effect, until the next start.
     schedules_aside: std::collections::BTreeSet<String>,
+    /// Internal commands decisions called for (orders moving on), decided next.
+    reactions: VecDeque<Command>,
+    /// Set when the open orders are to be moved on again (the engine resumed).
+    reconcile: bool,
 }
 
 /// Whether the engine runs, and what is still moving: what the service info shows.
@@ -265,6 +271,7 @@ impl Engine {
             catalog,
             subscriptions: Cache::new(options.cache_capacity),
             processes: Cache::new(options.cache_capacity),
+            orders: Cache::new(options.cache_capacity),
             // Command ids must outlive their appends in flight (see `settle`): keep four times
             // as many as may be in flight.
             recent: Cache::new(options.max_in_flight.max(1) * 4),
@@ -279,6 +286,8 @@ impl Engine {
             status,
             schedules,
             schedules_aside: Default::default(),
+            reactions: VecDeque::new(),
+            reconcile: true,
         };
         let task = tokio::spawn(async move {
             let result = engine.run(rx).await;
@@ -311,6 +320,7 @@ impl Engine {
             for request in batch.drain(..) {
                 self.handle(request).await;
             }
+            self.react().await;
             self.fire_due().await;
             self.write_decided();
             self.keep_timers();
@@ -339,6 +349,9 @@ impl Engine {
     fn wake_at(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let nap = self.options.timer_nap;
+        if !self.reactions.is_empty() || self.reconcile {
+            return now;
+        }
         let mut wake = now + Duration::from_secs(3600);
         let schedules = self.schedules.borrow();
         let first_schedule = schedules
@@ -510,6 +523,49 @@ impl Engine {
         }
     }
 
+    /// Decides the internal commands decisions called for (at most a batch at a time, so that
+    /// commands from outside go on being decided), and after a start or a resume, what every
+    /// open order waits on. One that cannot take effect now (the engine paused) is dropped: the
+    /// resume sends it again.
+    async fn react(&mut self) {
+        if self.reconcile && !self.engine.paused {
+            self.reconcile = false;
+            let open: Vec<OrderId> = self.timers.open_orders().collect();
+            for id in open {
+                match self.order(id).await {
+                    Ok(order) => self.queue_reactions(order.pending()),
+                    Err(e) => tracing::error!(order = %id, error = %e, "cannot load an open order"),
+                }
+            }
+        }
+        for _ in 0..self.options.max_batch.max(1) {
+            let Some(command) = self.reactions.pop_front() else {
+                break;
+            };
+            let command = Checked {
+                command,
+                meta: internal_meta(),
+            };
+            let outcome = self.decide(&command).await;
+            if let Ok(Outcome::Rejected(r)) = &outcome
+                && r.code != Code::EnginePaused
+            {
+                tracing::warn!(command = ?command.command, code = %r.code.as_str(), message = %r.message, "internal command refused");
+            }
+            let (reply, _) = oneshot::channel();
+            self.settle(outcome, &command.meta, reply).await;
+        }
+    }
+
+    /// Queues internal commands, each once.
+    fn queue_reactions(&mut self, commands: Vec<Command>) {
+        for c in commands {
+            if !self.reactions.contains(&c) {
+                self.reactions.push_back(c);
+            }
+        }
+    }
+
     /// Keeps the timer index beside the log, at most every [`KEEP_TIMERS_EVERY`]: encoded as of
     /// a decided position, kept once that position is durable.
     fn keep_timers(&mut self) {
@@ -648,16 +704,30 @@ impl Engine {
         for e in &decision.events {
             self.timers.apply(e);
         }
+        let reactions = orca_domain::order::reactions(&decision);
+        if !reactions.is_empty() {
+            self.queue_reactions(reactions);
+        }
         let Decision {
             process,
             subscription,
             engine,
             schedule,
+            order,
             mut events,
             ..
         } = decision;
         if let Some(e) = engine {
+            // Resumed: what open orders held back goes on.
+            self.reconcile |= self.engine.paused && !e.paused;
             self.engine = e;
+        }
+        if let Some(o) = order {
+            if o.status.is_final() {
+                self.orders.remove(&o.id);
+            } else {
+                self.orders.insert(o.id, o);
+            }
         }
         if let Some((name, state)) = schedule {
             let first = last + 1 - count;
@@ -718,6 +788,10 @@ impl Engine {
             Some(id) => Some(self.subscription(id).await?),
             None => None,
         };
+        let order = match cmd.command.order_id() {
+            Some(id) => Some(self.order(id).await?),
+            None => None,
+        };
         let state = Loaded {
             process,
             subscription,
@@ -726,7 +800,7 @@ impl Engine {
                 .command
                 .schedule_name()
                 .and_then(|n| self.schedules.borrow().get(n).cloned()),
-            order: None,
+            order,
         };
         Ok(with_env(&cmd.meta, self.options.clock.now(), |env| {
             orca_domain::decide(&self.catalog, &state, &cmd.command, env)
@@ -770,6 +844,19 @@ impl Engine {
             self.processes.insert(id, p.clone());
         }
         Ok(p)
+    }
+
+    /// An order's state (version 0 when it does not exist).
+    async fn order(&mut self, id: OrderId) -> Result<OrderState, Error> {
+        if let Some(o) = self.orders.get(&id) {
+            return Ok(o.clone());
+        }
+        self.write_decided();
+        let o: OrderState = self.fold(&id.stream(), OrderState::evolve).await?;
+        if o.exists() && !o.status.is_final() {
+            self.orders.insert(id, o.clone());
+        }
+        Ok(o)
     }
 
     /// Rebuilds an aggregate from its durable stream.

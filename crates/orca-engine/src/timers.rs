@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use orca_domain::ids::{self, ProcessId};
+use orca_domain::ids::{self, OrderId, ProcessId};
 use orca_domain::timer::{TaskChange, TimerChange, event_timer_change, key, task_change};
 use orca_log::EventLog;
 use orca_proto::{Timestamp, v1};
@@ -16,6 +16,9 @@ use crate::error::Error;
 
 /// Name under which the index is kept beside the log.
 const STATE: &str = "engine.timers";
+
+/// What a kept index begins with: one without it (an older layout) is rebuilt from the log.
+const MAGIC: &[u8; 8] = b"orca-ix2";
 
 /// Events read at once while catching up on the log's tail.
 const CHUNK: usize = 4096;
@@ -56,6 +59,8 @@ pub struct Timers {
     /// Timers whose firing could not take effect: not fired again until the next start (kept,
     /// so that the next start tries them once more).
     aside: BTreeSet<Armed>,
+    /// Orders that have not ended: what a start or a resume moves on.
+    orders: BTreeSet<OrderId>,
     /// Changed since last kept.
     pub dirty: bool,
 }
@@ -63,6 +68,23 @@ pub struct Timers {
 impl Timers {
     /// Follows one event.
     pub fn apply(&mut self, event: &v1::Event) {
+        match &event.body {
+            Some(v1::event::Body::OrderSubmitted(_)) | Some(v1::event::Body::OrderEnded(_)) => {
+                if let Some(order) = ids::split_stream(&event.stream)
+                    .filter(|(kind, _)| *kind == "order")
+                    .and_then(|(_, id)| OrderId::parse("order_id", id).ok())
+                {
+                    if matches!(event.body, Some(v1::event::Body::OrderSubmitted(_))) {
+                        self.orders.insert(order);
+                    } else {
+                        self.orders.remove(&order);
+                    }
+                    self.dirty = true;
+                }
+                return;
+            }
+            _ => {}
+        }
         if let Some(change) = event.body.as_ref().and_then(task_change)
             && let Some(process) = ids::split_stream(&event.stream)
                 .filter(|(kind, _)| *kind == "process")
@@ -185,6 +207,11 @@ impl Timers {
         self.by_due.len()
     }
 
+    /// Orders that have not ended.
+    pub fn open_orders(&self) -> impl Iterator<Item = OrderId> + '_ {
+        self.orders.iter().copied()
+    }
+
     /// How many processes have a task attempt out with a worker.
     pub fn moving(&self) -> usize {
         self.out.len()
@@ -193,7 +220,10 @@ impl Timers {
     /// The index as of `position` (every event decided up to there applied), to keep beside
     /// the log with [`Timers::keep`] once `position` is durable.
     pub fn encode(&mut self, position: u64) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(16 + self.by_due.len() * 64 + self.out.len() * 24);
+        let mut bytes = Vec::with_capacity(
+            28 + self.by_due.len() * 64 + self.orders.len() * 16 + self.out.len() * 24,
+        );
+        bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&position.to_be_bytes());
         let count = u32::try_from(self.by_due.len()).unwrap_or(u32::MAX);
         bytes.extend_from_slice(&count.to_be_bytes());
@@ -205,6 +235,11 @@ impl Timers {
             let id = a.timer_id.as_bytes();
             bytes.extend_from_slice(&u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes());
             bytes.extend_from_slice(id);
+        }
+        let orders = u32::try_from(self.orders.len()).unwrap_or(u32::MAX);
+        bytes.extend_from_slice(&orders.to_be_bytes());
+        for order in self.orders.iter().take(orders as usize) {
+            bytes.extend_from_slice(order.0.as_bytes());
         }
         for (process, steps) in &self.out {
             bytes.extend_from_slice(process.0.as_bytes());
@@ -243,8 +278,8 @@ impl Timers {
                 break;
             }
             for r in &records {
-                // Only process events touch timers; the others need no decoding.
-                if !r.stream.starts_with("process-") {
+                // Only process and order events touch the index; the others need no decoding.
+                if !r.stream.starts_with("process-") && !r.stream.starts_with("order-") {
                     continue;
                 }
                 let e =
@@ -270,6 +305,9 @@ impl Timers {
             rest = tail;
             Some(head)
         };
+        if take(MAGIC.len())? != MAGIC {
+            return None;
+        }
         let position = u64::from_be_bytes(take(8)?.try_into().ok()?);
         let count = u32::from_be_bytes(take(4)?.try_into().ok()?);
         let mut timers = Self::default();
@@ -291,6 +329,12 @@ impl Timers {
                 timer_id: id,
                 held,
             });
+        }
+        let orders = u32::from_be_bytes(take(4)?.try_into().ok()?);
+        for _ in 0..orders {
+            timers
+                .orders
+                .insert(OrderId(uuid::Uuid::from_slice(take(16)?).ok()?));
         }
         while let Some(process) = take(16) {
             let process = ProcessId(uuid::Uuid::from_slice(process).ok()?);
@@ -420,5 +464,30 @@ mod tests {
         failed.body = Some(Body::ProcessAborted(v1::ProcessAborted::default()));
         t.apply(&failed);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn open_orders_are_kept_and_an_ended_one_is_dropped() {
+        let order = |n: u128, body: Body| v1::Event {
+            stream: OrderId(uuid::Uuid::from_u128(n)).stream(),
+            body: Some(body),
+            ..Default::default()
+        };
+        let log = MemLog::new();
+        let mut kept = Timers::default();
+        kept.apply(&order(1, Body::OrderSubmitted(Default::default())));
+        kept.apply(&order(2, Body::OrderSubmitted(Default::default())));
+        kept.apply(&set(3, 10));
+        Timers::keep(&log, &kept.encode(0)).unwrap();
+        append(&log, &order(1, Body::OrderEnded(Default::default())));
+        let t = Timers::recover(&log).unwrap();
+        assert_eq!(
+            t.open_orders().map(|o| o.0.as_u128()).collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(processes(&t), [3]);
+        // An index kept in the layout before orders is not trusted: the log is read instead.
+        Timers::keep(&log, &kept.encode(0)[MAGIC.len()..]).unwrap();
+        assert_eq!(Timers::recover(&log).unwrap().open_orders().count(), 0);
     }
 }
