@@ -57,6 +57,8 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("engine-resume",            "cmd.engine.resume",             Kind::Command(command::<v1::ResumeEngine>)),
     ("schedule-run",             "cmd.schedule.run",              Kind::Command(command::<v1::RunSchedule>)),
     ("transaction-submit",       "cmd.transaction.submit",        Kind::Command(command::<v1::SubmitTransaction>)),
+    ("order-submit",             "cmd.order.submit",              Kind::Command(command::<v1::SubmitOrder>)),
+    ("order-cancel",             "cmd.order.cancel",              Kind::Command(command::<v1::CancelOrder>)),
     ("subscription-get",         "query.subscription.get",        Kind::Query(Query::GetSubscription)),
     ("subscription-list",        "query.subscription.list",       Kind::Query(Query::ListSubscriptions)),
     ("subscription-versions",    "query.subscription.versions",   Kind::Query(Query::ListSubscriptionVersions)),
@@ -68,6 +70,8 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("schedule-list",            "query.schedule.list",           Kind::Query(Query::ListSchedules)),
     ("transaction-get",          "query.transaction.get",         Kind::Query(Query::GetTransaction)),
     ("transaction-list",         "query.transaction.list",        Kind::Query(Query::ListTransactions)),
+    ("order-get",                "query.order.get",               Kind::Query(Query::GetOrder)),
+    ("order-list",               "query.order.list",              Kind::Query(Query::ListOrders)),
     ("log-read",                 "query.log.read",                Kind::Query(Query::ReadLog)),
 ];
 

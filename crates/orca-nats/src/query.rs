@@ -38,7 +38,9 @@ reply_with_error!(
     v1::TransactionReply,
     v1::TransactionList,
     v1::LogPage,
-    v1::SubscriptionVersionList
+    v1::SubscriptionVersionList,
+    v1::OrderReply,
+    v1::OrderList
 );
 
 fn store_error(e: orca_views::Error) -> v1::Rejected {
@@ -92,6 +94,15 @@ impl Paged for v1::SubscriptionVersionList {
 impl Paged for v1::TransactionList {
     fn items(&self) -> usize {
         self.transactions.len()
+    }
+    fn token(&mut self) -> &mut String {
+        &mut self.next_page_token
+    }
+}
+
+impl Paged for v1::OrderList {
+    fn items(&self) -> usize {
+        self.orders.len()
     }
     fn token(&mut self) -> &mut String {
         &mut self.next_page_token
@@ -197,6 +208,8 @@ pub(crate) enum Query {
     ListTransactions,
     ReadLog,
     ListSubscriptionVersions,
+    GetOrder,
+    ListOrders,
 }
 
 /// The subscription `id` as a reader got it right after log position `position` (or at `time`),
@@ -465,6 +478,50 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
                 }
                 Ok(v1::TransactionList {
                     transactions: page.items,
+                    next_page_token: page.next_page_token,
+                    error: None,
+                })
+            })
+            .await
+        }
+        Query::GetOrder => {
+            run(payload, enc, ctx, |q: v1::GetOrder| async move {
+                caught_up(ctx, q.min_position).await?;
+                let id = q.order_id.trim();
+                let order = ctx
+                    .views
+                    .order(id)
+                    .map_err(store_error)?
+                    .ok_or_else(|| not_found(Code::OrderNotFound, "order", id))?;
+                Ok(v1::OrderReply {
+                    order: Some(order),
+                    error: None,
+                })
+            })
+            .await
+        }
+        Query::ListOrders => {
+            let limit_of = |q: &v1::ListOrders| q.limit;
+            run_paged(payload, enc, ctx, limit_of, |q, limit| async move {
+                caught_up(ctx, q.min_position).await?;
+                let state = q.state.trim();
+                if !state.is_empty() && orca_domain::order::OrderStatus::parse(state).is_none() {
+                    return Err(Rejection::fields(
+                        Code::InvalidArgument,
+                        format!("no order state {state:?}"),
+                        vec![orca_domain::FieldError::new(
+                            "state",
+                            "acknowledged, inProgress, pendingCancellation, completed, partial, failed or cancelled",
+                        )],
+                    )
+                    .to_proto());
+                }
+                let page = ctx
+                    .views
+                    .list_orders(state, limit, &q.page_token)
+                    .map_err(store_error)?;
+                Ok(v1::OrderList {
+                    orders: page.items,
                     next_page_token: page.next_page_token,
                     error: None,
                 })

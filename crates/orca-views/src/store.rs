@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use orca_domain::ids::split_stream;
+use orca_domain::order::OrderState;
 use orca_domain::transaction::TransactionState;
 use orca_domain::{ProcessState, SubscriptionState, SubscriptionVersion};
 use orca_log::ReadLog;
@@ -38,6 +39,8 @@ const SUB_INDEX: u8 = b's';
 const PROC_INDEX: u8 = b'p';
 const TRANSACTION: u8 = b'T';
 const TX_INDEX: u8 = b't';
+const ORDER: u8 = b'O';
+const ORDER_INDEX: u8 = b'o';
 /// One version of a subscription: `V<id>/<version, big-endian>`.
 const VERSION: u8 = b'V';
 const CHECKPOINT: &[u8] = b"m:checkpoint";
@@ -124,10 +127,12 @@ struct Recent {
     subscriptions: HashMap<String, SubscriptionState>,
     processes: HashMap<String, ProcessState>,
     transactions: HashMap<String, TransactionState>,
+    orders: HashMap<String, OrderState>,
     /// Changed since the last persist: sled's view is behind.
     dirty_subscriptions: HashSet<String>,
     dirty_processes: HashSet<String>,
     dirty_transactions: HashSet<String>,
+    dirty_orders: HashSet<String>,
     /// Versions other than the active one changed since the last persist (the subscription's
     /// view holds the active one).
     dirty_versions: HashMap<(String, u32), VersionChange>,
@@ -144,6 +149,7 @@ impl Recent {
         self.dirty_subscriptions.len()
             + self.dirty_processes.len()
             + self.dirty_transactions.len()
+            + self.dirty_orders.len()
             + self.dirty_versions.len()
     }
 }
@@ -395,6 +401,28 @@ impl Views {
                         recent.dirty_transactions.insert(id.to_owned());
                     }
                 }
+                "order" => {
+                    if matches!(event.body, Some(v1::event::Body::OrderSubmitted(_))) {
+                        self.recent()?
+                            .index
+                            .insert(index_key(ORDER_INDEX, event.position, id));
+                    }
+                    let missing = !self.recent()?.orders.contains_key(id);
+                    let loaded = match missing {
+                        true => Some(fold(log, &event.stream, event.version, OrderState::evolve)?),
+                        false => None,
+                    };
+                    let mut recent = self.recent()?;
+                    let recent = &mut *recent;
+                    let o = match loaded {
+                        Some(o) => recent.orders.entry(id.to_owned()).or_insert(o),
+                        None => recent.orders.entry(id.to_owned()).or_default(),
+                    };
+                    if o.version < event.version {
+                        o.evolve(event);
+                        recent.dirty_orders.insert(id.to_owned());
+                    }
+                }
                 _ => {}
             }
         }
@@ -465,6 +493,11 @@ impl Views {
                     views.push((key(TRANSACTION, id), t.to_view().encode_to_vec()));
                 }
             }
+            for id in &recent.dirty_orders {
+                if let Some(o) = recent.orders.get(id) {
+                    views.push((key(ORDER, id), o.to_view().encode_to_vec()));
+                }
+            }
             let index: Vec<Vec<u8>> = recent.index.iter().cloned().collect();
             (views, removed, index, recent.position)
         };
@@ -484,6 +517,7 @@ impl Views {
         recent.dirty_subscriptions.clear();
         recent.dirty_processes.clear();
         recent.dirty_transactions.clear();
+        recent.dirty_orders.clear();
         recent.dirty_versions.clear();
         recent.index.clear();
         recent.since = None;
@@ -494,6 +528,11 @@ impl Views {
         recent.subscriptions.retain(|_, s| s.locked_by.is_some());
         // A transaction's events come in the decision that submits it: none follow.
         recent.transactions.clear();
+        // An order gets events until it ends.
+        recent.orders.retain(|_, o| !o.status.is_final());
+        if recent.orders.len() > STATES {
+            recent.orders.clear();
+        }
         if recent.processes.len() > STATES {
             recent.processes.clear();
         }
@@ -631,6 +670,19 @@ impl Views {
         self.stored(&key(TRANSACTION, id))
     }
 
+    /// One order.
+    pub fn order(&self, id: &str) -> Result<Option<v1::Order>, Error> {
+        {
+            let recent = self.recent()?;
+            if recent.dirty_orders.contains(id)
+                && let Some(o) = recent.orders.get(id)
+            {
+                return Ok(Some(o.to_view()));
+            }
+        }
+        self.stored(&key(ORDER, id))
+    }
+
     fn page<T>(
         &self,
         index: u8,
@@ -738,6 +790,22 @@ impl Views {
             page_token,
             |id| self.transaction(id),
             |t: &v1::Transaction| kind.is_empty() || t.r#type == kind,
+        )
+    }
+
+    /// Orders, newest first; only in TMF641 `state` unless it is empty.
+    pub fn list_orders(
+        &self,
+        state: &str,
+        limit: usize,
+        page_token: &str,
+    ) -> Result<Page<v1::Order>, Error> {
+        self.page(
+            ORDER_INDEX,
+            limit,
+            page_token,
+            |id| self.order(id),
+            |o: &v1::Order| state.is_empty() || o.state == state,
         )
     }
 

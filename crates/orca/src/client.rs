@@ -204,6 +204,51 @@ impl OrcaClient {
         self.call("query.transaction.list", q).await
     }
 
+    /// `query.order.get`
+    pub async fn order(&self, id: &str, min_position: u64) -> anyhow::Result<v1::OrderReply> {
+        self.call(
+            "query.order.get",
+            &v1::GetOrder {
+                order_id: id.into(),
+                min_position,
+            },
+        )
+        .await
+    }
+
+    /// `query.order.list`
+    pub async fn orders(&self, q: &v1::ListOrders) -> anyhow::Result<v1::OrderList> {
+        self.call("query.order.list", q).await
+    }
+
+    /// Polls an order until it has ended (or `timeout` passes): what `--wait` shows.
+    pub async fn wait_order(
+        &self,
+        id: &str,
+        min_position: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<v1::Order> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let reply = self.order(id, min_position).await?;
+            if let Some(o) = reply.order {
+                let ended = orca_domain::order::OrderStatus::parse(&o.state)
+                    .is_some_and(orca_domain::order::OrderStatus::is_final);
+                if ended {
+                    return Ok(o);
+                }
+                if Instant::now() > deadline {
+                    bail!("order {id} is still {} after {timeout:?}", o.state);
+                }
+            } else if let Some(e) = reply.error.filter(|_| Instant::now() > deadline) {
+                bail!("{}: {}", e.code, e.message);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
     /// `query.log.read`
     pub async fn read_log(&self, q: &v1::ReadLog) -> anyhow::Result<v1::LogPage> {
         self.call("query.log.read", q).await

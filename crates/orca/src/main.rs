@@ -53,6 +53,9 @@ enum Command {
     /// Submit business transactions, matched against the catalog's rules.
     #[command(subcommand)]
     Transaction(cli::transaction::Command),
+    /// Submit orders of items (add, modify, delete subscriptions); follow and cancel them.
+    #[command(subcommand)]
+    Order(cli::order::Command),
     /// List the catalog's schedules with their next due time; run one now.
     #[command(subcommand)]
     Schedule(cli::schedule::Command),
@@ -129,6 +132,7 @@ fn main() -> std::process::ExitCode {
             Command::Engine(c) => cli::engine::run(&global, c).await,
             Command::Schedule(c) => cli::schedule::run(&global, c).await,
             Command::Transaction(c) => cli::transaction::run(&global, c).await,
+            Command::Order(c) => cli::order::run(&global, c).await,
             Command::Events(c) => cli::events::run(&global, c).await,
             Command::Views(c) => cli::views::run(&global, c).await,
             Command::Log(c) => cli::log::run(&global, c).await,

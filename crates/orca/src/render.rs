@@ -244,6 +244,51 @@ pub fn transaction_line(t: &v1::Transaction) -> String {
     )
 }
 
+/// An order and its items, each with its process and the subscription versions it made.
+pub fn order(o: &v1::Order) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "order {}  {}", o.order_id, o.state);
+    if !o.description.is_empty() {
+        let _ = write!(s, "  {}", o.description);
+    }
+    if !o.cancel_reason.is_empty() {
+        let _ = write!(s, "  (cancelled: {})", o.cancel_reason);
+    }
+    s.push('\n');
+    for i in &o.items {
+        let on = if i.action == "add" {
+            i.product.clone()
+        } else {
+            format!("subscription {}", i.subscription_id)
+        };
+        let _ = write!(
+            s,
+            "  {:<12} {:<6} {:<44} {:<12}",
+            i.id, i.action, on, i.state
+        );
+        if !i.depends_on.is_empty() {
+            let _ = write!(s, "  after {}", i.depends_on.join(", "));
+        }
+        if !i.process_id.is_empty() {
+            let _ = write!(s, "  {} process {}", i.workflow, i.process_id);
+        }
+        if i.action == "add" && !i.subscription_id.is_empty() {
+            let _ = write!(s, "  subscription {}", i.subscription_id);
+        }
+        if i.activated_version > 0 {
+            let _ = write!(s, "  activated v{}", i.activated_version);
+        }
+        if i.terminated_version > 0 {
+            let _ = write!(s, "  terminated v{}", i.terminated_version);
+        }
+        if !i.error.is_empty() {
+            let _ = write!(s, "\n      {}", i.error);
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// A subscription with its resources.
 pub fn subscription(sub: &v1::Subscription) -> String {
     let mut s = String::new();

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod log;
+pub mod order;
 pub mod process;
 pub mod schedule;
 pub mod serve;
