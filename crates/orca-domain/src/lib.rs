@@ -27,6 +27,7 @@ pub mod form;
 pub mod ids;
 pub mod json;
 pub mod lifecycle;
+pub mod notify;
 pub mod order;
 pub mod process;
 mod rejection;

@@ -567,3 +567,135 @@ fn a_bad_order_is_refused_with_the_field_and_records_nothing() {
     .unwrap();
     assert!(w.log.len() > events);
 }
+
+/// Every notification the log makes, in log order: each event applied to its aggregate as it
+/// stood before it.
+fn notifications(log: &[v1::Event]) -> Vec<v1::StateChangeEvent> {
+    let mut subs: BTreeMap<String, SubscriptionState> = BTreeMap::new();
+    let mut orders: BTreeMap<String, OrderState> = BTreeMap::new();
+    let mut out = Vec::new();
+    for e in log {
+        if e.stream.starts_with("subscription-") {
+            let before = subs.entry(e.stream.clone()).or_default();
+            let mut after = before.clone();
+            after.evolve(e);
+            out.extend(orca_domain::notify::subscription_changes(before, e, &after));
+            *before = after;
+        } else if e.stream.starts_with("order-") {
+            let before = orders.entry(e.stream.clone()).or_default();
+            let mut after = before.clone();
+            after.evolve(e);
+            out.extend(orca_domain::notify::order_changes(before, e, &after));
+            *before = after;
+        }
+    }
+    out
+}
+
+fn transitions(n: &[v1::StateChangeEvent], kind: &str) -> Vec<String> {
+    n.iter()
+        .filter(|c| c.resource.as_ref().unwrap().r#type == kind)
+        .map(|c| {
+            let r = c.resource.as_ref().unwrap();
+            let what = if kind == "service" {
+                format!("v{}", r.version)
+            } else {
+                r.item_id.clone()
+            };
+            let life = if c.lifecycle.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} > {})", c.previous_lifecycle, c.lifecycle)
+            };
+            format!("{what} {} > {}{life}", c.previous_state, c.state)
+        })
+        .collect()
+}
+
+#[test]
+fn every_transition_of_every_version_order_and_item_makes_one_notification() {
+    let mut w = World::new();
+    let sub = w.existing("Ops");
+    let id = w
+        .submit(order_of(vec![
+            modify("m", sub, "Ops 2", &[]),
+            add("a", "Red", &["m"]),
+        ]))
+        .unwrap();
+    w.work(id, "m", Ok(json!({})));
+    w.work(id, "a", Err("no capacity"));
+    let all = notifications(&w.log);
+
+    let theirs = |sid: SubscriptionId| -> Vec<v1::StateChangeEvent> {
+        all.iter()
+            .filter(|c| c.resource.as_ref().unwrap().id == sid.to_string())
+            .cloned()
+            .collect()
+    };
+    // The subscription made before the order, then modified by it: version 1 created and
+    // provisioned, version 2 built as pending and activated, superseding version 1.
+    assert_eq!(
+        transitions(&theirs(sub), "service"),
+        [
+            "v1  > active ( > initial)",
+            "v1 active > active (initial > provisioning)",
+            "v1 active > active (provisioning > active)",
+            "v2  > pending ( > active)",
+            "v2 pending > active (active > active)",
+            "v1 active > superseded (active > terminated)",
+        ]
+    );
+    // The failed add's version 1 stays as far as it got.
+    let added = w.item(id, "a").subscription_id.unwrap();
+    assert_eq!(
+        transitions(&theirs(added), "service"),
+        [
+            "v1  > active ( > initial)",
+            "v1 active > active (initial > provisioning)"
+        ]
+    );
+    assert_eq!(
+        transitions(&all, "serviceOrder"),
+        [
+            "  > acknowledged",
+            " acknowledged > inProgress",
+            " inProgress > partial"
+        ]
+    );
+    assert_eq!(
+        transitions(&all, "serviceOrderItem"),
+        [
+            "m  > acknowledged",
+            "a  > acknowledged",
+            "m acknowledged > inProgress",
+            "m inProgress > completed",
+            "a acknowledged > inProgress",
+            "a inProgress > failed",
+        ]
+    );
+    // The envelope: unique ids, the command as correlation, and each transition's previous
+    // state is the one the resource's notification before it reached.
+    let ids: std::collections::BTreeSet<&str> = all.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids.len(), all.len());
+    assert!(
+        all.iter()
+            .all(|c| c.correlation_id == "c" && c.event_time.is_some())
+    );
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for c in &all {
+        let r = c.resource.as_ref().unwrap();
+        let key = format!("{}/{}/{}/{}", r.r#type, r.id, r.version, r.item_id);
+        let state = format!("{}{}", c.state, c.lifecycle);
+        let previous = format!("{}{}", c.previous_state, c.previous_lifecycle);
+        assert_eq!(
+            last.get(&key).cloned().unwrap_or_default(),
+            previous,
+            "{c:?}"
+        );
+        last.insert(key, state);
+    }
+    assert_eq!(
+        orca_domain::notify::subject("orca", &all[0]),
+        format!("orca.tmf.service.{sub}.ServiceStateChangeEvent")
+    );
+}
