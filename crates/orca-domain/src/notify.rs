@@ -32,10 +32,24 @@ fn envelope(
     }
 }
 
-/// The transitions `event`, applied to `before` to give `after`, made of the subscription's
-/// versions: one for each version whose part or lifecycle state changed.
+/// Where each version a subscription holds stands: number, part and lifecycle state. What
+/// [`subscription_changes`] compares with, taken before an event is applied (cheaper than a
+/// copy of the whole state).
+pub type VersionStates = Vec<(u32, &'static str, &'static str)>;
+
+/// Where each version `s` holds stands.
+pub fn version_states(s: &SubscriptionState) -> VersionStates {
+    [&s.active, &s.pending, &s.retired]
+        .into_iter()
+        .flatten()
+        .map(|v| (v.number, v.state.as_str(), v.status.as_str()))
+        .collect()
+}
+
+/// The transitions `event`, applied to a subscription whose versions stood as `before` to give
+/// `after`, made of its versions: one for each version whose part or lifecycle state changed.
 pub fn subscription_changes(
-    before: &SubscriptionState,
+    before: &VersionStates,
     event: &v1::Event,
     after: &SubscriptionState,
 ) -> Vec<v1::StateChangeEvent> {
@@ -52,8 +66,9 @@ pub fn subscription_changes(
     let mut out = Vec::new();
     for n in after.touched_by(body) {
         let was = before
-            .version_numbered(n)
-            .map(|v| (v.state.as_str(), v.status.as_str()));
+            .iter()
+            .find(|(number, _, _)| *number == n)
+            .map(|(_, state, status)| (*state, *status));
         let Some(now) = after
             .version_numbered(n)
             .map(|v| (v.state.as_str(), v.status.as_str()))

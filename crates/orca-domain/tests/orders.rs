@@ -576,11 +576,10 @@ fn notifications(log: &[v1::Event]) -> Vec<v1::StateChangeEvent> {
     let mut out = Vec::new();
     for e in log {
         if e.stream.starts_with("subscription-") {
-            let before = subs.entry(e.stream.clone()).or_default();
-            let mut after = before.clone();
-            after.evolve(e);
-            out.extend(orca_domain::notify::subscription_changes(before, e, &after));
-            *before = after;
+            let state = subs.entry(e.stream.clone()).or_default();
+            let before = orca_domain::notify::version_states(state);
+            state.evolve(e);
+            out.extend(orca_domain::notify::subscription_changes(&before, e, state));
         } else if e.stream.starts_with("order-") {
             let before = orders.entry(e.stream.clone()).or_default();
             let mut after = before.clone();

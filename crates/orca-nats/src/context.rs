@@ -16,6 +16,7 @@ pub(crate) struct Ctx {
     pub views: Views,
     pub log: SharedReader,
     pub published: watch::Receiver<u64>,
+    pub notified: watch::Receiver<u64>,
     pub catalog: Arc<Catalog>,
     pub options: BusOptions,
     /// Largest reply NATS carries (the server's max_payload, less room for headers).

@@ -88,6 +88,8 @@ pub struct Backend {
     pub log: SharedReader,
     /// Position published so far (service info).
     pub published: watch::Receiver<u64>,
+    /// Position whose notifications are published (service info).
+    pub notified: watch::Receiver<u64>,
     /// The catalog (workflow list and forms).
     pub catalog: Arc<Catalog>,
 }
@@ -111,6 +113,7 @@ pub async fn serve(
         views: backend.views,
         log: backend.log,
         published: backend.published,
+        notified: backend.notified,
         catalog: backend.catalog,
         options,
         reply_limit: client

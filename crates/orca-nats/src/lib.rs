@@ -15,6 +15,7 @@
 pub mod codec;
 mod context;
 mod endpoints;
+pub mod notifier;
 mod outbox;
 mod query;
 mod schedules;
@@ -22,6 +23,7 @@ pub mod streams;
 
 pub use context::BusOptions;
 pub use endpoints::{Backend, serve};
+pub use notifier::{Notifier, NotifierOptions};
 pub use outbox::{Outbox, OutboxOptions};
 pub use schedules::run_schedules;
 

@@ -562,6 +562,7 @@ pub(crate) async fn answer(query: Query, payload: &[u8], enc: Encoding, ctx: &Ct
                 log_head: ctx.log.head(),
                 views_position: ctx.views.checkpoint(),
                 published_position: *ctx.published.borrow(),
+                notified_position: *ctx.notified.borrow(),
                 engine: engine.state().into(),
                 processes_moving: engine.moving as u64,
                 paused_reason: engine.reason,

@@ -289,6 +289,38 @@ pub fn order(o: &v1::Order) -> String {
     s
 }
 
+/// One state-change notification on a line: sequence, type, resource and transition.
+pub fn notification(sequence: u64, n: &v1::StateChangeEvent) -> String {
+    let r = n.resource.clone().unwrap_or_default();
+    let what = match r.r#type.as_str() {
+        "service" => format!("subscription {} v{}", r.id, r.version),
+        "serviceOrderItem" => format!("order {} item {}", r.id, r.item_id),
+        _ => format!("order {}", r.id),
+    };
+    let from = |s: &str| {
+        if s.is_empty() {
+            "(new)".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut line = format!(
+        "{sequence:>8}  {:<30} {what}  {} -> {}",
+        n.event_type,
+        from(&n.previous_state),
+        n.state
+    );
+    if !n.lifecycle.is_empty() {
+        let _ = write!(
+            line,
+            "  lifecycle {} -> {}",
+            from(&n.previous_lifecycle),
+            n.lifecycle
+        );
+    }
+    line
+}
+
 /// A subscription with its resources.
 pub fn subscription(sub: &v1::Subscription) -> String {
     let mut s = String::new();

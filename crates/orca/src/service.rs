@@ -61,6 +61,7 @@ pub struct Service {
     engine: JoinHandle<Result<(), orca_engine::Error>>,
     projector: JoinHandle<Result<(), orca_views::Error>>,
     outbox: JoinHandle<Result<(), orca_nats::Error>>,
+    notifier: JoinHandle<Result<(), orca_nats::Error>>,
     client: async_nats::Client,
     /// The log (read access for tools and tests).
     pub log: Log,
@@ -105,6 +106,9 @@ impl Service {
         orca_nats::streams::ensure(&js, &options.bus.prefix)
             .await
             .context("creating the JetStream streams (is JetStream enabled on the server? `nats-server -js`)")?;
+        orca_nats::notifier::ensure_stream(&js, &options.bus.prefix)
+            .await
+            .context("creating the notification stream")?;
 
         let checkpoint = options.data_dir.join("outbox").join("checkpoint");
         carry_over_checkpoint(&log, &checkpoint)?;
@@ -155,12 +159,28 @@ impl Service {
             },
         )?;
         let published = outbox.published();
-        let outbox = tokio::spawn(outbox.run(drained));
+        let outbox = tokio::spawn(outbox.run(drained.clone()));
+        let notifier_client = async_nats::ConnectOptions::new()
+            .name("orca-notifier")
+            .connect(&options.nats_url)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
+        let notifier = orca_nats::Notifier::new(
+            shared.clone(),
+            async_nats::jetstream::new(notifier_client),
+            orca_nats::NotifierOptions {
+                prefix: options.bus.prefix.clone(),
+                ..Default::default()
+            },
+        );
+        let notified = notifier.published();
+        let notifier = tokio::spawn(notifier.run(drained));
         let backend = orca_nats::Backend {
             engine: engine_handle,
             views: views.clone(),
             log: shared,
             published: published.clone(),
+            notified,
             catalog: options.catalog.clone(),
         };
         let endpoints = orca_nats::serve(client.clone(), backend, options.bus.clone(), rx).await?;
@@ -174,6 +194,7 @@ impl Service {
             engine,
             projector,
             outbox,
+            notifier,
             client,
             log,
             views,
@@ -199,11 +220,22 @@ impl Service {
             tracing::error!(error = %e, "projector stopped with an error");
         }
         let mut outbox = self.outbox;
-        if tokio::time::timeout(grace, &mut outbox).await.is_err() {
+        let mut notifier = self.notifier;
+        let (o, n) = tokio::join!(
+            tokio::time::timeout(grace, &mut outbox),
+            tokio::time::timeout(grace, &mut notifier)
+        );
+        if o.is_err() {
             // Stopped here, it lets go of the log: the data dir can be opened again at once.
             outbox.abort();
             tracing::warn!(
                 "outbox did not finish within the grace period; it resumes from its checkpoint"
+            );
+        }
+        if n.is_err() {
+            notifier.abort();
+            tracing::warn!(
+                "notifier did not finish within the grace period; it resumes from the notification stream's last message"
             );
         }
         self.views.flush()?;
@@ -218,6 +250,7 @@ impl Service {
             r = &mut self.engine => format!("engine stopped: {r:?}"),
             r = &mut self.projector => format!("projector stopped: {r:?}"),
             r = &mut self.outbox => format!("outbox stopped: {r:?}"),
+            r = &mut self.notifier => format!("notifier stopped: {r:?}"),
         }
     }
 }

@@ -73,8 +73,8 @@ fn status(info: &v1::ServiceInfo) -> String {
         s += &format!("  paused by {}: {}\n", info.paused_by, info.paused_reason);
     }
     s += &format!(
-        "  log head {}  views at {}  published to {}\n",
-        info.log_head, info.views_position, info.published_position
+        "  log head {}  views at {}  published to {}  notified to {}\n",
+        info.log_head, info.views_position, info.published_position, info.notified_position
     );
     s
 }

@@ -1,4 +1,4 @@
-//! `orca events tail`
+//! `orca events tail|notifications`
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,14 +26,40 @@ pub enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Print the TM Forum style state-change notifications (ServiceStateChangeEvent,
+    /// ServiceOrderStateChangeEvent) as they are published, or from any point of their stream:
+    /// a late reader gets every one, in order, without a gap.
+    Notifications {
+        /// Start from the stream's first notification instead of new ones.
+        #[arg(long, conflicts_with = "from_seq")]
+        from_start: bool,
+        /// Start from this sequence of the notification stream.
+        #[arg(long, value_name = "SEQ")]
+        from_seq: Option<u64>,
+        /// Only subjects matching this filter below `<prefix>.tmf.`, e.g. `service.>`,
+        /// `serviceOrder.<order id>.>` or `*.*.ServiceOrderStateChangeEvent`.
+        #[arg(long, default_value = ">")]
+        filter: String,
+        /// Stop after this many notifications.
+        #[arg(long)]
+        count: Option<usize>,
+    },
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let Command::Tail {
-        from_start,
-        filter,
-        count,
-    } = c;
+    let (from_start, filter, count) = match c {
+        Command::Tail {
+            from_start,
+            filter,
+            count,
+        } => (from_start, filter, count),
+        Command::Notifications {
+            from_start,
+            from_seq,
+            filter,
+            count,
+        } => return notifications(g, from_start, from_seq, &filter, count).await,
+    };
     let client = async_nats::connect(g.url())
         .await
         .with_context(|| format!("connecting to NATS at {}", g.url()))?;
@@ -81,6 +107,68 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
         if count.is_some_and(|c| seen >= c) {
             break;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `orca events notifications`
+async fn notifications(
+    g: &Global,
+    from_start: bool,
+    from_seq: Option<u64>,
+    filter: &str,
+    count: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let client = async_nats::connect(g.url())
+        .await
+        .with_context(|| format!("connecting to NATS at {}", g.url()))?;
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .get_stream(orca_nats::notifier::notifications_stream(&g.prefix))
+        .await
+        .context("finding the notification stream (has `orca serve` run against this NATS?)")?;
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: format!("{}.tmf.{filter}", g.prefix),
+            deliver_policy: match (from_seq, from_start) {
+                (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
+                (None, true) => DeliverPolicy::All,
+                (None, false) => DeliverPolicy::New,
+            },
+            ..Default::default()
+        })
+        .await
+        .context("creating the notification consumer")?;
+    let mut messages = consumer.messages().await?;
+    let mut seen = 0usize;
+    while count.is_none_or(|c| seen < c) {
+        let next = tokio::select! {
+            m = messages.next() => m,
+            _ = super::signal() => break,
+        };
+        let Some(m) = next else { break };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("(stream interrupted: {e}; resuming)");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+        if g.json {
+            let mut n: serde_json::Value = serde_json::from_slice(&m.payload)
+                .with_context(|| format!("notification {sequence} is not JSON"))?;
+            n["sequence"] = serde_json::json!(sequence);
+            println!("{n}");
+        } else {
+            match serde_json::from_slice::<v1::StateChangeEvent>(&m.payload) {
+                Ok(n) => println!("{}", orca::render::notification(sequence, &n)),
+                Err(err) => eprintln!("unreadable notification on {}: {err}", m.subject),
+            }
+        }
+        seen += 1;
     }
     Ok(ExitCode::SUCCESS)
 }
