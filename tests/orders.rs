@@ -312,3 +312,24 @@ async fn a_bad_order_is_refused_with_its_field_and_records_nothing() {
     assert_eq!(r.error.unwrap().code, "INVALID_ARGUMENT");
     assert_eq!(env.head().await, head);
 }
+
+#[test]
+fn the_orders_demo_shows_both_orders_the_versions_and_every_notification() {
+    let out = Command::new(orca_bin())
+        .args(["demo", "orders"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "after ops  create_user_group process",
+        "activated v2  terminated v1",
+        "superseded  terminated",
+        "(new) -> pending  lifecycle (new) -> active",
+        "active -> superseded  lifecycle active -> terminated",
+        "inProgress -> completed",
+        "31 state-change notifications on orca.tmf.>",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+}

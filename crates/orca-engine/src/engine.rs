@@ -349,7 +349,7 @@ impl Engine {
     fn wake_at(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         let nap = self.options.timer_nap;
-        if !self.reactions.is_empty() || self.reconcile {
+        if !self.reactions.is_empty() || (self.reconcile && !self.engine.paused) {
             return now;
         }
         let mut wake = now + Duration::from_secs(3600);

@@ -1,6 +1,8 @@
 //! `orca demo`: the seed's story end to end on a local NATS, with a modify and a validate
 //! between the create and the terminate; `orca demo cloudportal`: business transactions whose
-//! rules start tenant workflows of phases, with an approval.
+//! rules start tenant workflows of phases, with an approval; `orca demo orders`: orders of items
+//! that add, modify and delete subscriptions, their versions, and the state-change notifications
+//! a late reader gets.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,11 +72,27 @@ pub enum Story {
         #[arg(long, value_name = "STEP[:N][:KIND]")]
         fail: Vec<orca_worker::example::FailRule>,
     },
+    /// Orders (TMF641) and versioned inventory: an order adds two UserGroups, the second once
+    /// the first has completed; a second order renames the first (building its version 2 while
+    /// version 1 stays active) and then deletes the second. The demo shows each order with its
+    /// items, processes and the versions they activated and terminated, the renamed
+    /// subscription's versions, and every state-change notification, read from the start as a
+    /// late subscriber would.
+    Orders {
+        /// Keep the event log and views here (a temporary directory when not given).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
+    let mut orders = false;
     let (data_dir, fail, slow, cloudportal) = match a.story {
         None => (a.data_dir, a.fail, Vec::new(), false),
+        Some(Story::Orders { data_dir }) => {
+            orders = true;
+            (data_dir, Vec::new(), Vec::new(), false)
+        }
         Some(Story::Cloudportal { data_dir, fail }) => {
             // The OSS account takes a moment, so that it is seen running beside the approval.
             let slow = vec![orca_worker::example::SlowRule {
@@ -123,6 +141,8 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let client = OrcaClient::connect(&url, &g.prefix).await?;
     let outcome = if cloudportal {
         tenants(&client, g.json).await
+    } else if orders {
+        ordering(&client, &url, &g.prefix, g.json).await
     } else {
         story(&client, &a.group_name, g.json).await
     };
@@ -228,6 +248,139 @@ async fn story(client: &OrcaClient, group_name: &str, json_out: bool) -> anyhow:
     let sub = subscription(client, &id, p.position).await?;
     show_subscription(&sub, json_out)?;
     Ok(p.status == "completed" && sub.status == "terminated" && sub.in_sync)
+}
+
+/// The orders story: two orders, the subscription versions they made, and the notifications.
+async fn ordering(
+    client: &OrcaClient,
+    url: &str,
+    prefix: &str,
+    json_out: bool,
+) -> anyhow::Result<bool> {
+    let item =
+        |v: serde_json::Value| -> anyhow::Result<v1::OrderItem> { Ok(serde_json::from_value(v)?) };
+    let customer = uuid::Uuid::new_v4().to_string();
+    let first = vec![
+        item(
+            json!({"id": "ops", "action": "add", "product": "UserGroup", "input": {"group_name": "Ops"}}),
+        )?,
+        item(
+            json!({"id": "dev", "action": "add", "product": "UserGroup", "input": {"group_name": "Dev"}, "depends_on": ["ops"]}),
+        )?,
+    ];
+    let o = place(client, &customer, first, json_out).await?;
+    let id = |o: &v1::Order, item: &str| {
+        o.items
+            .iter()
+            .find(|i| i.id == item)
+            .map(|i| i.subscription_id.clone())
+            .unwrap_or_default()
+    };
+    let (ops, dev) = (id(&o, "ops"), id(&o, "dev"));
+    let second = vec![
+        item(
+            json!({"id": "rename", "action": "modify", "subscription_id": ops, "input": {"group_name": "Platform"}}),
+        )?,
+        item(
+            json!({"id": "retire", "action": "delete", "subscription_id": dev, "depends_on": ["rename"]}),
+        )?,
+    ];
+    let o2 = place(client, &customer, second, json_out).await?;
+    if !json_out {
+        println!("$ orca subscription versions {ops}");
+    }
+    let versions = client
+        .subscription_versions(&v1::ListSubscriptionVersions {
+            subscription_id: ops.clone(),
+            ..Default::default()
+        })
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string(&versions)?);
+    } else {
+        for v in &versions.versions {
+            println!("{}", render::version_line(v));
+        }
+        println!();
+    }
+    // A late subscriber: every transition so far, from the stream's start.
+    let info = client.info().await?;
+    let head = info.log_head;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client.info().await?.notified_position < head {
+        if tokio::time::Instant::now() > deadline {
+            bail!("notifications did not catch up with the log");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !json_out {
+        println!("$ orca events notifications --from-start");
+    }
+    let nats = async_nats::connect(url).await?;
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js
+        .get_stream(orca_nats::notifier::notifications_stream(prefix))
+        .await?;
+    let last = stream.info().await?.state.last_sequence;
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await?;
+        let n: v1::StateChangeEvent = serde_json::from_slice(&m.payload)?;
+        if json_out {
+            println!("{}", serde_json::to_string(&n)?);
+        } else {
+            println!("{}", render::notification(seq, &n));
+        }
+    }
+    if !json_out {
+        println!(
+            "\n{last} state-change notifications on {prefix}.tmf.> (e.g. nats sub '{prefix}.tmf.service.{ops}.>')"
+        );
+    }
+    Ok(o.state == "completed" && o2.state == "completed")
+}
+
+/// Submits an order and prints it once it has ended.
+async fn place(
+    client: &OrcaClient,
+    customer: &str,
+    items: Vec<v1::OrderItem>,
+    json_out: bool,
+) -> anyhow::Result<v1::Order> {
+    if !json_out {
+        let flags: Vec<String> = items
+            .iter()
+            .map(|i| {
+                let mut i = i.clone();
+                i.input = i.input.filter(|s| !s.fields.is_empty());
+                format!("--item '{}'", serde_json::to_string(&i).unwrap_or_default())
+            })
+            .collect();
+        println!(
+            "$ orca order submit --customer {customer} {} --wait",
+            flags.join(" ")
+        );
+    }
+    let reply = client
+        .command(
+            "cmd.order.submit",
+            &v1::SubmitOrder {
+                items,
+                customer_id: customer.to_owned(),
+                actor: "demo".into(),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let a = accepted(&reply)?.clone();
+    let o = client
+        .wait_order(&a.order_id, a.position, Duration::from_secs(60))
+        .await?;
+    if json_out {
+        println!("{}", serde_json::to_string(&o)?);
+    } else {
+        println!("{}", render::order(&o));
+    }
+    Ok(o)
 }
 
 /// CloudPortal's story: a manual account's activation with its approval, then a retail one's.
