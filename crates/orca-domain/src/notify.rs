@@ -32,6 +32,15 @@ fn envelope(
     }
 }
 
+/// Whether an event of this body field (its type, as [`crate::body_field`] numbers it) can make
+/// a transition: a subscription's creation, a version opened, activated or discarded, a lifecycle
+/// change, and every order event. The others (a description, resources, a note, the sync, a
+/// process linked or released) change neither a version's part nor its lifecycle, so a reader
+/// that only follows transitions need not even decode them.
+pub fn may_transition(field: u32) -> bool {
+    matches!(field, 20 | 24 | 39..=41 | 42..=46)
+}
+
 /// Where each version a subscription holds stands: number, part and lifecycle state. What
 /// [`subscription_changes`] compares with, taken before an event is applied (cheaper than a
 /// copy of the whole state).

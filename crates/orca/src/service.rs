@@ -125,7 +125,22 @@ impl Service {
         let feed = Feed::new();
         let mut engine_options = options.engine.clone();
         let tap = feed.clone();
-        engine_options.tap = Some(Tap::new(move |events| tap.push(events)));
+        // So does the notifier, of the few events that may make a state transition.
+        let notifier_feed = orca_nats::notifier::NotifierFeed::new();
+        let notify_tap = notifier_feed.clone();
+        engine_options.tap = Some(Tap::new(move |events: Vec<orca_proto::v1::Event>| {
+            if let (Some(first), Some(last)) = (events.first(), events.last()) {
+                notify_tap.push(
+                    first.position,
+                    last.position,
+                    events
+                        .iter()
+                        .filter(|e| orca_nats::notifier::relevant(e))
+                        .cloned(),
+                );
+            }
+            tap.push(events)
+        }));
         let (runs, schedule_runs) = tokio::sync::mpsc::unbounded_channel();
         engine_options.schedule_runs = Some(runs);
         let (engine_handle, engine) =
@@ -173,6 +188,7 @@ impl Service {
                 ..Default::default()
             },
         );
+        let notifier = notifier.with_feed(notifier_feed);
         let notified = notifier.published();
         let notifier = tokio::spawn(notifier.run(drained));
         let backend = orca_nats::Backend {
