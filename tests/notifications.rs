@@ -242,3 +242,59 @@ async fn every_transition_is_notified_once_in_order_and_a_late_reader_gets_them_
     let _serve = env.serve().await;
     assert_eq!(settled(&env).await, total);
 }
+
+#[tokio::test]
+async fn a_stray_message_holds_notifications_back_without_stopping_commands_and_a_purge_goes_on() {
+    let env = Env::new().await;
+    let _serve = env.serve().await;
+    let _worker = env.worker();
+    let c = &env.client;
+    let first = accepted(&c.start(&create_cmd("Ops")).await.unwrap());
+    wait_status(c, &first.process_id, "completed").await;
+    settled(&env).await;
+
+    // Someone else publishes into the notification stream.
+    let js = async_nats::jetstream::new(c.nats().clone());
+    js.publish(
+        "orca.tmf.service.x.ServiceStateChangeEvent",
+        "not a notification".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let stray = stream_last(&env).await;
+    // Commands go on; their notifications wait.
+    let second = accepted(&c.start(&create_cmd("Dev")).await.unwrap());
+    wait_status(c, &second.process_id, "completed").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        stream_last(&env).await,
+        stray,
+        "nothing published after the stray"
+    );
+    assert!(c.info().await.unwrap().notified_position < env.head().await);
+
+    // Purged: the notifier goes on after what it had published.
+    js.get_stream("ORCA_TMF")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    let total = settled(&env).await;
+    let after = read(&env.nats.url(), stray + 1, ">", total - stray);
+    let ids: Vec<String> = after.iter().map(|n| text(&n["resource"], "id")).collect();
+    assert!(
+        !ids.is_empty() && ids.iter().all(|id| *id == second.subscription_id),
+        "{ids:?}"
+    );
+    assert_eq!(
+        transitions(&after, "service", &second.subscription_id),
+        [
+            "v1  > active ( > initial)",
+            "v1 active > active (initial > provisioning)",
+            "v1 active > active (provisioning > active)",
+        ]
+    );
+}

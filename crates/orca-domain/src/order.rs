@@ -313,7 +313,14 @@ impl OrderState {
                         item.ended_at = at;
                     }
                 }
-                self.status = OrderStatus::PendingCancellation;
+                // Items still under way finish first; otherwise the order ends in this decision.
+                if self
+                    .items
+                    .iter()
+                    .any(|i| i.status == ItemStatus::InProgress)
+                {
+                    self.status = OrderStatus::PendingCancellation;
+                }
             }
             Some(Body::OrderEnded(e)) => {
                 self.status = OrderStatus::parse(&e.state).unwrap_or(OrderStatus::Failed);

@@ -89,11 +89,14 @@ impl Default for NotifierOptions {
 }
 
 /// Where the stream stands: its last sequence, and the notification its last message is.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Mark {
     sequence: u64,
     /// Log position and index of the last notification published; `None` when none is.
     last: Option<(u64, u32)>,
+    /// The last message's `Nats-Msg-Id` (its notification's id), when known: the next one
+    /// expects it.
+    last_id: Option<String>,
 }
 
 /// Events that may make a transition (see [`relevant`]) as the engine decided them, handed to
@@ -216,13 +219,14 @@ impl Notifier {
     }
 
     /// Publishes until `shutdown` turns true and everything durable is out (or NATS is gone).
-    /// Fails only when the stream belongs to another log.
+    /// Fails only when an event cannot be read; a stream holding someone else's messages holds
+    /// notifications back (tried again every 5 s) without stopping anything else.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), Error> {
         let mut head = self.log.subscribe();
         // Where the stream stands, and the next log position to look at; `None`: resync.
         let mut at: Option<(Mark, u64)> = None;
         loop {
-            let (mark, cursor) = match at {
+            let (mark, cursor) = match at.clone() {
                 Some(a) => a,
                 None => match self.resync().await {
                     Ok(m) => {
@@ -233,7 +237,7 @@ impl Notifier {
                         // notifications may not be out.
                         let cursor = m.last.map_or(1, |(p, _)| p);
                         self.published.send_replace(cursor - 1);
-                        at = Some((m, cursor));
+                        at = Some((m.clone(), cursor));
                         (m, cursor)
                     }
                     Err(Error::Nats(e)) => {
@@ -242,6 +246,19 @@ impl Notifier {
                             return Ok(());
                         }
                         tokio::time::sleep(self.options.retry).await;
+                        continue;
+                    }
+                    // Someone else's message in the stream: nothing is published until it is
+                    // dealt with, and the commands go on meanwhile.
+                    Err(Error::Foreign(why)) => {
+                        tracing::error!(error = %why, "notifications are held back");
+                        tokio::select! {
+                            () = tokio::time::sleep(self.options.retry * 10) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                        if *shutdown.borrow() {
+                            return Ok(());
+                        }
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -350,9 +367,23 @@ impl Notifier {
         let msg = match stream.get_raw_message(sequence).await {
             Ok(m) => m,
             Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {
-                return Err(foreign(format!(
-                    "its last message {sequence} is gone (purged?)"
-                )));
+                // Purged: what it held is gone. Go on after what this notifier published (after
+                // the log's head, when it published nothing since it started).
+                let at = match *self.published.borrow() {
+                    0 => self.log.head(),
+                    p => p,
+                };
+                tracing::warn!(
+                    stream = %name,
+                    sequence,
+                    from = at + 1,
+                    "the notification stream's last message is gone (purged?); notifications go on after log position {at}; remove the stream to have it filled again from the log"
+                );
+                return Ok(Mark {
+                    sequence,
+                    last: (at > 0).then_some((at, u32::MAX)),
+                    last_id: None,
+                });
             }
             Err(e) => return Err(Error::nats(e)),
         };
@@ -375,6 +406,10 @@ impl Notifier {
         Ok(Mark {
             sequence,
             last: Some((position, u32::try_from(index).unwrap_or(u32::MAX))),
+            last_id: msg
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|v| v.as_str().to_owned()),
         })
     }
 
@@ -452,7 +487,7 @@ impl Notifier {
     /// asks for an acknowledgement: each is stored only right after its predecessor, so its ack
     /// confirms every one before it, and a refused one makes the rest refused too.
     async fn publish(&mut self, events: &[v1::Event], at: Mark) -> Result<Mark, Error> {
-        let mut next = at;
+        let mut next = at.clone();
         let mut pending: Vec<(String, HeaderMap, Bytes)> = Vec::new();
         for event in events {
             let changes = self.changes(event)?;
@@ -471,6 +506,15 @@ impl Notifier {
                     "Nats-Expected-Last-Sequence",
                     next.sequence.to_string().as_str(),
                 );
+                // Chained to its predecessor by id too: were one refused (a stray message took
+                // its place), the next would match the sequence but not the id, and be refused.
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    change.event_id.as_str(),
+                );
+                if let Some(id) = &next.last_id {
+                    headers.insert("Nats-Expected-Last-Msg-Id", id.as_str());
+                }
                 headers.insert(POSITION_HEADER, event.position.to_string().as_str());
                 headers.insert(INDEX_HEADER, n.to_string().as_str());
                 pending.push((
@@ -481,6 +525,7 @@ impl Notifier {
                 next = Mark {
                     sequence: next.sequence + 1,
                     last: Some((event.position, index)),
+                    last_id: Some(change.event_id.clone()),
                 };
             }
         }

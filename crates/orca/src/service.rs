@@ -190,7 +190,13 @@ impl Service {
         );
         let notifier = notifier.with_feed(notifier_feed);
         let notified = notifier.published();
-        let notifier = tokio::spawn(notifier.run(drained));
+        let notifier = tokio::spawn(async move {
+            let r = notifier.run(drained).await;
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "the notifier stopped; commands go on, notifications do not");
+            }
+            r
+        });
         let backend = orca_nats::Backend {
             engine: engine_handle,
             views: views.clone(),
@@ -266,7 +272,6 @@ impl Service {
             r = &mut self.engine => format!("engine stopped: {r:?}"),
             r = &mut self.projector => format!("projector stopped: {r:?}"),
             r = &mut self.outbox => format!("outbox stopped: {r:?}"),
-            r = &mut self.notifier => format!("notifier stopped: {r:?}"),
         }
     }
 }

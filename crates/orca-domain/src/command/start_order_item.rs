@@ -52,25 +52,41 @@ impl Decide for StartOrderItem {
             .subscription
             .as_ref()
             .filter(|s| s.exists() && Some(s.id) == item.subscription_id);
-        let workflow = if item.workflow.is_empty() {
-            let product = match (item.action, sub) {
-                (Action::Add, _) => Ok(item.product.as_str()),
-                (_, Some(s)) => Ok(s.product.as_str()),
-                (_, None) => Err(format!(
-                    "no subscription {}",
-                    item.subscription_id
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                )),
-            };
-            product.and_then(|p| {
-                catalog
-                    .workflow_for(p, item.action.target())
-                    .map(|w| w.name.clone())
-            })
-        } else {
-            Ok(item.workflow.clone())
+        // A modify or delete that named its product expects a subscription of it.
+        let named = match sub {
+            Some(s)
+                if item.action != Action::Add
+                    && !item.product.is_empty()
+                    && s.product != item.product =>
+            {
+                Err(format!(
+                    "subscription {} is a {}, not a {}",
+                    s.id, s.product, item.product
+                ))
+            }
+            _ => Ok(()),
         };
+        let workflow = named.and_then(|()| {
+            if item.workflow.is_empty() {
+                let product = match (item.action, sub) {
+                    (Action::Add, _) => Ok(item.product.as_str()),
+                    (_, Some(s)) => Ok(s.product.as_str()),
+                    (_, None) => Err(format!(
+                        "no subscription {}",
+                        item.subscription_id
+                            .map(|s| s.to_string())
+                            .unwrap_or_default()
+                    )),
+                };
+                product.and_then(|p| {
+                    catalog
+                        .workflow_for(p, item.action.target())
+                        .map(|w| w.name.clone())
+                })
+            } else {
+                Ok(item.workflow.clone())
+            }
+        });
         let started = workflow.and_then(|workflow| {
             let mut context = Map::new();
             context.insert(

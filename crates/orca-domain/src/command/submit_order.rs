@@ -87,6 +87,12 @@ impl TryFrom<&v1::SubmitOrder> for Checked<Command> {
             }
             let action = Action::parse(i.action.trim())
                 .ok_or_else(|| invalid(field("action"), "must be add, modify or delete"))?;
+            if i.depends_on.len() >= MAX_ITEMS {
+                return Err(invalid(
+                    field("depends_on"),
+                    format!("an item depends on at most {} others", MAX_ITEMS - 1),
+                ));
+            }
             let mut depends_on: Vec<String> = Vec::new();
             for d in &i.depends_on {
                 let d = d.trim().to_owned();

@@ -160,7 +160,9 @@ async fn notifications(
         if g.json {
             let mut n: serde_json::Value = serde_json::from_slice(&m.payload)
                 .with_context(|| format!("notification {sequence} is not JSON"))?;
-            n["sequence"] = serde_json::json!(sequence);
+            if let Some(fields) = n.as_object_mut() {
+                fields.insert("sequence".into(), serde_json::json!(sequence));
+            }
             println!("{n}");
         } else {
             match serde_json::from_slice::<v1::StateChangeEvent>(&m.payload) {
