@@ -394,6 +394,11 @@ fn an_order_cancelled_before_anything_started_is_cancelled() {
     assert_eq!(w.order(id).status, OrderStatus::Cancelled);
     assert_eq!(w.order(id).cancel_reason, "cancelled");
     assert!(w.order(id).pending().is_empty());
+    // Nothing was under way: straight to cancelled.
+    assert_eq!(
+        transitions(&notifications(&w.log), "serviceOrder"),
+        ["  > acknowledged", " acknowledged > cancelled"]
+    );
 }
 
 #[test]
@@ -708,4 +713,58 @@ fn every_transition_of_every_version_order_and_item_makes_one_notification() {
         orca_domain::notify::subject("orca", &all[0]),
         format!("orca.tmf.service.{sub}.ServiceStateChangeEvent")
     );
+}
+
+#[test]
+fn an_item_naming_another_product_than_its_subscriptions_fails_and_runs_nothing() {
+    let mut w = World::new();
+    w.catalog = Catalog::from_toml(&format!(
+        r#"{}
+[[product]]
+name = "Firewall"
+version = 1
+
+[[product.block]]
+name = "firewall"
+resources = {{ rules = "string" }}
+
+[[workflow]]
+name = "terminate_firewall"
+target = "terminate"
+product = "Firewall"
+steps = ["init", "store_process_subscription(terminate)", "set_status(terminated)", "done"]
+"#,
+        orca_domain::catalog::DEFAULT_CATALOG
+    ))
+    .unwrap();
+    let sub = w.existing("Ops");
+    let id = w
+        .submit(order_of(vec![v1::OrderItem {
+            id: "d".into(),
+            action: "delete".into(),
+            product: "Firewall".into(),
+            subscription_id: sub.to_string(),
+            ..Default::default()
+        }]))
+        .unwrap();
+    let d = w.item(id, "d");
+    assert_eq!(d.status, ItemStatus::Failed);
+    assert!(d.process_id.is_none());
+    assert!(
+        d.error.contains("is a UserGroup, not a Firewall"),
+        "{}",
+        d.error
+    );
+    assert_eq!(w.subscriptions[&sub].locked_by, None);
+}
+
+#[test]
+fn an_item_depending_on_too_many_is_refused_before_anything_else() {
+    let deps: Vec<String> = (0..500).map(|n| format!("x{n}")).collect();
+    let refused = Checked::<Command>::try_from(&order_of(vec![v1::OrderItem {
+        depends_on: deps,
+        ..add("a", "X", &[])
+    }]))
+    .unwrap_err();
+    assert_eq!(refused.field_errors[0].field, "items[0].depends_on");
 }
