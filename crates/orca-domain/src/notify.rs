@@ -41,6 +41,21 @@ pub fn may_transition(field: u32) -> bool {
     matches!(field, 20 | 24 | 39..=41 | 42..=46)
 }
 
+/// Whether a subscription is at rest: no version is being built and its active one is in a
+/// lifecycle state only another process moves it from (active, disabled or terminated). A reader
+/// following transitions need not keep it until then.
+pub fn at_rest(s: &SubscriptionState) -> bool {
+    s.pending.is_none()
+        && s.active.as_ref().is_some_and(|v| {
+            matches!(
+                v.status,
+                crate::Lifecycle::Active
+                    | crate::Lifecycle::Disabled
+                    | crate::Lifecycle::Terminated
+            )
+        })
+}
+
 /// Where each version a subscription holds stands: number, part and lifecycle state. What
 /// [`subscription_changes`] compares with, taken before an event is applied (cheaper than a
 /// copy of the whole state).

@@ -433,7 +433,13 @@ impl Notifier {
             }
             let before = notify::version_states(state);
             state.evolve(event);
-            Ok(notify::subscription_changes(&before, event, state))
+            let changes = notify::subscription_changes(&before, event, state);
+            if notify::at_rest(state) {
+                // Its next transition waits for another process, if one ever comes: folded
+                // again from the log then.
+                self.subscriptions.remove(stream);
+            }
+            Ok(changes)
         } else {
             if !self.orders.contains_key(stream) {
                 let o = self.fold(stream, event.version, OrderState::evolve)?;
