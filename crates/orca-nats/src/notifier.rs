@@ -4,9 +4,9 @@
 //! as proto3 JSON, each exactly once and in order.
 //!
 //! Like the outbox, the stream says what is published, not a local checkpoint: every
-//! notification carries the log position of its event and its index among that event's
-//! notifications (headers `Orca-Position`, `Orca-Index`), and is published with
-//! `Nats-Expected-Last-Sequence` (JetStream stores it only right after its predecessor, which
+//! notification's `Nats-Msg-Id` is the log position of its event and its index among that
+//! event's notifications, and it is published with `Nats-Expected-Last-Sequence` and
+//! `Nats-Expected-Last-Msg-Id` (JetStream stores it only right after its predecessor, which
 //! refuses gaps and duplicates alike, so one ack per chunk confirms the chunk). At start, and whenever JetStream refuses, the stream's last
 //! message says where to go on. A stream left empty is filled from the log's first event, so a
 //! subscriber that starts late (or a notification stream created after the fact) reads every
@@ -30,11 +30,17 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::streams::DUPLICATE_WINDOW;
 
-/// Header holding the log position of a notification's event.
-pub const POSITION_HEADER: &str = "Orca-Position";
+/// A notification's `Nats-Msg-Id`: `<log position of its event>.<its index among that event's
+/// notifications>`, which is where it stands in the log: what a resync reads back.
+pub fn message_id(position: u64, index: usize) -> String {
+    format!("{position}.{index}")
+}
 
-/// Header holding a notification's index among its event's notifications (from 0).
-pub const INDEX_HEADER: &str = "Orca-Index";
+/// Reads a [`message_id`] back.
+fn parse_message_id(id: &str) -> Option<(u64, u32)> {
+    let (position, index) = id.split_once('.')?;
+    Some((position.parse().ok()?, index.parse().ok()?))
+}
 
 /// States folded at most, each kind; past this they are dropped and folded again when needed.
 const STATES: usize = 16_384;
@@ -387,14 +393,13 @@ impl Notifier {
             }
             Err(e) => return Err(Error::nats(e)),
         };
-        let header = |name: &str| {
-            msg.headers
-                .get(name)
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-        };
-        let (Some(position), Some(index)) = (header(POSITION_HEADER), header(INDEX_HEADER)) else {
+        let id = msg
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|v| v.as_str().to_owned());
+        let Some((position, index)) = id.as_deref().and_then(parse_message_id) else {
             return Err(foreign(format!(
-                "its message {sequence} carries no {POSITION_HEADER} and {INDEX_HEADER}"
+                "its message {sequence} is not a notification (its Nats-Msg-Id is not <position>.<index>)"
             )));
         };
         if position > self.log.head() {
@@ -405,11 +410,8 @@ impl Notifier {
         }
         Ok(Mark {
             sequence,
-            last: Some((position, u32::try_from(index).unwrap_or(u32::MAX))),
-            last_id: msg
-                .headers
-                .get(async_nats::header::NATS_MESSAGE_ID)
-                .map(|v| v.as_str().to_owned()),
+            last: Some((position, index)),
+            last_id: id,
         })
     }
 
@@ -514,15 +516,11 @@ impl Notifier {
                 );
                 // Chained to its predecessor by id too: were one refused (a stray message took
                 // its place), the next would match the sequence but not the id, and be refused.
-                headers.insert(
-                    async_nats::header::NATS_MESSAGE_ID,
-                    change.event_id.as_str(),
-                );
-                if let Some(id) = &next.last_id {
-                    headers.insert("Nats-Expected-Last-Msg-Id", id.as_str());
+                let id = message_id(event.position, n);
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+                if let Some(last) = &next.last_id {
+                    headers.insert("Nats-Expected-Last-Msg-Id", last.as_str());
                 }
-                headers.insert(POSITION_HEADER, event.position.to_string().as_str());
-                headers.insert(INDEX_HEADER, n.to_string().as_str());
                 pending.push((
                     notify::subject(&self.options.prefix, change),
                     headers,
@@ -531,7 +529,7 @@ impl Notifier {
                 next = Mark {
                     sequence: next.sequence + 1,
                     last: Some((event.position, index)),
-                    last_id: Some(change.event_id.clone()),
+                    last_id: Some(id),
                 };
             }
         }
