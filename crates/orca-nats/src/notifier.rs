@@ -28,7 +28,6 @@ use orca_proto::v1;
 use tokio::sync::watch;
 
 use crate::Error;
-use crate::streams::DUPLICATE_WINDOW;
 
 /// A notification's `Nats-Msg-Id`: `<log position of its event>.<its index among that event's
 /// notifications>`, which is where it stands in the log: what a resync reads back.
@@ -41,6 +40,9 @@ fn parse_message_id(id: &str) -> Option<(u64, u32)> {
     let (position, index) = id.split_once('.')?;
     Some((position.parse().ok()?, index.parse().ok()?))
 }
+
+/// The notification stream's duplicate window.
+const NO_DEDUPLICATION: Duration = Duration::from_secs(1);
 
 /// States folded at most, each kind; past this they are dropped and folded again when needed.
 const STATES: usize = 16_384;
@@ -57,7 +59,9 @@ pub async fn ensure_stream(js: &jetstream::Context, prefix: &str) -> Result<(), 
         subjects: vec![format!("{prefix}.tmf.>")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        duplicate_window: DUPLICATE_WINDOW,
+        // Nothing is deduplicated by id (the expected sequence and id refuse a duplicate): the
+        // shortest window keeps the server from remembering every notification's id.
+        duplicate_window: NO_DEDUPLICATION,
         ..Default::default()
     })
     .await
