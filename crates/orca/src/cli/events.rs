@@ -47,99 +47,92 @@ pub enum Command {
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let (from_start, filter, count) = match c {
+    match c {
         Command::Tail {
             from_start,
             filter,
             count,
-        } => (from_start, filter, count),
+        } => {
+            let policy = if from_start {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::New
+            };
+            let stream = orca_nats::streams::events_stream(&g.prefix);
+            let filter = format!("{}.evt.{filter}", g.prefix);
+            follow(g, &stream, "event", &filter, policy, count, |m| {
+                match v1::Event::decode(m.payload.as_ref()) {
+                    Ok(e) if g.json => println!("{}", serde_json::to_string(&e)?),
+                    Ok(e) => println!("{:>8}  {}  v{}", e.position, m.subject, e.version),
+                    Err(err) => eprintln!("undecodable event on {}: {err}", m.subject),
+                }
+                Ok(())
+            })
+            .await
+        }
         Command::Notifications {
             from_start,
             from_seq,
             filter,
             count,
-        } => return notifications(g, from_start, from_seq, &filter, count).await,
-    };
-    let client = async_nats::connect(g.url())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", g.url()))?;
-    let js = jetstream::new(client.clone());
-    let stream = js
-        .get_stream(orca_nats::streams::events_stream(&g.prefix))
-        .await
-        .context("finding the event stream (has `orca serve` run against this NATS?)")?;
-    // A push ordered consumer survives server restarts (it resumes after a missed heartbeat).
-    let consumer = stream
-        .create_consumer(push::OrderedConfig {
-            deliver_subject: client.new_inbox(),
-            filter_subject: format!("{}.evt.{filter}", g.prefix),
-            deliver_policy: if from_start {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::New
-            },
-            ..Default::default()
-        })
-        .await
-        .context("creating the tail consumer")?;
-    let mut messages = consumer.messages().await?;
-    let mut seen = 0usize;
-    loop {
-        let next = tokio::select! {
-            m = messages.next() => m,
-            _ = super::signal() => break,
-        };
-        let Some(m) = next else { break };
-        let m = match m {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("(stream interrupted: {e}; resuming)");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
-        };
-        match v1::Event::decode(m.payload.as_ref()) {
-            Ok(e) if g.json => println!("{}", serde_json::to_string(&e)?),
-            Ok(e) => println!("{:>8}  {}  v{}", e.position, m.subject, e.version),
-            Err(err) => eprintln!("undecodable event on {}: {err}", m.subject),
-        }
-        seen += 1;
-        if count.is_some_and(|c| seen >= c) {
-            break;
+        } => {
+            let policy = match (from_seq, from_start) {
+                (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
+                (None, true) => DeliverPolicy::All,
+                (None, false) => DeliverPolicy::New,
+            };
+            let stream = orca_nats::notifier::notifications_stream(&g.prefix);
+            let filter = format!("{}.tmf.{filter}", g.prefix);
+            follow(g, &stream, "notification", &filter, policy, count, |m| {
+                let sequence = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+                match serde_json::from_slice::<serde_json::Value>(&m.payload) {
+                    Ok(mut n) if g.json => {
+                        if let Some(fields) = n.as_object_mut() {
+                            fields.insert("sequence".into(), serde_json::json!(sequence));
+                        }
+                        println!("{n}");
+                    }
+                    Ok(n) => match serde_json::from_value::<v1::StateChangeEvent>(n) {
+                        Ok(n) => println!("{}", orca::render::notification(sequence, &n)),
+                        Err(err) => eprintln!("unreadable notification on {}: {err}", m.subject),
+                    },
+                    Err(err) => eprintln!("unreadable notification on {}: {err}", m.subject),
+                }
+                Ok(())
+            })
+            .await
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-/// `orca events notifications`
-async fn notifications(
+/// Follows `stream`'s messages on `filter` from `policy` with a push ordered consumer (it
+/// survives server restarts, resuming after a missed heartbeat), handing each to `show`, until
+/// `count` were shown or Ctrl-C.
+async fn follow(
     g: &Global,
-    from_start: bool,
-    from_seq: Option<u64>,
+    stream: &str,
+    what: &str,
     filter: &str,
+    policy: DeliverPolicy,
     count: Option<usize>,
+    mut show: impl FnMut(&jetstream::Message) -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
     let client = async_nats::connect(g.url())
         .await
         .with_context(|| format!("connecting to NATS at {}", g.url()))?;
     let js = jetstream::new(client.clone());
-    let stream = js
-        .get_stream(orca_nats::notifier::notifications_stream(&g.prefix))
-        .await
-        .context("finding the notification stream (has `orca serve` run against this NATS?)")?;
+    let stream = js.get_stream(stream).await.with_context(|| {
+        format!("finding the {what} stream (has `orca serve` run against this NATS?)")
+    })?;
     let consumer = stream
         .create_consumer(push::OrderedConfig {
             deliver_subject: client.new_inbox(),
-            filter_subject: format!("{}.tmf.{filter}", g.prefix),
-            deliver_policy: match (from_seq, from_start) {
-                (Some(start_sequence), _) => DeliverPolicy::ByStartSequence { start_sequence },
-                (None, true) => DeliverPolicy::All,
-                (None, false) => DeliverPolicy::New,
-            },
+            filter_subject: filter.to_owned(),
+            deliver_policy: policy,
             ..Default::default()
         })
         .await
-        .context("creating the notification consumer")?;
+        .with_context(|| format!("creating the {what} consumer"))?;
     let mut messages = consumer.messages().await?;
     let mut seen = 0usize;
     while count.is_none_or(|c| seen < c) {
@@ -148,26 +141,12 @@ async fn notifications(
             _ = super::signal() => break,
         };
         let Some(m) = next else { break };
-        let m = match m {
-            Ok(m) => m,
+        match m {
+            Ok(m) => show(&m)?,
             Err(e) => {
                 eprintln!("(stream interrupted: {e}; resuming)");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
-            }
-        };
-        let sequence = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-        if g.json {
-            let mut n: serde_json::Value = serde_json::from_slice(&m.payload)
-                .with_context(|| format!("notification {sequence} is not JSON"))?;
-            if let Some(fields) = n.as_object_mut() {
-                fields.insert("sequence".into(), serde_json::json!(sequence));
-            }
-            println!("{n}");
-        } else {
-            match serde_json::from_slice::<v1::StateChangeEvent>(&m.payload) {
-                Ok(n) => println!("{}", orca::render::notification(sequence, &n)),
-                Err(err) => eprintln!("unreadable notification on {}: {err}", m.subject),
             }
         }
         seen += 1;
