@@ -121,6 +121,9 @@ enum VersionChange {
     Remove,
 }
 
+/// Where the states of one kind of aggregate are held in memory, and which of them changed.
+type Held<T> = fn(&mut Recent) -> (&mut HashMap<String, T>, &mut HashSet<String>);
+
 /// The states the views are made from, and which changed since the last persist.
 #[derive(Default)]
 struct Recent {
@@ -347,82 +350,36 @@ impl Views {
                         }
                     }
                 }
-                "process" => {
-                    if matches!(event.body, Some(v1::event::Body::ProcessStarted(_))) {
-                        self.recent()?
-                            .index
-                            .insert(index_key(PROC_INDEX, event.position, id));
-                    }
-                    let missing = !self.recent()?.processes.contains_key(id);
-                    let loaded = match missing {
-                        true => Some(fold(
-                            log,
-                            &event.stream,
-                            event.version,
-                            ProcessState::evolve,
-                        )?),
-                        false => None,
-                    };
-                    let mut recent = self.recent()?;
-                    let recent = &mut *recent;
-                    let p = match loaded {
-                        Some(p) => recent.processes.entry(id.to_owned()).or_insert(p),
-                        None => recent.processes.entry(id.to_owned()).or_default(),
-                    };
-                    if p.version < event.version {
-                        p.evolve(event);
-                        recent.dirty_processes.insert(id.to_owned());
-                    }
-                }
-                "transaction" => {
-                    if matches!(event.body, Some(v1::event::Body::TransactionSubmitted(_))) {
-                        self.recent()?
-                            .index
-                            .insert(index_key(TX_INDEX, event.position, id));
-                    }
-                    let missing = !self.recent()?.transactions.contains_key(id);
-                    let loaded = match missing {
-                        true => Some(fold(
-                            log,
-                            &event.stream,
-                            event.version,
-                            TransactionState::evolve,
-                        )?),
-                        false => None,
-                    };
-                    let mut recent = self.recent()?;
-                    let recent = &mut *recent;
-                    let t = match loaded {
-                        Some(t) => recent.transactions.entry(id.to_owned()).or_insert(t),
-                        None => recent.transactions.entry(id.to_owned()).or_default(),
-                    };
-                    if t.version < event.version {
-                        t.evolve(event);
-                        recent.dirty_transactions.insert(id.to_owned());
-                    }
-                }
-                "order" => {
-                    if matches!(event.body, Some(v1::event::Body::OrderSubmitted(_))) {
-                        self.recent()?
-                            .index
-                            .insert(index_key(ORDER_INDEX, event.position, id));
-                    }
-                    let missing = !self.recent()?.orders.contains_key(id);
-                    let loaded = match missing {
-                        true => Some(fold(log, &event.stream, event.version, OrderState::evolve)?),
-                        false => None,
-                    };
-                    let mut recent = self.recent()?;
-                    let recent = &mut *recent;
-                    let o = match loaded {
-                        Some(o) => recent.orders.entry(id.to_owned()).or_insert(o),
-                        None => recent.orders.entry(id.to_owned()).or_default(),
-                    };
-                    if o.version < event.version {
-                        o.evolve(event);
-                        recent.dirty_orders.insert(id.to_owned());
-                    }
-                }
+                "process" => self.fold_into(
+                    log,
+                    event,
+                    id,
+                    matches!(event.body, Some(v1::event::Body::ProcessStarted(_)))
+                        .then_some(PROC_INDEX),
+                    ProcessState::evolve,
+                    |p| p.version,
+                    |r| (&mut r.processes, &mut r.dirty_processes),
+                )?,
+                "transaction" => self.fold_into(
+                    log,
+                    event,
+                    id,
+                    matches!(event.body, Some(v1::event::Body::TransactionSubmitted(_)))
+                        .then_some(TX_INDEX),
+                    TransactionState::evolve,
+                    |t| t.version,
+                    |r| (&mut r.transactions, &mut r.dirty_transactions),
+                )?,
+                "order" => self.fold_into(
+                    log,
+                    event,
+                    id,
+                    matches!(event.body, Some(v1::event::Body::OrderSubmitted(_)))
+                        .then_some(ORDER_INDEX),
+                    OrderState::evolve,
+                    |o| o.version,
+                    |r| (&mut r.orders, &mut r.dirty_orders),
+                )?,
                 _ => {}
             }
         }
@@ -435,6 +392,45 @@ impl Views {
         self.inner.checkpoint.send_replace(last.position);
         if due {
             self.persist_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Folds `event` into the state of aggregate `id` held in memory (folded from `log` first
+    /// when it is not), marking it changed, and lists it under `index` when it is the aggregate's
+    /// first event. An event the state holds already (projected again after a crash) is skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn fold_into<T: Default>(
+        &self,
+        log: &dyn ReadLog,
+        event: &v1::Event,
+        id: &str,
+        index: Option<u8>,
+        evolve: fn(&mut T, &v1::Event),
+        version: fn(&T) -> u64,
+        held: Held<T>,
+    ) -> Result<(), Error> {
+        if let Some(kind) = index {
+            self.recent()?
+                .index
+                .insert(index_key(kind, event.position, id));
+        }
+        // Loaded outside the lock, so that readers never wait for the log; only this writer
+        // (it holds `writing`) adds states.
+        let missing = !held(&mut *self.recent()?).0.contains_key(id);
+        let loaded = match missing {
+            true => Some(fold(log, &event.stream, event.version, evolve)?),
+            false => None,
+        };
+        let mut recent = self.recent()?;
+        let (states, dirty) = held(&mut recent);
+        let state = match loaded {
+            Some(s) => states.entry(id.to_owned()).or_insert(s),
+            None => states.entry(id.to_owned()).or_default(),
+        };
+        if version(state) < event.version {
+            evolve(state, event);
+            dirty.insert(id.to_owned());
         }
         Ok(())
     }
