@@ -762,6 +762,90 @@ async fn a_purged_stream_this_log_never_published_that_far_is_refused() {
     assert_eq!((state.messages, state.last_sequence), (0, 3));
 }
 
+/// Invariant 14: a message slipped into the event stream mid-load takes no event's place. The
+/// outbox refuses the stream at the intruder, before anything of orca's is lost: the stream is
+/// the log up to it, the log has every accepted command, and a stream removed is filled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_publish_mid_load_is_refused_before_any_event_is_lost() {
+    let env = Env::new().await;
+    let mut orca = env.serve().await;
+    let _worker = env.worker();
+    // Eight clients creating until the service stops answering.
+    let mut load = Vec::new();
+    for c in 0..8 {
+        let client = env.client.clone();
+        load.push(tokio::spawn(async move {
+            let mut accepted_at = Vec::new();
+            for i in 0.. {
+                match client.start(&create_cmd(&format!("s{c}-{i}"))).await {
+                    Ok(r) => accepted_at.push(accepted(&r)),
+                    Err(_) => break,
+                }
+            }
+            accepted_at
+        }));
+    }
+    wait_until(LONG, || async { env.head().await > 300 }).await;
+    env.client
+        .nats()
+        .publish(
+            "orca.evt.process.x.process_completed",
+            Bytes::from_static(b"not an event"),
+        )
+        .await
+        .unwrap();
+    env.client.nats().flush().await.unwrap();
+
+    let status = orca
+        .wait_exit(LONG)
+        .expect("the service stops rather than publish behind the stray");
+    assert!(!status.success());
+    assert!(
+        orca.log_text()
+            .contains("does not belong to this event log"),
+        "says why: {}",
+        orca.log_text()
+    );
+    let mut accepted_at = Vec::new();
+    for l in load {
+        accepted_at.extend(l.await.unwrap());
+    }
+    assert!(accepted_at.len() > 20, "under load: {}", accepted_at.len());
+
+    // The stream: orca's events in log order, the stray, and nothing after it.
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let mut stream = js.get_stream("ORCA_EVENTS").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let stray = stream.get_raw_message(last).await.unwrap();
+    assert_eq!(stray.payload.as_ref(), b"not an event", "the stray is last");
+    for seq in 1..last {
+        let msg = stream.get_raw_message(seq).await.unwrap();
+        let e = v1::Event::decode(msg.payload.as_ref()).unwrap();
+        assert_eq!(
+            e.position, seq,
+            "stream sequence {seq} holds log position {seq}"
+        );
+    }
+
+    // Nothing lost: every accepted create completes, and a removed stream is the log again.
+    js.delete_stream("ORCA_EVENTS").await.unwrap();
+    let _orca = env.serve().await;
+    for a in &accepted_at {
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "completed");
+    }
+    let head = env.head().await;
+    assert!(
+        head >= last,
+        "the log has every event the stream had and more"
+    );
+    assert_the_stream_is_the_log(&env, head).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_orca_refuses_fails_its_step_with_the_reason_instead_of_leaving_it_waiting() {
     use orca_worker::TaskOutcome;

@@ -298,3 +298,38 @@ async fn a_stray_message_holds_notifications_back_without_stopping_commands_and_
         ]
     );
 }
+
+/// A nats-server restarted after an idle longer than the streams' duplicate windows no longer
+/// knows the id of either stream's last message: events and notifications that expected it
+/// would be refused forever. After a resync only the expected sequence is asked for.
+#[tokio::test]
+async fn events_and_notifications_go_on_when_nats_restarts_after_an_idle_spell() {
+    let mut env = Env::new().await;
+    let _serve = env.serve().await;
+    let _worker = env.worker();
+    let first = accepted(&env.client.start(&create_cmd("Before")).await.unwrap());
+    wait_status(&env.client, &first.process_id, "completed").await;
+    let before = settled(&env).await;
+    assert!(before > 0);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    env.nats.restart().unwrap();
+    wait_until(std::time::Duration::from_secs(30), || async {
+        env.client.info().await.is_ok()
+    })
+    .await;
+
+    // The outbox sends the tasks: the process completes only if events go on.
+    let second = accepted(&env.client.start(&create_cmd("After")).await.unwrap());
+    wait_status(&env.client, &second.process_id, "completed").await;
+    let after = settled(&env).await;
+    let all = read(&env.nats.url(), 0, ">", after);
+    assert_eq!(all.len() as u64, after);
+    let sub = second.subscription_id;
+    assert!(
+        !transitions(&all, "service", &sub).is_empty(),
+        "the second subscription's transitions are out"
+    );
+    let ids: BTreeSet<String> = all.iter().map(|n| text(n, "eventId")).collect();
+    assert_eq!(ids.len(), all.len(), "each once");
+}

@@ -104,8 +104,8 @@ struct Mark {
     sequence: u64,
     /// Log position and index of the last notification published; `None` when none is.
     last: Option<(u64, u32)>,
-    /// The last message's `Nats-Msg-Id` (its notification's id), when known: the next one
-    /// expects it.
+    /// The last message's `Nats-Msg-Id` (its notification's id), when the server surely knows
+    /// it (this notifier published it): the next one expects it.
     last_id: Option<String>,
 }
 
@@ -415,7 +415,10 @@ impl Notifier {
         Ok(Mark {
             sequence,
             last: Some((position, index)),
-            last_id: id,
+            // Read from the message itself, but the server may not know it: one restarted past
+            // the duplicate window forgets the last message's id, and would refuse every
+            // notification expecting it. The next one's expected sequence is check enough.
+            last_id: None,
         })
     }
 

@@ -4,10 +4,14 @@
 //! position N. Each event is published with `Nats-Expected-Last-Sequence: N-1`: JetStream stores
 //! it only right after its predecessor, which refuses duplicates and gaps alike, whatever
 //! happened to the connection or the server (nats-server 2.9 does not keep its `Nats-Msg-Id`
-//! window across its own restart). When JetStream refuses, or at start, the outbox reads the
-//! stream's last sequence and goes on from there — forward past what is already stored, or back
-//! to republish what a crashed server lost. The stream, not a local checkpoint, says what is
-//! published. Scheduled tasks also go to the work queue (deduplicated by `Nats-Msg-Id`), so
+//! window across its own restart). Its `Nats-Msg-Id` is its event id, and every event but the
+//! first after a resync also carries `Nats-Expected-Last-Msg-Id`, its predecessor's event id:
+//! a message someone else slipped into the stream takes a sequence, and the sequence alone would
+//! let the next event stand behind it while the one it displaced, sent without an ack, vanished
+//! (invariant 14). When JetStream refuses, or at start, the outbox reads the stream's last
+//! message and goes on from there — forward past what is already stored, or back to republish
+//! what a crashed server lost — once that message is this log's event at its position, by
+//! position and by id. The stream, not a local checkpoint, says what is published. Scheduled tasks also go to the work queue (deduplicated by `Nats-Msg-Id`), so
 //! dispatch needs nothing but the log; a local checkpoint (a file of its own beside the log)
 //! records how far events *and* tasks are acknowledged, so a task whose event made it but which
 //! itself did not is sent again after a crash (workers report idempotently, so a task sent twice
@@ -178,8 +182,14 @@ impl Outbox {
         let mut careful = false;
         // Last position the event stream holds.
         let mut events_at = 0;
+        // The event id the stream's last message has, as the server surely knows it: the last
+        // event this outbox published since its last resync. After a resync it is unknown (a
+        // restarted server forgets it past its duplicate window); the resync read the message
+        // itself, and the next event's expected sequence is check enough.
+        let mut chain: Option<String> = None;
         loop {
             if !in_step {
+                chain = None;
                 match self.resync().await {
                     Ok(at) => {
                         tracing::debug!(at, "event stream resynchronized");
@@ -221,7 +231,7 @@ impl Outbox {
                 continue;
             }
             tracing::debug!(from, count = records.len(), "publishing");
-            let (acked, failure) = self.publish(&records, events_at, careful).await;
+            let (acked, failure) = self.publish(&records, events_at, careful, &mut chain).await;
             tracing::debug!(acked, failed = failure.is_some(), "published");
             if acked >= from {
                 events_at = events_at.max(acked);
@@ -253,7 +263,8 @@ impl Outbox {
     }
 
     /// The last log position the event stream holds. Refuses a stream that holds more than the
-    /// log, or whose last message is not the event at that position: it belongs to another log.
+    /// log, or whose last message is not the event at that position (by its position and by its
+    /// id): it belongs to another log, or someone published into it.
     async fn resync(&self) -> Result<u64, Error> {
         let name = crate::streams::events_stream(&self.options.prefix);
         let mut stream = match self.js.get_stream(&name).await {
@@ -290,7 +301,11 @@ impl Outbox {
                 let position = v1::Event::decode(msg.payload.as_ref())
                     .map(|e| e.position)
                     .unwrap_or(0);
-                if position != last {
+                let id = msg
+                    .headers
+                    .get(async_nats::header::NATS_MESSAGE_ID)
+                    .map(|v| v.as_str().to_owned());
+                if position != last || id.is_none() || id != self.event_id(last)? {
                     return Err(foreign(format!(
                         "its message {last} is not the event at log position {last}"
                     )));
@@ -314,9 +329,21 @@ impl Outbox {
         Ok(last)
     }
 
+    /// The id of the event at log `position`, when the log has it.
+    fn event_id(&self, position: u64) -> Result<Option<String>, Error> {
+        let records = self.log.read_from(position, 1)?;
+        Ok(records
+            .first()
+            .filter(|r| r.position == position)
+            .and_then(|r| orca_proto::peek_event(&r.payload))
+            .map(|(id, _)| id))
+    }
+
     /// Publishes `records` pipelined (events the stream already holds, up to `events_at`, are
     /// skipped; their tasks are not) and returns the last position whose messages, and every one
-    /// before it, were acknowledged, with why it stopped short, if it did.
+    /// before it, were acknowledged, with why it stopped short, if it did. `chain` is the id of
+    /// the stream's last message when the server knows it: each event sent expects it, and
+    /// leaves its own there.
     ///
     /// Only the chunk's last event asks for an acknowledgement (all of them when `careful`):
     /// each event is stored only right after its predecessor, so that one ack confirms every
@@ -326,6 +353,7 @@ impl Outbox {
         records: &[orca_log::Recorded],
         events_at: u64,
         careful: bool,
+        chain: &mut Option<String>,
     ) -> (u64, Option<Failure>) {
         let before = records.first().map_or(0, |r| r.position.saturating_sub(1));
         let last_event = records
@@ -343,7 +371,7 @@ impl Outbox {
             } else {
                 EventAck::Unasked
             };
-            match self.send(r, ack).await {
+            match self.send(r, ack, chain).await {
                 Ok(s) => sent.push(s),
                 Err(e @ Error::Corrupt(_)) => {
                     failure = Some(Failure::Permanent(e));
@@ -370,7 +398,13 @@ impl Outbox {
             let wait = |ack: PublishAckFuture| async move {
                 match tokio::time::timeout_at(deadline, ack).await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    Ok(Err(e))
+                        if matches!(
+                            e.kind(),
+                            PublishErrorKind::WrongLastSequence
+                                | PublishErrorKind::WrongLastMessageId
+                        ) =>
+                    {
                         Err(Failure::OutOfStep)
                     }
                     Ok(Err(e)) => Err(Failure::Nats(Error::nats(e))),
@@ -403,8 +437,14 @@ impl Outbox {
         (acked, failure)
     }
 
-    /// Sends one record's messages; returns their pending acks.
-    async fn send(&self, r: &orca_log::Recorded, event_ack: EventAck) -> Result<Sent, Error> {
+    /// Sends one record's messages; returns their pending acks. An event sent expects `chain`
+    /// as the stream's last message id, and becomes it.
+    async fn send(
+        &self,
+        r: &orca_log::Recorded,
+        event_ack: EventAck,
+        chain: &mut Option<String>,
+    ) -> Result<Sent, Error> {
         let prefix = &self.options.prefix;
         let mut sent = Sent {
             position: r.position,
@@ -417,6 +457,9 @@ impl Outbox {
         if !matches!(event_ack, EventAck::Stored) {
             let mut headers = HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+            if let Some(last) = chain.as_deref() {
+                headers.insert(async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID, last);
+            }
             headers.insert(
                 async_nats::header::NATS_EXPECTED_LAST_SEQUENCE,
                 r.position.saturating_sub(1).to_string().as_str(),
@@ -441,6 +484,7 @@ impl Outbox {
                     .await?;
                 EventSent::Unasked
             };
+            *chain = Some(event_id);
         }
         if name != "task_scheduled" {
             return Ok(sent);

@@ -11,10 +11,14 @@ use crate::Error;
 
 pub use orca_proto::{events_stream, tasks_stream};
 
-/// How long JetStream remembers a `Nats-Msg-Id` to drop a re-publication. The outbox republishes
-/// only what was not acknowledged, right after a reconnect or restart; every id in the window
-/// costs the server memory at thousands of events per second.
+/// How long the task work queue remembers a task's `Nats-Msg-Id` to drop a re-publication. The
+/// outbox republishes only what was not acknowledged, right after a reconnect or restart; every
+/// id in the window costs the server memory at thousands of tasks per second.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
+
+/// The event stream's duplicate window: the shortest, since nothing there is deduplicated by id
+/// (each event expects its predecessor's sequence and id, which refuses a duplicate).
+pub const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Creates (or finds) the event stream `<prefix>.evt.>` and the task work queue `<prefix>.task.>`.
 pub async fn ensure(js: &jetstream::Context, prefix: &str) -> Result<(), Error> {
@@ -23,7 +27,7 @@ pub async fn ensure(js: &jetstream::Context, prefix: &str) -> Result<(), Error> 
         subjects: vec![format!("{prefix}.evt.>")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: EVENTS_DUPLICATE_WINDOW,
         ..Default::default()
     })
     .await
