@@ -200,6 +200,70 @@ async fn the_same_command_id_twice_starts_one_process_with_the_same_reply() {
     assert_eq!(list.processes.len(), 1);
 }
 
+/// A worker's report ids are predictable (`task:<task id>:report`). A client that starts a
+/// workflow under one, and someone reporting as the worker on another task under it, take no
+/// reply of the worker's: its report is answered about its own task (or, its id taken by a
+/// report on another task, it reports again under a fresh one), and its process completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_id_reused_by_other_commands_takes_no_reply_of_the_workers() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    let a = accepted(&env.client.start(&create_cmd("Mine")).await.unwrap());
+    let c = accepted(&env.client.start(&create_cmd("Theirs")).await.unwrap());
+    // With no worker yet, the tasks wait in the work queue: their ids say what the worker's
+    // reports will be called.
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    wait_until(LONG, || async {
+        let mut s = js.get_stream("ORCA_TASKS").await.unwrap();
+        s.info().await.unwrap().state.messages == 2
+    })
+    .await;
+    let queue = js.get_stream("ORCA_TASKS").await.unwrap();
+    let mut tasks = Vec::new();
+    for seq in 1..=2 {
+        let msg = queue.get_raw_message(seq).await.unwrap();
+        tasks.push(v1::Task::decode(msg.payload.as_ref()).unwrap());
+    }
+    let mine = tasks.iter().find(|t| t.process_id == a.process_id).unwrap();
+    let theirs = tasks.iter().find(|t| t.process_id == c.process_id).unwrap();
+    let taken = format!("task:{}:report", mine.task_id);
+
+    // A client starts a workflow under that id...
+    let mut hijack = create_cmd("Hijack");
+    hijack.command_id = taken.clone();
+    let h = accepted(&env.client.start(&hijack).await.unwrap());
+    // ...and someone reporting as the worker fails the other task under it.
+    let rogue = v1::FailTask {
+        process_id: theirs.process_id.clone(),
+        step_index: theirs.step_index,
+        attempt: theirs.attempt,
+        error: "not the worker".into(),
+        command_id: taken,
+        // What `orca worker example` reports as.
+        actor: "worker:example".into(),
+        ..Default::default()
+    };
+    let r = accepted(&env.client.command("cmd.task.fail", &rogue).await.unwrap());
+    assert_eq!(r.process_id, c.process_id);
+
+    let worker = env.worker();
+    for p in [&a, &h] {
+        assert_eq!(
+            wait_status(&env.client, &p.process_id, "completed")
+                .await
+                .status,
+            "completed"
+        );
+    }
+    assert!(
+        worker
+            .log_text()
+            .contains("the reply to this report is about another task"),
+        "the worker saw the other task's reply: {}",
+        worker.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rejection_has_its_code_and_appends_nothing() {
     let env = Env::new().await;

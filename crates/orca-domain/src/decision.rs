@@ -29,6 +29,8 @@ pub struct Decision {
     pub transaction: Option<(TransactionId, String)>,
     /// The order after the events, if the command touched one.
     pub order: Option<OrderState>,
+    /// The step index and attempt a task report was about: its reply names them.
+    pub task: Option<(u32, u32)>,
 }
 
 impl Decision {
@@ -64,6 +66,8 @@ impl Decision {
                     .as_ref()
                     .map(|o| o.id.to_string())
                     .unwrap_or_default(),
+                step_index: self.task.map_or(0, |(index, _)| index),
+                attempt: self.task.map_or(0, |(_, attempt)| attempt),
             })),
         }
     }

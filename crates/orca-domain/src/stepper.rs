@@ -64,6 +64,7 @@ impl<'a, 'e> Run<'a, 'e> {
             schedule: None,
             transaction: None,
             order: None,
+            task: None,
         }
     }
 

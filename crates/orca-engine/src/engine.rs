@@ -415,7 +415,7 @@ impl Engine {
             };
             let outcome = self.decide(&command).await;
             let (reply, _) = oneshot::channel();
-            self.settle(outcome, &command.meta, reply).await;
+            self.settle(outcome, &command, reply).await;
         }
         self.write_decided();
         Ok(())
@@ -480,7 +480,7 @@ impl Engine {
                 continue;
             }
             let (reply, _) = oneshot::channel();
-            self.settle(outcome, &command.meta, reply).await;
+            self.settle(outcome, &command, reply).await;
             let moved = self
                 .schedules
                 .borrow()
@@ -515,7 +515,7 @@ impl Engine {
                 _ => {}
             }
             let (reply, _) = oneshot::channel();
-            self.settle(outcome, &command.meta, reply).await;
+            self.settle(outcome, &command, reply).await;
             if self.timers.holds(&armed) {
                 tracing::error!(process = %armed.process, timer = %armed.timer_id, "timer firing did not take effect; set aside until the next start");
                 self.timers.set_aside(armed);
@@ -553,7 +553,7 @@ impl Engine {
                 tracing::warn!(command = ?command.command, code = %r.code.as_str(), message = %r.message, "internal command refused");
             }
             let (reply, _) = oneshot::channel();
-            self.settle(outcome, &command.meta, reply).await;
+            self.settle(outcome, &command, reply).await;
         }
     }
 
@@ -605,19 +605,18 @@ impl Engine {
 
     async fn handle(&mut self, request: Request) {
         let outcome = self.decide(&request.command).await;
-        self.settle(outcome, &request.command.meta, request.reply)
-            .await;
+        self.settle(outcome, &request.command, request.reply).await;
     }
 
     /// The stored reply of an applied command id, if any.
-    fn replay_reply(&mut self, meta: &Meta) -> Result<Option<v1::CommandReply>, Error> {
-        let Some(id) = &meta.command_id else {
+    fn replay_reply(&mut self, cmd: &Checked<Command>) -> Result<Option<v1::CommandReply>, Error> {
+        let Some(id) = cmd.dedup_key() else {
             return Ok(None);
         };
-        if let Some(r) = self.recent.get(id) {
+        if let Some(r) = self.recent.get(&id) {
             return Ok(Some(r.clone()));
         }
-        match self.log.command_reply(id)? {
+        match self.log.command_reply(&id)? {
             Some((_, bytes)) => v1::CommandReply::decode(bytes.as_slice())
                 .map(Some)
                 .map_err(|e| Error::Corrupt(format!("reply of command {id}: {e}"))),
@@ -628,7 +627,7 @@ impl Engine {
     async fn settle(
         &mut self,
         outcome: Result<Outcome, Error>,
-        meta: &Meta,
+        cmd: &Checked<Command>,
         to: oneshot::Sender<v1::CommandReply>,
     ) {
         if *self.failed.borrow() {
@@ -666,6 +665,7 @@ impl Engine {
             let reply = decision.accepted(self.next_position - 1);
             return self.queue(Pending::Ready(reply, to));
         }
+        let key = cmd.dedup_key();
         let last = self.next_position + count - 1;
         self.next_position += count;
         let reply = decision.accepted(last);
@@ -684,7 +684,7 @@ impl Engine {
                     payload,
                 })
                 .collect(),
-            command_id: meta.command_id.clone(),
+            command_id: key.clone(),
             reply: reply.encode_to_vec(),
         };
         // Backpressure: at most `max_in_flight` appends between decision and disk. Those held
@@ -759,8 +759,8 @@ impl Engine {
         if let Some(s) = subscription.filter(SubscriptionState::exists) {
             self.subscriptions.insert(s.id, s);
         }
-        if let Some(id) = &meta.command_id {
-            self.recent.insert(id.clone(), reply.clone());
+        if let Some(key) = key {
+            self.recent.insert(key, reply.clone());
         }
         self.queue(Pending::Commit {
             durable,
@@ -773,7 +773,7 @@ impl Engine {
     }
 
     async fn decide(&mut self, cmd: &Checked<Command>) -> Result<Outcome, Error> {
-        if let Some(reply) = self.replay_reply(&cmd.meta)? {
+        if let Some(reply) = self.replay_reply(cmd)? {
             return Ok(Outcome::Replayed(reply));
         }
         let process = match cmd.command.process_id() {

@@ -174,6 +174,51 @@ async fn a_command_id_sent_twice_starts_one_process_with_the_same_reply() {
     assert_eq!(f.log.head(), head);
 }
 
+/// Invariant 2, scoped: an id is remembered within its kind of command and its actor. A report
+/// under a start's id is a report (its reply names its own process, step and attempt), another
+/// actor's start under it is a start of its own, and the same actor's start under it is the
+/// first start again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_id_is_one_commands_within_its_kind_and_actor() {
+    let f = disk_fixture();
+    let first = f.engine.submit(create("Ops", Some("x"))).await.unwrap();
+    let a = accepted(&first).clone();
+
+    let report = f
+        .engine
+        .submit(Checked {
+            command: Command::Report(TaskReport {
+                process_id: ProcessId(a.process_id.parse().unwrap()),
+                step_index: 4,
+                attempt: 1,
+                outcome: Ok(json!({"subscription": {"user_group": {"group_id": 7}}})
+                    .as_object()
+                    .unwrap()
+                    .clone()),
+            }),
+            meta: meta(Some("x")),
+        })
+        .await
+        .unwrap();
+    let r = accepted(&report);
+    assert_eq!(
+        (r.process_id.as_str(), r.step_index, r.attempt),
+        (a.process_id.as_str(), 4, 1),
+        "the report's own reply"
+    );
+    assert!(r.position > a.position, "and it was applied");
+
+    let mut other = create("Other", Some("x"));
+    other.meta.actor = "someone else".into();
+    let other = f.engine.submit(other).await.unwrap();
+    assert_ne!(accepted(&other).process_id, a.process_id);
+
+    let head = f.log.head();
+    let again = f.engine.submit(create("Ops", Some("x"))).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(f.log.head(), head);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_terminates_start_exactly_one_process() {
     let f = fixture();

@@ -277,6 +277,9 @@ enum Disposition {
     /// orca refused the result itself (too large, too deep, malformed): the reason, to report
     /// as the step's failure, so that its process fails visibly instead of waiting forever.
     ResultRefused(String),
+    /// The reply is about another task: another command took this report's id, and got it
+    /// answered. Reported again under a fresh id (the attempt check keeps the effect single).
+    NotOurs,
 }
 
 /// Whether a rejected `complete` blames its result (too large, too deep to decode or to keep),
@@ -304,13 +307,16 @@ async fn run_one(
         }
     };
     let outcome = run_alive(client, options, handler, &task, &msg).await;
-    let mut disposition = report(client, options, &task, outcome).await;
+    let mut disposition = report(client, options, &task, outcome.clone(), false).await;
+    if let Disposition::NotOurs = disposition {
+        disposition = report(client, options, &task, outcome, true).await;
+    }
     if let Disposition::ResultRefused(reason) = disposition {
-        disposition = report(client, options, &task, TaskOutcome::Failed(reason)).await;
+        disposition = report(client, options, &task, TaskOutcome::Failed(reason), false).await;
     }
     let _ = match disposition {
         Disposition::Ack | Disposition::ResultRefused(_) => msg.ack().await,
-        Disposition::Retry => {
+        Disposition::Retry | Disposition::NotOurs => {
             msg.ack_with(AckKind::Nak(Some(Duration::from_millis(500))))
                 .await
         }
@@ -415,12 +421,20 @@ async fn run_alive(
     }
 }
 
+/// Reports `outcome` of `task`. Its command id is the task's, so that a report sent again gets
+/// the first one's reply; `fresh` adds a random part, for when another command took that id.
 async fn report(
     client: &Client,
     options: &WorkerOptions,
     task: &v1::Task,
     outcome: TaskOutcome,
+    fresh: bool,
 ) -> Disposition {
+    let nonce = if fresh {
+        format!(":{}", uuid::Uuid::new_v4().simple())
+    } else {
+        String::new()
+    };
     let (subject, payload, verb) = match outcome.failure() {
         Ok(result) => (
             format!("{}.cmd.task.complete", options.prefix),
@@ -429,7 +443,7 @@ async fn report(
                 step_index: task.step_index,
                 attempt: task.attempt,
                 result: Some(json::json_to_struct(&result)),
-                command_id: format!("task:{}:report", task.task_id),
+                command_id: format!("task:{}:report{nonce}", task.task_id),
                 actor: options.actor.clone(),
             }
             .encode_to_vec(),
@@ -444,7 +458,7 @@ async fn report(
                 error,
                 kind: kind.into(),
                 // Not the complete's id: a result refused is followed by this failure.
-                command_id: format!("task:{}:fail", task.task_id),
+                command_id: format!("task:{}:fail{nonce}", task.task_id),
                 actor: options.actor.clone(),
             }
             .encode_to_vec(),
@@ -470,6 +484,20 @@ async fn report(
         }
     };
     match v1::CommandReply::decode(reply.payload.as_ref()).map(|r| r.outcome) {
+        Ok(Some(Outcome::Accepted(a)))
+            if a.process_id != task.process_id
+                || a.step_index != task.step_index
+                || a.attempt != task.attempt =>
+        {
+            tracing::warn!(
+                task = %task.task_id,
+                process = %a.process_id,
+                step_index = a.step_index,
+                attempt = a.attempt,
+                "the reply to this report is about another task (its command id was used by another command); reporting again under a fresh id"
+            );
+            Disposition::NotOurs
+        }
         Ok(Some(Outcome::Accepted(_))) => Disposition::Ack,
         Ok(Some(Outcome::Rejected(r))) if r.code == "UNAVAILABLE" => {
             tracing::warn!(task = %task.task_id, message = %r.message, "orca unavailable; retrying");

@@ -112,6 +112,13 @@ macro_rules! commands {
         }
 
         impl Command {
+            /// Its kind, e.g. `Start`: command ids are remembered per kind (and actor).
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Command::$variant(_) => stringify!($variant)),+
+                }
+            }
+
             /// The process the command is about, if it names one.
             pub fn process_id(&self) -> Option<ProcessId> {
                 match self {
@@ -231,6 +238,21 @@ pub struct Checked<T> {
     pub command: T,
     /// Its id and actor.
     pub meta: Meta,
+}
+
+impl Checked<Command> {
+    /// The key its command id is remembered under, with the reply it got: the id within its
+    /// kind of command and its actor (invariant 2). A command of another kind, or another
+    /// actor's, that reuses the id is a command of its own and never gets this one's reply: a
+    /// client's start cannot take a worker's report's reply, nor a worker's report another's.
+    pub fn dedup_key(&self) -> Option<String> {
+        // Ids and actors hold no control characters (see `Meta::parse`): the separator is
+        // unambiguous.
+        self.meta
+            .command_id
+            .as_ref()
+            .map(|id| format!("{}\u{1f}{}\u{1f}{id}", self.command.kind(), self.meta.actor))
+    }
 }
 
 /// Command id and actor, checked.

@@ -107,6 +107,9 @@ impl Decide for TaskReport {
             }
             Err((error, kind)) => run.fail_attempt(index, self.attempt, error.clone(), *kind),
         }
-        Ok(run.finish())
+        Ok(Decision {
+            task: Some((index, self.attempt)),
+            ..run.finish()
+        })
     }
 }

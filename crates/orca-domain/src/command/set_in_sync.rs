@@ -86,6 +86,7 @@ impl Decide for SetInSync {
             schedule: None,
             transaction: None,
             order: None,
+            task: None,
         })
     }
 }
