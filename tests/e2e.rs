@@ -741,6 +741,85 @@ async fn publishing_goes_on_after_the_event_stream_was_purged_and_the_service_re
     }
 }
 
+/// How many tasks the work queue holds.
+async fn queued(env: &Env) -> u64 {
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let mut s = js.get_stream("ORCA_TASKS").await.unwrap();
+    s.info().await.unwrap().state.messages
+}
+
+/// Tasks lost from the work queue are sent again: while the service runs (it looks every second
+/// here), and when it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_purged_from_the_work_queue_are_sent_again() {
+    let env = Env::new().await;
+    let js = async_nats::jetstream::new(env.client.nats().clone());
+    let url = env.nats.url();
+    let mut orca = serve_args(&url, &env.data(), &["--task-check-every", "1s"]).await;
+    let mut started = Vec::new();
+    for i in 0..20 {
+        started.push(accepted(
+            &env.client
+                .start(&create_cmd(&format!("q{i}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    wait_until(LONG, || async { queued(&env).await == 20 }).await;
+    js.get_stream("ORCA_TASKS")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    assert_eq!(queued(&env).await, 0);
+    let mut worker = env.worker();
+    for a in &started {
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "completed", "{}", orca.log_text());
+    }
+    assert!(orca.log_text().contains("no longer in the work queue"));
+
+    // Purged while the service is down, with the default (slow) look: the start looks.
+    worker.kill9();
+    let mut later = Vec::new();
+    for i in 0..5 {
+        later.push(accepted(
+            &env.client
+                .start(&create_cmd(&format!("r{i}")))
+                .await
+                .unwrap(),
+        ));
+    }
+    wait_until(LONG, || async { queued(&env).await == 5 }).await;
+    assert!(orca.terminate(), "clean stop");
+    js.get_stream("ORCA_TASKS")
+        .await
+        .unwrap()
+        .purge()
+        .await
+        .unwrap();
+    let _orca = env.serve().await;
+    let _worker = env.worker();
+    for a in &later {
+        let p = env
+            .client
+            .wait_process(&a.process_id, a.position, LONG)
+            .await
+            .unwrap();
+        assert_eq!(p.status, "completed");
+    }
+    // No task went out twice: the worker never reported on one its process no longer awaited.
+    let log = std::fs::read_to_string(env.dir.path().join("worker.log")).unwrap();
+    assert!(!log.contains("TASK_NOT_CURRENT"), "{log}");
+    let head = env.head().await;
+    assert_the_stream_is_the_log(&env, head).await;
+}
+
 /// Replaces the event stream (if any) with three messages that are not orca's.
 async fn someone_elses_stream(env: &Env) -> async_nats::jetstream::stream::Stream {
     let js = async_nats::jetstream::new(env.client.nats().clone());

@@ -126,6 +126,15 @@ pub async fn serve_with(nats: &str, data_dir: &Path, max_payload: &str) -> Proc 
     proc
 }
 
+/// `orca serve` with `extra` arguments; returns once it answers queries.
+pub async fn serve_args(nats: &str, data_dir: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec!["--max-payload", TEST_MAX_PAYLOAD];
+    args.extend_from_slice(extra);
+    let proc = spawn_serve_args(nats, data_dir, &args);
+    answering(nats).await;
+    proc
+}
+
 /// `orca serve` on `nats` with `data_dir`, started and left alone.
 pub fn spawn_serve(nats: &str, data_dir: &Path) -> Proc {
     spawn_serve_with(nats, data_dir, TEST_MAX_PAYLOAD)

@@ -25,6 +25,19 @@ mod engine;
 mod error;
 mod timers;
 
+/// The steps whose task attempt is out with a worker, per process, as the log holds it now (the
+/// engine's index kept beside the log, and the log's tail after it): what a dispatcher compares
+/// with the work queue to find a task lost from it.
+pub fn tasks_out(
+    log: &dyn orca_log::EventLog,
+) -> Result<Vec<(orca_domain::ids::ProcessId, Vec<u32>)>, Error> {
+    let timers = timers::Timers::load_quietly(log)?;
+    Ok(timers
+        .out()
+        .map(|(p, steps)| (p, steps.iter().copied().collect()))
+        .collect())
+}
+
 pub use engine::{
     Clock, Engine, EngineHandle, EngineOptions, EngineStatus, Error, MAX_EVENT_BYTES, ScheduleRun,
     Tap,

@@ -212,6 +212,11 @@ impl Timers {
         self.orders.iter().copied()
     }
 
+    /// The steps whose task attempt is out with a worker, per process.
+    pub fn out(&self) -> impl Iterator<Item = (ProcessId, &BTreeSet<u32>)> + '_ {
+        self.out.iter().map(|(p, steps)| (*p, steps))
+    }
+
     /// How many processes have a task attempt out with a worker.
     pub fn moving(&self) -> usize {
         self.out.len()
@@ -260,6 +265,19 @@ impl Timers {
 
     /// The index as the log holds it now: what was kept, and the log's tail after it.
     pub fn recover(log: &dyn EventLog) -> Result<Self, Error> {
+        let (mut timers, read) = Self::load(log)?;
+        tracing::info!(armed = timers.len(), read, "timer index recovered");
+        timers.dirty = true;
+        Ok(timers)
+    }
+
+    /// The index as the log holds it now, saying nothing.
+    pub fn load_quietly(log: &dyn EventLog) -> Result<Self, Error> {
+        Ok(Self::load(log)?.0)
+    }
+
+    /// The index as the log holds it now, and how many of the log's events were read for it.
+    fn load(log: &dyn EventLog) -> Result<(Self, u64), Error> {
         let head = log.head();
         let (mut timers, mut from) = match log.load_state(STATE)?.map(|b| Self::decode(&b)) {
             Some(Some((t, at))) if at <= head => (t, at + 1),
@@ -289,13 +307,7 @@ impl Timers {
             }
             from = records.last().map_or(head, |r| r.position) + 1;
         }
-        tracing::info!(
-            armed = timers.len(),
-            read = head + 1 - start,
-            "timer index recovered"
-        );
-        timers.dirty = true;
-        Ok(timers)
+        Ok((timers, head + 1 - start))
     }
 
     fn decode(bytes: &[u8]) -> Option<(Self, u64)> {

@@ -9,6 +9,7 @@
 //!   (`orca.evt.<aggregate>.<id>.<event>`, stream sequence = log position, `Nats-Msg-Id` = event
 //!   id) and every scheduled task to the work queue `orca.task.<step>`, with pipelined acks; it
 //!   survives NATS restarts and republishes what a crashed server lost.
+//! - [`Redispatcher`]: sends a task again when its process awaits it and the work queue lost it.
 //! - [`run_schedules`]: starts the processes of the schedule runs the engine fires.
 //! - [`streams`]: the JetStream streams, created compatibly with nats-server 2.9.
 
@@ -18,6 +19,7 @@ mod endpoints;
 pub mod notifier;
 mod outbox;
 mod query;
+mod redispatch;
 mod schedules;
 pub mod streams;
 
@@ -25,6 +27,7 @@ pub use context::BusOptions;
 pub use endpoints::{Backend, serve};
 pub use notifier::{Notifier, NotifierOptions};
 pub use outbox::{Outbox, OutboxOptions};
+pub use redispatch::{RedispatchOptions, Redispatcher};
 pub use schedules::run_schedules;
 
 /// Failure talking to NATS.
@@ -46,6 +49,9 @@ pub enum Error {
     /// The outbox's checkpoint file cannot be read or written.
     #[error("outbox checkpoint: {0}")]
     Checkpoint(String),
+    /// The engine's index beside the log cannot be read.
+    #[error("engine index: {0}")]
+    Index(String),
 }
 
 impl Error {

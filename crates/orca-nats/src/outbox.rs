@@ -498,30 +498,10 @@ impl Outbox {
         if !self.awaited(r, t)? {
             return Ok(sent);
         }
-        let task = v1::Task {
-            task_id: t.task_id.clone(),
-            process_id: orca_domain::ids::split_stream(&event.stream)
-                .map(|(_, id)| id.to_owned())
-                .unwrap_or_default(),
-            step_index: t.index,
-            step: t.name.clone(),
-            attempt: t.attempt,
-            workflow: t.workflow.clone(),
-            state: t.state.clone(),
-            subscription: t.subscription.clone(),
-            deadline: t.deadline,
-            heartbeat_ms: t.heartbeat_ms,
-        };
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, task.task_id.as_str());
-        headers.insert(CONTENT_TYPE, PROTOBUF);
+        let (subject, headers, payload) = task_publication(prefix, &event.stream, t, &t.task_id);
         sent.task = Some(
-            self.timed(self.js.publish_with_headers(
-                format!("{prefix}.task.{}", t.name),
-                headers,
-                Bytes::from(task.encode_to_vec()),
-            ))
-            .await?,
+            self.timed(self.js.publish_with_headers(subject, headers, payload))
+                .await?,
         );
         Ok(sent)
     }
@@ -551,4 +531,36 @@ impl Outbox {
             Err(_) => Err(Error::Nats("publishing timed out".into())),
         }
     }
+}
+
+/// The work queue message of the task a process (of stream `stream`) scheduled: subject,
+/// headers (`Nats-Msg-Id` = `message_id`) and payload.
+pub(crate) fn task_publication(
+    prefix: &str,
+    stream: &str,
+    t: &v1::TaskScheduled,
+    message_id: &str,
+) -> (String, HeaderMap, Bytes) {
+    let task = v1::Task {
+        task_id: t.task_id.clone(),
+        process_id: orca_domain::ids::split_stream(stream)
+            .map(|(_, id)| id.to_owned())
+            .unwrap_or_default(),
+        step_index: t.index,
+        step: t.name.clone(),
+        attempt: t.attempt,
+        workflow: t.workflow.clone(),
+        state: t.state.clone(),
+        subscription: t.subscription.clone(),
+        deadline: t.deadline,
+        heartbeat_ms: t.heartbeat_ms,
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    headers.insert(CONTENT_TYPE, PROTOBUF);
+    (
+        format!("{prefix}.task.{}", t.name),
+        headers,
+        Bytes::from(task.encode_to_vec()),
+    )
 }

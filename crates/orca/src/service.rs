@@ -30,6 +30,8 @@ pub struct ServiceOptions {
     pub engine: EngineOptions,
     /// sled page cache for the log and for the views, each (default 16 MiB).
     pub cache_bytes: u64,
+    /// Time between two looks for tasks lost from the work queue (default 30 s).
+    pub task_check_every: Duration,
 }
 
 impl ServiceOptions {
@@ -46,6 +48,7 @@ impl ServiceOptions {
             bus: BusOptions::default(),
             engine: EngineOptions::default(),
             cache_bytes: 16 * 1024 * 1024,
+            task_check_every: Duration::from_secs(30),
         }
     }
 }
@@ -58,6 +61,7 @@ pub struct Service {
     drain: watch::Sender<bool>,
     endpoints: JoinHandle<()>,
     scheduler: JoinHandle<()>,
+    redispatcher: JoinHandle<()>,
     engine: JoinHandle<Result<(), orca_engine::Error>>,
     projector: JoinHandle<Result<(), orca_views::Error>>,
     outbox: JoinHandle<Result<(), orca_nats::Error>>,
@@ -175,6 +179,19 @@ impl Service {
         )?;
         let published = outbox.published();
         let outbox = tokio::spawn(outbox.run(drained.clone()));
+        let redispatcher = tokio::spawn(
+            orca_nats::Redispatcher::new(
+                shared.clone(),
+                js.clone(),
+                published.clone(),
+                orca_nats::RedispatchOptions {
+                    prefix: options.bus.prefix.clone(),
+                    every: options.task_check_every,
+                    ..Default::default()
+                },
+            )
+            .run(rx.clone()),
+        );
         let notifier_client = async_nats::ConnectOptions::new()
             .name("orca-notifier")
             .connect(&options.nats_url)
@@ -213,6 +230,7 @@ impl Service {
             drain,
             endpoints,
             scheduler,
+            redispatcher,
             engine,
             projector,
             outbox,
@@ -230,6 +248,7 @@ impl Service {
         let _ = self.shutdown.send(true);
         let _ = self.endpoints.await;
         let _ = self.scheduler.await;
+        let _ = self.redispatcher.await;
         // The endpoints held the last engine handles: the engine ends after its replies.
         match self.engine.await {
             Ok(Ok(())) => {}

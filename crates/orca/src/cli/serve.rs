@@ -27,6 +27,11 @@ pub struct Args {
     /// on disk; in memory they take a few times that).
     #[arg(long, env = "ORCA_CACHE_MIB", default_value_t = 16)]
     pub cache_mib: u64,
+    /// How often to look for tasks lost from the work queue (purged, or a stream deleted by
+    /// hand): a task its process awaits that the queue no longer holds is sent again. Also
+    /// looked at 2 s after the start.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub task_check_every: Duration,
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -35,6 +40,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     options.bus.prefix = g.prefix.clone();
     options.bus.max_payload = a.max_payload;
     options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
+    options.task_check_every = a.task_check_every;
     let mut service = Service::start(options).await?;
     eprintln!(
         "orca serving on {} (prefix {}, data {}, log head {}); Ctrl-C to stop",
