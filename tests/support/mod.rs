@@ -26,6 +26,11 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(args: &[&str], log: PathBuf) -> Self {
+        Self::spawn_env(args, &[], log)
+    }
+
+    /// `orca <args>` with `env` set, logging to `log`.
+    pub fn spawn_env(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Self {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -34,6 +39,7 @@ impl Proc {
         let child = Command::new(orca_bin())
             .args(args)
             .env("ORCA_LOG", "info,orca_worker=debug,orca_nats=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))

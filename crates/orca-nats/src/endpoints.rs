@@ -170,7 +170,8 @@ pub async fn serve(
 
 async fn handle(kind: Kind, request: Request, ctx: Arc<Ctx>) {
     let encoding = Encoding::of(request.message.headers.as_ref());
-    let payload = dispatch(kind, &request.message.payload, encoding, &ctx).await;
+    let user = authenticated_user(request.message.headers.as_ref());
+    let payload = dispatch(kind, &request.message.payload, encoding, user, &ctx).await;
     if let Err(e) = request
         .respond_with_headers(Ok(payload), encoding.headers())
         .await
@@ -179,10 +180,35 @@ async fn handle(kind: Kind, request: Request, ctx: Arc<Ctx>) {
     }
 }
 
-async fn dispatch(kind: Kind, payload: &[u8], enc: Encoding, ctx: &Ctx) -> Bytes {
+/// The user the server authenticated the request's sender as: what `Nats-Request-Info` says
+/// when the request crossed from a client account through a service import that shares it
+/// (`share: true`; the server sets the header, replacing any the client sent).
+fn authenticated_user(headers: Option<&async_nats::HeaderMap>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct RequestInfo {
+        #[serde(default)]
+        user: String,
+    }
+    let info = headers?.get("Nats-Request-Info")?;
+    let info: RequestInfo = serde_json::from_str(info.as_str()).ok()?;
+    (!info.user.is_empty()).then_some(info.user)
+}
+
+async fn dispatch(
+    kind: Kind,
+    payload: &[u8],
+    enc: Encoding,
+    user: Option<String>,
+    ctx: &Ctx,
+) -> Bytes {
     match kind {
         Kind::Command(decode) => {
-            let reply = match decode(payload, enc, ctx.options.max_payload) {
+            let decoded = decode(payload, enc, ctx.options.max_payload);
+            let decoded = match user {
+                Some(user) => decoded.and_then(|cmd| cmd.sent_by(&user)),
+                None => decoded,
+            };
+            let reply = match decoded {
                 Ok(cmd) => ctx.engine.submit(cmd).await.unwrap_or_else(engine_down),
                 Err(r) => r.to_reply(),
             };

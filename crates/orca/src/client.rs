@@ -16,14 +16,14 @@ pub struct OrcaClient {
 }
 
 impl OrcaClient {
-    /// Connects to NATS at `url`.
+    /// Connects to NATS at `url` (credentials, if any, in it).
     pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("orca-client")
-            .connect(url)
-            .await
-            .with_context(|| format!("connecting to NATS at {url}"))?;
-        Ok(Self::new(nats, prefix))
+        Self::connect_to(&crate::connect::Nats::parse(url)?, prefix).await
+    }
+
+    /// Connects to `nats`.
+    pub async fn connect_to(nats: &crate::connect::Nats, prefix: &str) -> anyhow::Result<Self> {
+        Ok(Self::new(nats.connect("orca-client").await?, prefix))
     }
 
     /// A client over an existing connection.

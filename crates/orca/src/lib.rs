@@ -2,10 +2,12 @@
 //!
 //! - [`service`]: the whole service in one process (`orca serve`).
 //! - [`client`]: a typed client over NATS (every client verb, the demo, the bench).
+//! - [`connect`]: how every connection reaches NATS: URL, credentials, TLS.
 //! - [`natsd`]: a local nats-server for `orca demo`, `orca bench` and the tests.
 //! - [`render`]: how processes and subscriptions are printed for people.
 
 pub mod client;
+pub mod connect;
 pub mod natsd;
 pub mod render;
 pub mod service;

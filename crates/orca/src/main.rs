@@ -19,9 +19,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "orca", version, propagate_version = true)]
 struct Cli {
     /// NATS server to use (default nats://127.0.0.1:4222; the demo and the bench start their
-    /// own server when this is not given).
-    #[arg(long, global = true, env = "ORCA_NATS_URL")]
+    /// own server when this is not given). Several may be given, comma-separated; credentials
+    /// may be in it (nats://user:password@host, nats://token@host) and are never printed.
+    #[arg(long, global = true, env = "ORCA_NATS_URL", hide_env_values = true)]
     nats_url: Option<String>,
+    #[command(flatten)]
+    connect: orca::connect::NatsFlags,
     /// Subject prefix of the service.
     #[arg(long, global = true, default_value = "orca", env = "ORCA_PREFIX")]
     prefix: String,
@@ -85,6 +88,8 @@ pub struct Global {
     pub prefix: String,
     /// JSON output.
     pub json: bool,
+    /// Credentials and TLS for NATS.
+    pub connect: orca::connect::NatsFlags,
 }
 
 impl Global {
@@ -93,6 +98,11 @@ impl Global {
         self.nats_url
             .clone()
             .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+    }
+
+    /// Where and how to reach NATS: the URL with the credential and TLS flags.
+    pub fn nats(&self) -> anyhow::Result<orca::connect::Nats> {
+        orca::connect::Nats::new(&self.url(), &self.connect)
     }
 }
 
@@ -110,6 +120,7 @@ fn main() -> std::process::ExitCode {
         nats_url: cli.nats_url,
         prefix: cli.prefix,
         json: cli.json,
+        connect: cli.connect,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

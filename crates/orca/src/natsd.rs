@@ -13,6 +13,8 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: PathBuf,
+    /// A configuration file (`-c`) and the environment it reads, if any.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -105,7 +107,29 @@ impl NatsServer {
             child: None,
             port: free_port()?,
             store,
+            config: None,
             _tmp: tmp,
+        };
+        s.spawn()?;
+        Ok(s)
+    }
+
+    /// A server run with the configuration file `config` (e.g. a copy of
+    /// `deploy/nats-auth.conf`), with `env` set for the variables it reads, on a free loopback
+    /// port (the command line wins over the file). The JetStream store is the file's.
+    pub fn start_configured(config: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let t = tempfile::Builder::new().prefix("orca-nats-").tempdir()?;
+        let mut s = Self {
+            child: None,
+            port: free_port()?,
+            store: t.path().to_path_buf(),
+            config: Some((
+                config.to_path_buf(),
+                env.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )),
+            _tmp: Some(t),
         };
         s.spawn()?;
         Ok(s)
@@ -148,7 +172,19 @@ impl NatsServer {
             self.port,
             random_below(u16::MAX)
         );
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        match &self.config {
+            Some((config, env)) => {
+                command
+                    .arg("-c")
+                    .arg(config)
+                    .envs(env.iter().map(|(k, v)| (k, v)));
+            }
+            None => {
+                command.arg("-sd").arg(&self.store);
+            }
+        }
+        let mut child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -157,9 +193,7 @@ impl NatsServer {
                 "-n",
                 &name,
                 "-js",
-                "-sd",
             ])
-            .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -14,11 +14,13 @@ use orca_views::{Feed, Projector, Views};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::connect::Nats;
+
 /// Everything `orca serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
-    /// NATS server URL.
-    pub nats_url: String,
+    /// NATS: servers, credentials, TLS.
+    pub nats: Nats,
     /// Directory for the event log (`<dir>/log`), the views (`<dir>/views`) and the outbox's
     /// checkpoint (`<dir>/outbox`).
     pub data_dir: PathBuf,
@@ -35,14 +37,10 @@ pub struct ServiceOptions {
 }
 
 impl ServiceOptions {
-    /// Defaults for a service on `nats_url` storing in `data_dir`.
-    pub fn new(
-        nats_url: impl Into<String>,
-        data_dir: impl Into<PathBuf>,
-        catalog: Arc<Catalog>,
-    ) -> Self {
+    /// Defaults for a service on `nats` storing in `data_dir`.
+    pub fn new(nats: Nats, data_dir: impl Into<PathBuf>, catalog: Arc<Catalog>) -> Self {
         Self {
-            nats_url: nats_url.into(),
+            nats,
             data_dir: data_dir.into(),
             catalog,
             bus: BusOptions::default(),
@@ -101,11 +99,7 @@ impl Service {
             Ok((log, views))
         })
         .await??;
-        let client = async_nats::ConnectOptions::new()
-            .name("orca-service")
-            .connect(&options.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
+        let client = options.nats.connect("orca-service").await?;
         let js = async_nats::jetstream::new(client.clone());
         orca_nats::streams::ensure(&js, &options.bus.prefix)
             .await
@@ -163,11 +157,7 @@ impl Service {
                 .run(drained.clone()),
         );
         // Its own connection: replies to commands never queue behind a burst of events.
-        let outbox_client = async_nats::ConnectOptions::new()
-            .name("orca-outbox")
-            .connect(&options.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
+        let outbox_client = options.nats.connect("orca-outbox").await?;
         let outbox = Outbox::new(
             shared.clone(),
             &checkpoint,
@@ -192,11 +182,7 @@ impl Service {
             )
             .run(rx.clone()),
         );
-        let notifier_client = async_nats::ConnectOptions::new()
-            .name("orca-notifier")
-            .connect(&options.nats_url)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", options.nats_url))?;
+        let notifier_client = options.nats.connect("orca-notifier").await?;
         let notifier = orca_nats::Notifier::new(
             shared.clone(),
             async_nats::jetstream::new(notifier_client),
@@ -224,7 +210,7 @@ impl Service {
         };
         let endpoints = orca_nats::serve(client.clone(), backend, options.bus.clone(), rx).await?;
         client.flush().await.context("flushing NATS")?;
-        tracing::info!(nats = %options.nats_url, data = %options.data_dir.display(), head = log.head(), "orca service started");
+        tracing::info!(nats = %options.nats, data = %options.data_dir.display(), head = log.head(), "orca service started");
         Ok(Self {
             shutdown,
             drain,

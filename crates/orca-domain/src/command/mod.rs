@@ -294,6 +294,24 @@ impl Meta {
     }
 }
 
+impl Checked<Command> {
+    /// The command as sent by `user`, whom the bus authenticated: its actor is that user,
+    /// whatever the command claimed. A user name orca could not record is refused.
+    pub fn sent_by(mut self, user: &str) -> Result<Self, Rejection> {
+        let user = user.trim();
+        if user.is_empty() || user.len() > MAX_ID_LEN || user.chars().any(char::is_control) {
+            return Err(Rejection::new(
+                Code::InvalidArgument,
+                format!(
+                    "the authenticated user name is not one orca can record as an actor (at most {MAX_ID_LEN} bytes without control characters)"
+                ),
+            ));
+        }
+        user.clone_into(&mut self.meta.actor);
+        Ok(self)
+    }
+}
+
 /// Refuses a JSON object that nests deeper than [`json::MAX_DEPTH`].
 pub(crate) fn shallow(field: &str, o: Map<String, Json>) -> Result<Map<String, Json>, Rejection> {
     let depth = json::object_depth(&o);

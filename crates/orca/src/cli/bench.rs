@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use orca::client::OrcaClient;
+use orca::connect::Nats;
 use orca::natsd::NatsServer;
 use orca::service::{Service, ServiceOptions};
 use orca_proto::{Message, v1};
@@ -108,14 +109,14 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     if a.workflows == 0 {
         bail!("--workflows must be at least 1");
     }
-    let (nats, url, tmp, data_dir) = place(g, &a).await?;
+    let (nats, target, tmp, data_dir) = place(g, &a).await?;
 
     let catalog = Arc::new(orca::load_catalog(None)?);
     let start = Arc::new(Start::new(&catalog, &a)?);
-    let client = OrcaClient::connect(&url, &g.prefix).await?;
+    let client = OrcaClient::connect_to(&target, &g.prefix).await?;
     let mut local = None;
     if !a.external {
-        local = Some(start_local(g, &a, &url, &data_dir, catalog).await?);
+        local = Some(start_local(g, &a, &target, &data_dir, catalog).await?);
     }
 
     // Completion = the process_completed event on NATS.
@@ -187,7 +188,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     eprintln!("measuring the raw baselines…");
     let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
     let fsync = fsync_baseline(&tmp.path().join("fsync.bin")).await?;
-    let rtt = nats_baseline(&url).await?;
+    let rtt = nats_baseline(&target).await?;
     drop(nats);
 
     let wps = a.workflows as f64 / elapsed;
@@ -566,9 +567,9 @@ async fn fsync_baseline(path: &std::path::Path) -> anyhow::Result<Histogram<u64>
 }
 
 /// NATS request/reply round trip against an echo responder on the same server.
-async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
-    let server = async_nats::connect(url).await?;
-    let client = async_nats::connect(url).await?;
+async fn nats_baseline(target: &Nats) -> anyhow::Result<Histogram<u64>> {
+    let server = target.connect("orca-bench-echo").await?;
+    let client = target.connect("orca-bench").await?;
     let mut sub = server.subscribe("orca-bench.echo").await?;
     // The server must know the subscription before the first request, or it has no responders.
     server.flush().await?;
@@ -602,13 +603,14 @@ async fn nats_baseline(url: &str) -> anyhow::Result<Histogram<u64>> {
 }
 
 /// Where a run takes place: a local nats-server unless --nats-url names one (dropped, it stops),
-/// its URL, a temporary directory, and the data directory (--data-dir, else in the temporary one).
+/// how to reach it, a temporary directory, and the data directory (--data-dir, else in the
+/// temporary one).
 async fn place(
     g: &Global,
     a: &Args,
 ) -> anyhow::Result<(
     Option<NatsServer>,
-    String,
+    Nats,
     tempfile::TempDir,
     std::path::PathBuf,
 )> {
@@ -616,13 +618,16 @@ async fn place(
         Some(_) => None,
         None => Some(tokio::task::spawn_blocking(|| NatsServer::start(None)).await??),
     };
-    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
+    let target = match &nats {
+        Some(server) => Nats::parse(&server.url())?,
+        None => g.nats()?,
+    };
     let tmp = tempfile::Builder::new().prefix("orca-bench-").tempdir()?;
     let data_dir = a
         .data_dir
         .clone()
         .unwrap_or_else(|| tmp.path().join("data"));
-    Ok((nats, url, tmp, data_dir))
+    Ok((nats, target, tmp, data_dir))
 }
 
 /// The service and the example worker the bench runs in its own process.
@@ -632,22 +637,22 @@ type Local = (
     tokio::task::JoinHandle<Result<(), orca_worker::Error>>,
 );
 
-/// Starts the service on `data_dir` and the example worker beside it, both on NATS at `url`.
+/// Starts the service on `data_dir` and the example worker beside it, both on `target`.
 async fn start_local(
     g: &Global,
     a: &Args,
-    url: &str,
+    target: &Nats,
     data_dir: &std::path::Path,
     catalog: Arc<orca_domain::Catalog>,
 ) -> anyhow::Result<Local> {
-    let mut options = ServiceOptions::new(url.to_owned(), data_dir, catalog);
+    let mut options = ServiceOptions::new(target.clone(), data_dir, catalog);
     options.bus.prefix = g.prefix.clone();
     options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
     let service = Service::start(options).await?;
     let (stop_worker, shutdown) = watch::channel(false);
     let worker = orca_worker::example::register(
         Worker::new(
-            async_nats::connect(url).await?,
+            target.connect("orca-worker").await?,
             WorkerOptions {
                 prefix: g.prefix.clone(),
                 concurrency: a.concurrency.max(16),
@@ -665,10 +670,10 @@ async fn as_of_bench(g: &Global, a: &Args, versions: u32) -> anyhow::Result<Exit
     if versions == 0 {
         bail!("--as-of-versions must be at least 1");
     }
-    let (nats, url, tmp, data_dir) = place(g, a).await?;
+    let (nats, target, tmp, data_dir) = place(g, a).await?;
     let catalog = Arc::new(orca::load_catalog(None)?);
-    let (service, stop_worker, worker) = start_local(g, a, &url, &data_dir, catalog).await?;
-    let client = OrcaClient::connect(&url, &g.prefix).await?;
+    let (service, stop_worker, worker) = start_local(g, a, &target, &data_dir, catalog).await?;
+    let client = OrcaClient::connect_to(&target, &g.prefix).await?;
 
     eprintln!("building a subscription with {versions} versions…");
     let limit = Duration::from_secs(60);
@@ -770,7 +775,7 @@ async fn as_of_bench(g: &Global, a: &Args, versions: u32) -> anyhow::Result<Exit
     };
     let replay_eps = replayed as f64 / replay_secs.max(1e-9);
     let sled_eps = sled_baseline(&tmp.path().join("raw"), a.baseline_events).await?;
-    let rtt = nats_baseline(&url).await?;
+    let rtt = nats_baseline(&target).await?;
     drop(nats);
 
     let report = json!({

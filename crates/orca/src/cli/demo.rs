@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use orca::client::{OrcaClient, accepted};
+use orca::connect::Nats;
 use orca::natsd::NatsServer;
 use orca::render;
 use orca::service::{Service, ServiceOptions};
@@ -110,18 +111,19 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
             Some(server)
         }
     };
-    let url = nats.as_ref().map_or_else(|| g.url(), NatsServer::url);
+    let target = match &nats {
+        Some(server) => Nats::parse(&server.url())?,
+        None => g.nats()?,
+    };
     let tmp = tempfile::Builder::new().prefix("orca-demo-").tempdir()?;
     let data_dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let catalog = Arc::new(orca::load_catalog(None)?);
-    let mut options = ServiceOptions::new(url.clone(), &data_dir, catalog);
+    let mut options = ServiceOptions::new(target.clone(), &data_dir, catalog);
     options.bus.prefix = g.prefix.clone();
     let service = Service::start(options).await?;
     println!("started the orca service (data in {})", data_dir.display());
 
-    let worker_conn = async_nats::connect(&url)
-        .await
-        .context("connecting the worker")?;
+    let worker_conn = target.connect("orca-worker-example").await?;
     let (stop_worker, shutdown) = watch::channel(false);
     let worker = orca_worker::example::register(
         Worker::new(
@@ -138,11 +140,11 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let worker = tokio::spawn(worker.run(shutdown));
     println!("started the example step worker\n");
 
-    let client = OrcaClient::connect(&url, &g.prefix).await?;
+    let client = OrcaClient::connect_to(&target, &g.prefix).await?;
     let outcome = if cloudportal {
         tenants(&client, g.json).await
     } else if orders {
-        ordering(&client, &url, &g.prefix, g.json).await
+        ordering(&client, &target, &g.prefix, g.json).await
     } else {
         story(&client, &a.group_name, g.json).await
     };
@@ -253,7 +255,7 @@ async fn story(client: &OrcaClient, group_name: &str, json_out: bool) -> anyhow:
 /// The orders story: two orders, the subscription versions they made, and the notifications.
 async fn ordering(
     client: &OrcaClient,
-    url: &str,
+    target: &Nats,
     prefix: &str,
     json_out: bool,
 ) -> anyhow::Result<bool> {
@@ -316,8 +318,7 @@ async fn ordering(
     if !json_out {
         println!("$ orca events notifications --from-start");
     }
-    let nats = async_nats::connect(url).await?;
-    let js = async_nats::jetstream::new(nats);
+    let js = async_nats::jetstream::new(target.connect("orca-demo").await?);
     let mut stream = js
         .get_stream(orca_nats::notifier::notifications_stream(prefix))
         .await?;

@@ -117,9 +117,7 @@ async fn follow(
     count: Option<usize>,
     mut show: impl FnMut(&jetstream::Message) -> anyhow::Result<()>,
 ) -> anyhow::Result<ExitCode> {
-    let client = async_nats::connect(g.url())
-        .await
-        .with_context(|| format!("connecting to NATS at {}", g.url()))?;
+    let client = g.nats()?.connect("orca-events").await?;
     let js = jetstream::new(client.clone());
     let stream = js.get_stream(stream).await.with_context(|| {
         format!("finding the {what} stream (has `orca serve` run against this NATS?)")

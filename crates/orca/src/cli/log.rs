@@ -93,7 +93,7 @@ async fn read(
     count: Option<u64>,
     follow: bool,
 ) -> anyhow::Result<ExitCode> {
-    let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
+    let client = OrcaClient::connect_to(&g.nats()?, &g.prefix).await?;
     let mut next = from.max(1);
     let mut printed = 0u64;
     loop {

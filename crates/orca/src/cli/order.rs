@@ -79,7 +79,7 @@ pub enum Command {
 const WAIT: Duration = Duration::from_secs(300);
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
+    let client = OrcaClient::connect_to(&g.nats()?, &g.prefix).await?;
     match c {
         Command::Submit {
             items,

@@ -36,15 +36,15 @@ pub struct Args {
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let catalog = Arc::new(load_catalog(a.catalog.as_deref())?);
-    let mut options = ServiceOptions::new(g.url(), &a.data_dir, catalog);
+    let nats = g.nats()?;
+    let mut options = ServiceOptions::new(nats.clone(), &a.data_dir, catalog);
     options.bus.prefix = g.prefix.clone();
     options.bus.max_payload = a.max_payload;
     options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
     options.task_check_every = a.task_check_every;
     let mut service = Service::start(options).await?;
     eprintln!(
-        "orca serving on {} (prefix {}, data {}, log head {}); Ctrl-C to stop",
-        g.url(),
+        "orca serving on {nats} (prefix {}, data {}, log head {}); Ctrl-C to stop",
         g.prefix,
         a.data_dir.display(),
         service.log.head()

@@ -73,7 +73,7 @@ pub enum Command {
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
+    let client = OrcaClient::connect_to(&g.nats()?, &g.prefix).await?;
     match c {
         Command::Get {
             id,

@@ -50,7 +50,7 @@ pub enum Command {
 }
 
 pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
-    let client = OrcaClient::connect(&g.url(), &g.prefix).await?;
+    let client = OrcaClient::connect_to(&g.nats()?, &g.prefix).await?;
     let (kind, attributes, attributes_json, wait, meta) = match c {
         Command::Submit {
             kind,

@@ -47,11 +47,7 @@ pub async fn run(g: &Global, c: Command) -> anyhow::Result<ExitCode> {
         slow,
         ack_wait,
     } = c;
-    let client = async_nats::ConnectOptions::new()
-        .name("orca-worker-example")
-        .connect(g.url())
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to NATS at {}: {e}", g.url()))?;
+    let client = g.nats()?.connect("orca-worker-example").await?;
     let options = WorkerOptions {
         prefix: g.prefix.clone(),
         concurrency,

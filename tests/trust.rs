@@ -1,0 +1,200 @@
+//! Trust end to end, on a real nats-server run with `deploy/nats-auth.conf`: the service, the
+//! worker and a client each authenticate as their role; the whole create → terminate story runs
+//! under the permissions that file grants; the command's actor is the authenticated user, not the
+//! one claimed; every publish a role is not allowed is refused by the server; and no secret is
+//! ever printed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orca::client::OrcaClient;
+use orca::connect::Nats;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// The passwords the configuration reads from the environment.
+const PASSWORDS: &[(&str, &str)] = &[
+    ("ORCA_SERVICE_PASSWORD", "service-Secr3t"),
+    ("ORCA_WORKER_PASSWORD", "worker-Secr3t"),
+    ("ORCA_CLIENT_PASSWORD", "client-Secr3t"),
+];
+
+/// `deploy/nats-auth.conf` as shipped, but for its JetStream store: one in `dir`.
+fn config(dir: &std::path::Path) -> PathBuf {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats-auth.conf");
+    let text = std::fs::read_to_string(shipped).unwrap();
+    let store = "store_dir: /var/lib/nats/jetstream";
+    assert!(text.contains(store));
+    let copy = dir.join("nats-auth.conf");
+    let text = text.replace(store, &format!("store_dir: {:?}", dir.join("js")));
+    std::fs::write(&copy, text).unwrap();
+    copy
+}
+
+fn as_user(url: &str, user: &str, password: &str) -> String {
+    url.replacen("nats://", &format!("nats://{user}:{password}@"), 1)
+}
+
+/// A connection as `user` that keeps every error the server sends it.
+async fn recording(url: &str, user: &str, password: &str) -> (async_nats::Client, Errors) {
+    let errors: Errors = Arc::new(Mutex::new(Vec::new()));
+    let kept = errors.clone();
+    let client = Nats::parse(&as_user(url, user, password))
+        .unwrap()
+        .options()
+        .await
+        .unwrap()
+        .event_callback(move |event| {
+            let kept = kept.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = event {
+                    kept.lock().unwrap().push(e.to_string());
+                }
+            }
+        })
+        .connect(url)
+        .await
+        .unwrap();
+    (client, errors)
+}
+
+type Errors = Arc<Mutex<Vec<String>>>;
+
+/// Waits until the server has said `what` to this connection.
+async fn server_said(errors: &Errors, what: &str) {
+    let said = || errors.lock().unwrap().iter().any(|e| e.contains(what));
+    wait_until(LONG, || async { said() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_deployed_permissions_the_story_runs_and_every_forbidden_publish_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_configured(&config(dir.path()), PASSWORDS).unwrap();
+    let url = nats.url();
+    let data = dir.path().join("data");
+    let data_arg = data.to_string_lossy().into_owned();
+
+    // No credentials: refused, and said so.
+    let out = Command::new(orca_bin())
+        .args(["engine", "status", "--nats-url", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("authorization"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The service: user by flag, password from the environment. The worker: both in the URL.
+    let serve = Proc::spawn_env(
+        &[
+            "serve",
+            "--nats-url",
+            &url,
+            "--nats-user",
+            "orca-service",
+            "--data-dir",
+            &data_arg,
+        ],
+        &[("ORCA_NATS_PASSWORD", "service-Secr3t")],
+        dir.path().join("serve.log"),
+    );
+    let worker = Proc::spawn_env(
+        &[
+            "worker",
+            "example",
+            "--nats-url",
+            &as_user(&url, "orca-worker", "worker-Secr3t"),
+        ],
+        &[],
+        dir.path().join("worker.log"),
+    );
+    let alice = OrcaClient::connect(&as_user(&url, "alice", "client-Secr3t"), "orca")
+        .await
+        .unwrap();
+    wait_until(LONG, || async { alice.info().await.is_ok() }).await;
+
+    // The story, claiming to be someone else: the actor is who the server says sent it.
+    let mut create = create_cmd("Trusted");
+    create.actor = "mallory".into();
+    let created = accepted(&alice.start(&create).await.unwrap());
+    let p = wait_status(&alice, &created.process_id, "completed").await;
+    assert_eq!(p.actor, "alice");
+    let mut terminate = terminate_cmd(&created.subscription_id);
+    terminate.actor = "mallory".into();
+    let terminated = accepted(&alice.start(&terminate).await.unwrap());
+    let p = wait_status(&alice, &terminated.process_id, "completed").await;
+    assert_eq!(p.actor, "alice");
+
+    // The CLI as alice, by flag and environment.
+    let out = Command::new(orca_bin())
+        .args([
+            "subscription",
+            "get",
+            &created.subscription_id,
+            "--json",
+            "--nats-url",
+            &url,
+            "--nats-user",
+            "alice",
+        ])
+        .env("ORCA_NATS_PASSWORD", "client-Secr3t")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sub: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sub["status"], "terminated", "{sub}");
+
+    // A client may not publish events or tasks, report on a task, or answer commands.
+    let (client, errors) = recording(&url, "alice", "client-Secr3t").await;
+    for subject in [
+        "orca.evt.process.x.process_completed",
+        "orca.task.provision_user_group",
+        "orca.cmd.task.complete",
+    ] {
+        client.publish(subject, "forged".into()).await.unwrap();
+        client.flush().await.unwrap();
+        server_said(&errors, &format!("Publish to \"{subject}\"")).await;
+    }
+    let _answering = client.subscribe("orca.cmd.process.start").await.unwrap();
+    client.flush().await.unwrap();
+    server_said(&errors, "Subscription to \"orca.cmd.process.start\"").await;
+
+    // A worker may only take tasks and report: no events, no tasks, no other command, no
+    // answering.
+    let (w, errors) = recording(&url, "orca-worker", "worker-Secr3t").await;
+    for subject in [
+        "orca.evt.process.x.process_completed",
+        "orca.task.provision_user_group",
+        "orca.cmd.process.start",
+    ] {
+        w.publish(subject, "forged".into()).await.unwrap();
+        w.flush().await.unwrap();
+        server_said(&errors, &format!("Publish to \"{subject}\"")).await;
+    }
+    let _answering = w.subscribe("orca.cmd.>").await.unwrap();
+    w.flush().await.unwrap();
+    server_said(&errors, "Subscription to \"orca.cmd.>\"").await;
+
+    // Orca went on untouched, and printed no secret.
+    let again = accepted(&alice.start(&create_cmd("After")).await.unwrap());
+    wait_status(&alice, &again.process_id, "completed").await;
+    for (name, text) in [("serve", serve.log_text()), ("worker", worker.log_text())] {
+        for (_, secret) in PASSWORDS {
+            assert!(!text.contains(secret), "the {name} log shows a password");
+        }
+        // Each role was allowed all it needed.
+        assert!(!text.contains("Permissions Violation"), "{name}: {text}");
+    }
+}
