@@ -198,3 +198,143 @@ async fn under_the_deployed_permissions_the_story_runs_and_every_forbidden_publi
         assert!(!text.contains("Permissions Violation"), "{name}: {text}");
     }
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`:
+/// (ca, server cert, server key, client cert, client key).
+fn certificates(dir: &std::path::Path) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["orca-client".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server.pem()),
+        ("server.key", server_key.serialize_pem()),
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+/// TLS with client certificates, and an nkey instead of a password: the service, the worker and
+/// the CLI each connect with `--tls-ca`, `--tls-cert`, `--tls-key` and `--nkey`; without the CA
+/// or without the key the server is not reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates_and_an_nkey_carry_the_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, server_cert, server_key, client_cert, client_key] = certificates(dir.path());
+    let user = nkeys::KeyPair::new_user();
+    let seed = dir.path().join("orca.nk");
+    std::fs::write(&seed, format!("{}\n", user.seed().unwrap())).unwrap();
+    let config = dir.path().join("nats-tls.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "jetstream {{ store_dir: {:?} }}\n\
+             tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}\n\
+             authorization {{ users: [ {{ nkey: {:?} }} ] }}\n",
+            dir.path().join("js"),
+            server_cert,
+            server_key,
+            ca,
+            user.public_key()
+        ),
+    )
+    .unwrap();
+    let nats = NatsServer::start_configured(&config, &[]).unwrap();
+    let url = nats.url().replacen("nats://", "tls://", 1);
+    let path = |p: &PathBuf| p.to_string_lossy().into_owned();
+    let (ca, cert, key, seed) = (
+        path(&ca),
+        path(&client_cert),
+        path(&client_key),
+        path(&seed),
+    );
+    let secure = [
+        "--nats-url",
+        url.as_str(),
+        "--tls-ca",
+        &ca,
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--nkey",
+        &seed,
+    ];
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    let mut args = vec!["serve", "--data-dir", data.as_str()];
+    args.extend(secure);
+    let _serve = Proc::spawn_env(&args, &[], dir.path().join("serve.log"));
+    let mut args = vec!["worker", "example"];
+    args.extend(secure);
+    let _worker = Proc::spawn_env(&args, &[], dir.path().join("worker.log"));
+
+    let flags = orca::connect::NatsFlags {
+        tls_ca: Some(ca.clone().into()),
+        tls_cert: Some(cert.clone().into()),
+        tls_key: Some(key.clone().into()),
+        nkey: Some(seed.clone().into()),
+        ..Default::default()
+    };
+    let client = OrcaClient::connect_to(&Nats::new(&url, &flags).unwrap(), "orca")
+        .await
+        .unwrap();
+    wait_until(LONG, || async { client.info().await.is_ok() }).await;
+    let a = accepted(&client.start(&create_cmd("Sealed")).await.unwrap());
+    wait_status(&client, &a.process_id, "completed").await;
+
+    // The CLI the same way.
+    let mut args = vec!["process", "get", a.process_id.as_str(), "--json"];
+    args.extend(secure);
+    let out = Command::new(orca_bin()).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["status"], "completed", "{p}");
+
+    // Without the CA the server is not trusted; without the nkey it does not let us in.
+    let no_ca: Vec<&str> = ["engine", "status"]
+        .into_iter()
+        .chain(
+            secure
+                .iter()
+                .copied()
+                .filter(|a| *a != "--tls-ca" && *a != ca),
+        )
+        .collect();
+    let no_key: Vec<&str> = ["engine", "status"]
+        .into_iter()
+        .chain(
+            secure
+                .iter()
+                .copied()
+                .filter(|a| *a != "--nkey" && *a != seed),
+        )
+        .collect();
+    for (args, why) in [(no_ca, "certificate"), (no_key, "authorization")] {
+        let out = Command::new(orca_bin()).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert!(!err.contains(&user.seed().unwrap().to_lowercase()));
+    }
+}
