@@ -338,3 +338,120 @@ async fn tls_with_client_certificates_and_an_nkey_carry_the_story() {
         assert!(!err.contains(&user.seed().unwrap().to_lowercase()));
     }
 }
+
+/// A JWT of `claims`, signed by `issuer` (what `nsc` writes).
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, nats: serde_json::Value) -> String {
+    use data_encoding::BASE64URL_NOPAD;
+    let header = BASE64URL_NOPAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": subject,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = BASE64URL_NOPAD.encode(claims.to_string().as_bytes());
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).unwrap();
+    format!("{signed}.{}", BASE64URL_NOPAD.encode(&signature))
+}
+
+/// Decentralized auth (an operator, an account with JetStream, a user): the service, the worker
+/// and the CLI each connect with a `--creds` file, as `nsc` writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credentials_file_carries_the_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        serde_json::json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let config = dir.path().join("nats-operator.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "jetstream {{ store_dir: {:?} }}\n\
+             operator: {operator_jwt:?}\n\
+             system_account: {:?}\n\
+             resolver: MEMORY\n\
+             resolver_preload: {{ {}: {account_jwt:?}, {}: {system_jwt:?} }}\n",
+            dir.path().join("js"),
+            system.public_key(),
+            account.public_key(),
+            system.public_key(),
+        ),
+    )
+    .unwrap();
+    let creds = dir.path().join("orca.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let nats = NatsServer::start_configured(&config, &[]).unwrap();
+    let url = nats.url();
+    let creds = creds.to_string_lossy().into_owned();
+    let secure = ["--nats-url", url.as_str(), "--creds", creds.as_str()];
+    let data = dir.path().join("data").to_string_lossy().into_owned();
+    let mut args = vec!["serve", "--data-dir", data.as_str()];
+    args.extend(secure);
+    let _serve = Proc::spawn_env(&args, &[], dir.path().join("serve.log"));
+    let mut args = vec!["worker", "example"];
+    args.extend(secure);
+    let _worker = Proc::spawn_env(&args, &[], dir.path().join("worker.log"));
+
+    let flags = orca::connect::NatsFlags {
+        creds: Some(creds.clone().into()),
+        ..Default::default()
+    };
+    let client = OrcaClient::connect_to(&Nats::new(&url, &flags).unwrap(), "orca")
+        .await
+        .unwrap();
+    wait_until(LONG, || async { client.info().await.is_ok() }).await;
+    let a = accepted(&client.start(&create_cmd("Decentral")).await.unwrap());
+    wait_status(&client, &a.process_id, "completed").await;
+
+    let mut args = vec!["process", "get", a.process_id.as_str(), "--json"];
+    args.extend(secure);
+    let out = Command::new(orca_bin()).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the credentials the server does not let us in.
+    let out = Command::new(orca_bin())
+        .args(["engine", "status", "--nats-url", &url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
