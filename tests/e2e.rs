@@ -741,6 +741,59 @@ async fn publishing_goes_on_after_the_event_stream_was_purged_and_the_service_re
     }
 }
 
+/// Overload answers: past `--max-in-flight`, a command is refused at once with UNAVAILABLE and
+/// a retry hint, and every request fired gets a reply; a query waiting for a position past the
+/// log's end is refused at once instead of holding the endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_answered_not_dropped_and_a_wait_past_the_log_is_refused() {
+    let env = Env::new().await;
+    let _orca = serve_args(&env.nats.url(), &env.data(), &["--max-in-flight", "2"]).await;
+    // With no worker, every create appends the same events and waits: measure how many.
+    let before = env.head().await;
+    let one = accepted(&env.client.start(&create_cmd("one")).await.unwrap());
+    let per_create = one.position - before;
+    let fired = 400;
+    let mut replies = Vec::new();
+    for i in 0..fired {
+        let client = env.client.clone();
+        replies.push(tokio::spawn(async move {
+            client.start(&create_cmd(&format!("o{i}"))).await
+        }));
+    }
+    let (mut accepted_n, mut busy) = (0, 0);
+    for r in replies {
+        match r
+            .await
+            .unwrap()
+            .expect("every request gets a reply")
+            .outcome
+        {
+            Some(v1::command_reply::Outcome::Accepted(_)) => accepted_n += 1,
+            Some(v1::command_reply::Outcome::Rejected(r)) => {
+                assert_eq!(r.code, "UNAVAILABLE", "{r:?}");
+                assert!(r.retry_after_ms > 0, "with a retry hint: {r:?}");
+                busy += 1;
+            }
+            None => panic!("an empty reply"),
+        }
+    }
+    assert_eq!(accepted_n + busy, fired);
+    assert!(busy > 0, "two in flight cannot take {fired} at once");
+    assert!(accepted_n > 0);
+    // Refused commands appended nothing: each accepted create wrote its events, no more.
+    assert_eq!(env.head().await, one.position + accepted_n * per_create);
+
+    // A position no reply named: refused at once, naming the field.
+    let reply = env
+        .client
+        .process(&uuid::Uuid::new_v4().to_string(), u64::MAX)
+        .await
+        .unwrap();
+    let e = reply.error.expect("refused");
+    assert_eq!(e.code, "INVALID_ARGUMENT", "{e:?}");
+    assert_eq!(e.field_errors[0].field, "min_position");
+}
+
 /// How many tasks the work queue holds.
 async fn queued(env: &Env) -> u64 {
     let js = async_nats::jetstream::new(env.client.nats().clone());

@@ -119,6 +119,8 @@ pub struct Rejection {
     pub message: String,
     /// Per-field details, for forms and arguments.
     pub field_errors: Vec<FieldError>,
+    /// When to try again, in milliseconds, when the refusal is only for now (0: no hint).
+    pub retry_after_ms: u32,
 }
 
 impl Rejection {
@@ -128,6 +130,15 @@ impl Rejection {
             code,
             message: message.into(),
             field_errors: Vec::new(),
+            retry_after_ms: 0,
+        }
+    }
+
+    /// `UNAVAILABLE` for now: the service is busy, not broken; try again after `retry_after_ms`.
+    pub fn busy(message: impl Into<String>, retry_after_ms: u32) -> Self {
+        Self {
+            retry_after_ms,
+            ..Self::new(Code::Unavailable, message)
         }
     }
 
@@ -137,6 +148,7 @@ impl Rejection {
             code,
             message: message.into(),
             field_errors,
+            retry_after_ms: 0,
         }
     }
 
@@ -153,6 +165,7 @@ impl Rejection {
                     message: f.message.clone(),
                 })
                 .collect(),
+            retry_after_ms: self.retry_after_ms,
         }
     }
 

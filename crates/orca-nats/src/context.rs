@@ -21,6 +21,8 @@ pub(crate) struct Ctx {
     pub options: BusOptions,
     /// Largest reply NATS carries (the server's max_payload, less room for headers).
     pub reply_limit: usize,
+    /// Queries that may wait for the views at once (`BusOptions::max_waiting`).
+    pub waiting: Arc<tokio::sync::Semaphore>,
 }
 
 /// What the endpoints need to know.
@@ -32,8 +34,12 @@ pub struct BusOptions {
     pub max_payload: usize,
     /// Longest a query waits for `min_position` (default 5 s).
     pub query_wait: Duration,
-    /// Requests handled at once per endpoint; more wait in NATS (default 4096).
+    /// Requests handled at once per endpoint (default 4096); one more is refused at once with
+    /// `UNAVAILABLE` and a retry hint, rather than left to pile up until NATS drops it.
     pub max_in_flight: usize,
+    /// Queries waiting for the views to reach their `min_position` at once, over every
+    /// endpoint (default 1024); one more is refused at once with `UNAVAILABLE` and a retry hint.
+    pub max_waiting: usize,
 }
 
 impl Default for BusOptions {
@@ -43,6 +49,7 @@ impl Default for BusOptions {
             max_payload: 256 * 1024,
             query_wait: Duration::from_secs(5),
             max_in_flight: 4096,
+            max_waiting: 1024,
         }
     }
 }

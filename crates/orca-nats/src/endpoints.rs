@@ -108,6 +108,7 @@ pub async fn serve(
         .start("orca", env!("CARGO_PKG_VERSION"))
         .await
         .map_err(Error::nats)?;
+    let waiting = Arc::new(tokio::sync::Semaphore::new(options.max_waiting.max(1)));
     let ctx = Arc::new(Ctx {
         engine: backend.engine,
         views: backend.views,
@@ -121,6 +122,7 @@ pub async fn serve(
             .max_payload
             .saturating_sub(REPLY_HEADROOM)
             .max(REPLY_HEADROOM),
+        waiting,
     });
     let mut endpoints = Vec::new();
     for (name, subject, kind) in ENDPOINTS {
@@ -149,8 +151,17 @@ pub async fn serve(
                         Some(_) = inflight.join_next(), if !inflight.is_empty() => continue,
                     };
                     let Some(request) = request else { break };
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        break;
+                    let permit = match permits.clone().try_acquire_owned() {
+                        Ok(p) => Some(p),
+                        Err(tokio::sync::TryAcquireError::Closed) => break,
+                        // Full: refused at once, so that the endpoint keeps reading and nothing
+                        // is dropped unanswered (the few that need no engine nor wait go on).
+                        Err(tokio::sync::TryAcquireError::NoPermits) => {
+                            if refuse_busy(kind, &request, ctx.options.max_in_flight).await {
+                                continue;
+                            }
+                            None
+                        }
                     };
                     let ctx = ctx.clone();
                     inflight.spawn(async move {
@@ -166,6 +177,33 @@ pub async fn serve(
         while loops.join_next().await.is_some() {}
         let _ = service.stop().await;
     }))
+}
+
+/// How long a refused request's sender is told to wait before it tries again.
+pub(crate) const RETRY_AFTER_MS: u32 = 200;
+
+/// Answers `request` with `UNAVAILABLE` and a retry hint: its endpoint has `limit` requests in
+/// flight. False when its kind of reply cannot say so (cheap queries, answered anyway).
+async fn refuse_busy(kind: Kind, request: &Request, limit: usize) -> bool {
+    let encoding = Encoding::of(request.message.headers.as_ref());
+    let why = Rejection::busy(
+        format!("orca is busy: {limit} requests of this kind are in flight; try again shortly"),
+        RETRY_AFTER_MS,
+    );
+    let payload = match kind {
+        Kind::Command(_) => codec::encode(&why.to_reply(), encoding),
+        Kind::Query(q) => match query::refused(q, why.to_proto(), encoding) {
+            Some(p) => p,
+            None => return false,
+        },
+    };
+    if let Err(e) = request
+        .respond_with_headers(Ok(payload), encoding.headers())
+        .await
+    {
+        tracing::warn!(error = %e, "could not reply");
+    }
+    true
 }
 
 async fn handle(kind: Kind, request: Request, ctx: Arc<Ctx>) {

@@ -51,9 +51,36 @@ fn not_found(code: Code, what: &str, id: &str) -> v1::Rejected {
     Rejection::new(code, format!("no {what} {id:?}")).to_proto()
 }
 
-/// Waits (briefly) until the views include `position`: read-your-writes after a command.
+/// Waits (briefly) until the views include `position`: read-your-writes after a command. A
+/// position past the log's end names no write (a command is answered once its events are
+/// durable) and is refused at once; so is a wait when `max_waiting` queries wait already.
 async fn caught_up(ctx: &Ctx, position: u64) -> Result<(), v1::Rejected> {
-    if position == 0 || ctx.views.wait_for(position, ctx.options.query_wait).await {
+    if position == 0 || ctx.views.checkpoint() >= position {
+        return Ok(());
+    }
+    let head = ctx.log.head();
+    if position > head {
+        return Err(Rejection::fields(
+            Code::InvalidArgument,
+            format!("min_position {position} is past the log's end ({head}): no reply named it"),
+            vec![FieldError::new(
+                "min_position",
+                format!("at most {head}, the position of the last durable event"),
+            )],
+        )
+        .to_proto());
+    }
+    let Ok(_waiting) = ctx.waiting.clone().try_acquire_owned() else {
+        return Err(Rejection::busy(
+            format!(
+                "orca is busy: {} queries wait for the views already; try again shortly",
+                ctx.options.max_waiting
+            ),
+            crate::endpoints::RETRY_AFTER_MS,
+        )
+        .to_proto());
+    };
+    if ctx.views.wait_for(position, ctx.options.query_wait).await {
         Ok(())
     } else {
         Err(Rejection::new(
@@ -64,6 +91,27 @@ async fn caught_up(ctx: &Ctx, position: u64) -> Result<(), v1::Rejected> {
             ),
         )
         .to_proto())
+    }
+}
+
+/// `error` in the reply of `query`, when that reply can carry one.
+pub(crate) fn refused(query: Query, error: v1::Rejected, enc: Encoding) -> Option<Bytes> {
+    fn encode<R: Reply>(error: v1::Rejected, enc: Encoding) -> Option<Bytes> {
+        Some(codec::encode(&R::rejected(error), enc))
+    }
+    match query {
+        Query::GetSubscription => encode::<v1::SubscriptionReply>(error, enc),
+        Query::ListSubscriptions => encode::<v1::SubscriptionList>(error, enc),
+        Query::GetProcess => encode::<v1::ProcessReply>(error, enc),
+        Query::ListProcesses => encode::<v1::ProcessList>(error, enc),
+        Query::WorkflowForm => encode::<v1::WorkflowForm>(error, enc),
+        Query::GetTransaction => encode::<v1::TransactionReply>(error, enc),
+        Query::ListTransactions => encode::<v1::TransactionList>(error, enc),
+        Query::ReadLog => encode::<v1::LogPage>(error, enc),
+        Query::ListSubscriptionVersions => encode::<v1::SubscriptionVersionList>(error, enc),
+        Query::GetOrder => encode::<v1::OrderReply>(error, enc),
+        Query::ListOrders => encode::<v1::OrderList>(error, enc),
+        Query::ListWorkflows | Query::ServiceInfo | Query::ListSchedules => None,
     }
 }
 

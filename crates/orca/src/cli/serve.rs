@@ -32,6 +32,14 @@ pub struct Args {
     /// looked at 2 s after the start.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub task_check_every: Duration,
+    /// Requests each endpoint handles at once; one more is answered at once with UNAVAILABLE
+    /// and `retry_after_ms`, never dropped unanswered.
+    #[arg(long, default_value_t = 4096)]
+    pub max_in_flight: usize,
+    /// Queries that may wait at once for the views to reach their `min_position`; one more is
+    /// answered at once with UNAVAILABLE and `retry_after_ms`.
+    #[arg(long, default_value_t = 1024)]
+    pub max_waiting: usize,
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -42,6 +50,8 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     options.bus.max_payload = a.max_payload;
     options.cache_bytes = a.cache_mib.saturating_mul(1024 * 1024);
     options.task_check_every = a.task_check_every;
+    options.bus.max_in_flight = a.max_in_flight.max(1);
+    options.bus.max_waiting = a.max_waiting.max(1);
     let mut service = Service::start(options).await?;
     eprintln!(
         "orca serving on {nats} (prefix {}, data {}, log head {}); Ctrl-C to stop",
