@@ -794,6 +794,35 @@ async fn overload_is_answered_not_dropped_and_a_wait_past_the_log_is_refused() {
     assert_eq!(e.field_errors[0].field, "min_position");
 }
 
+/// A graceful stop ends within its grace period even when nats-server is gone, and a restart
+/// publishes whatever it could not (nothing is lost: the log has it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_nats_gone_ends_within_its_grace_and_loses_nothing() {
+    let mut env = Env::new().await;
+    let url = env.nats.url();
+    let mut orca = serve_args(&url, &env.data(), &["--stop-timeout", "2s"]).await;
+    let a = accepted(&env.client.start(&create_cmd("Stopping")).await.unwrap());
+    env.nats.kill();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &orca.pid().to_string()])
+        .status();
+    let status = orca
+        .wait_exit(LONG)
+        .expect("the stop ends on its own, NATS gone or not");
+    assert!(status.success(), "{}", orca.log_text());
+    // Back: everything the log holds is published, the create goes on.
+    env.nats.restart().unwrap();
+    let _orca = env.serve().await;
+    let _worker = env.worker();
+    let p = env
+        .client
+        .wait_process(&a.process_id, a.position, LONG)
+        .await
+        .unwrap();
+    assert_eq!(p.status, "completed");
+    assert_the_stream_is_the_log(&env, env.head().await).await;
+}
+
 /// How many tasks the work queue holds.
 async fn queued(env: &Env) -> u64 {
     let js = async_nats::jetstream::new(env.client.nats().clone());

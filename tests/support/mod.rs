@@ -51,6 +51,11 @@ impl Proc {
         }
     }
 
+    /// The process id (0 once it exited).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// kill -9
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

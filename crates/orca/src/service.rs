@@ -228,47 +228,67 @@ impl Service {
         })
     }
 
-    /// Stops taking requests, answers those in flight, lets the views and the outbox catch up,
-    /// and flushes. Waits at most `grace` for the outbox (NATS may be gone).
-    pub async fn stop(self, grace: Duration) -> anyhow::Result<()> {
+    /// Stops taking requests, answers those in flight, lets the views, the outbox and the
+    /// notifier catch up, and flushes: all within `grace`, NATS reachable or not. A part that
+    /// overruns is stopped where it is (nothing is lost: the log has every event, and what is
+    /// not published goes out at the next start); what was left is logged and returned.
+    pub async fn stop(self, grace: Duration) -> anyhow::Result<Stopped> {
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut left = Vec::new();
         let _ = self.shutdown.send(true);
-        let _ = self.endpoints.await;
-        let _ = self.scheduler.await;
-        let _ = self.redispatcher.await;
+        if !finish(self.endpoints, deadline).await {
+            left.push("requests in flight were not all answered (NATS gone?)".to_owned());
+        }
+        finish(self.scheduler, deadline).await;
+        finish(self.redispatcher, deadline).await;
         // The endpoints held the last engine handles: the engine ends after its replies.
-        match self.engine.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "engine stopped with an error"),
-            Err(e) => tracing::error!(error = %e, "engine task failed"),
+        let mut engine = self.engine;
+        match tokio::time::timeout_at(deadline, &mut engine).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "engine stopped with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "engine task failed"),
+            Err(_) => {
+                engine.abort();
+                left.push("the engine's timer index was not kept (rebuilt from the log's tail at the next start)".to_owned());
+            }
         }
         // Only now is every event that will be appended in the log: project and publish it all.
         let _ = self.drain.send(true);
-        if let Ok(Err(e)) = self.projector.await {
-            tracing::error!(error = %e, "projector stopped with an error");
+        let mut projector = self.projector;
+        match tokio::time::timeout_at(deadline, &mut projector).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "projector stopped with an error"),
+            Ok(_) => {}
+            Err(_) => {
+                projector.abort();
+                left.push("the views did not catch up (they do at the next start)".to_owned());
+            }
         }
-        let mut outbox = self.outbox;
-        let mut notifier = self.notifier;
-        let (o, n) = tokio::join!(
-            tokio::time::timeout(grace, &mut outbox),
-            tokio::time::timeout(grace, &mut notifier)
+        let (outbox_done, notifier_done) = tokio::join!(
+            finish(self.outbox, deadline),
+            finish(self.notifier, deadline)
         );
-        if o.is_err() {
-            // Stopped here, it lets go of the log: the data dir can be opened again at once.
-            outbox.abort();
-            tracing::warn!(
-                "outbox did not finish within the grace period; it resumes from its checkpoint"
-            );
+        let head = self.log.head();
+        let published = *self.published.borrow();
+        if !outbox_done || published < head {
+            left.push(format!(
+                "events after log position {published} (up to {head}) are not published yet; they go out at the next start"
+            ));
         }
-        if n.is_err() {
-            notifier.abort();
-            tracing::warn!(
-                "notifier did not finish within the grace period; it resumes from the notification stream's last message"
-            );
+        if !notifier_done {
+            left.push("notifications did not all go out; they do at the next start".to_owned());
         }
         self.views.flush()?;
         self.log.db().flush()?;
-        let _ = self.client.drain().await;
-        Ok(())
+        // Flushing to a server that is gone would wait for it: a moment at most.
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.client.drain()).await;
+        for what in &left {
+            tracing::warn!("stopped within {grace:?}: {what}");
+        }
+        Ok(Stopped {
+            head,
+            published,
+            left,
+        })
     }
 
     /// Resolves when a component stops on its own (which only happens on failure).
@@ -277,6 +297,28 @@ impl Service {
             r = &mut self.engine => format!("engine stopped: {r:?}"),
             r = &mut self.projector => format!("projector stopped: {r:?}"),
             r = &mut self.outbox => format!("outbox stopped: {r:?}"),
+        }
+    }
+}
+
+/// What a stop left undone, for the next start to do.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    /// The log's head.
+    pub head: u64,
+    /// Position up to which events are published.
+    pub published: u64,
+    /// What was not done within the grace period, in words.
+    pub left: Vec<String>,
+}
+
+/// Waits for `task` until `deadline`, and stops it there; whether it finished.
+async fn finish<T>(mut task: JoinHandle<T>, deadline: tokio::time::Instant) -> bool {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(_) => true,
+        Err(_) => {
+            task.abort();
+            false
         }
     }
 }

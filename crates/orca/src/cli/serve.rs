@@ -40,6 +40,10 @@ pub struct Args {
     /// answered at once with UNAVAILABLE and `retry_after_ms`.
     #[arg(long, default_value_t = 1024)]
     pub max_waiting: usize,
+    /// Longest a graceful stop (SIGINT/SIGTERM) takes, NATS reachable or not: what is not
+    /// published by then goes out at the next start (the log has it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stop_timeout: Duration,
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -67,7 +71,11 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("stopping: answering requests in flight, flushing (signal again to exit at once)");
     tokio::select! {
-        r = service.stop(Duration::from_secs(10)) => r?,
+        r = service.stop(a.stop_timeout) => {
+            for what in r?.left {
+                eprintln!("stopped, but {what}");
+            }
+        }
         _ = super::signal() => {
             eprintln!("exiting at once");
             return Ok(ExitCode::from(130));
