@@ -75,6 +75,31 @@ const ENDPOINTS: &[(&str, &str, Kind)] = &[
     ("log-read",                 "query.log.read",                Kind::Query(Query::ReadLog)),
 ];
 
+/// Every endpoint's subject below the prefix (e.g. `cmd.process.start`), and whether it takes a
+/// command: what a fuzzer or a client generator walks.
+pub fn endpoint_subjects() -> impl Iterator<Item = (&'static str, bool)> {
+    ENDPOINTS
+        .iter()
+        .map(|(_, subject, kind)| (*subject, matches!(kind, Kind::Command(_))))
+}
+
+/// What the endpoint at `subject` (below the prefix) makes of a request before it decides or
+/// answers, exactly as the service does: a command endpoint's checked command, or `None` for a
+/// query decoded; a rejection otherwise. `None` for no such endpoint.
+#[allow(clippy::type_complexity)]
+pub fn decode_request(
+    subject: &str,
+    payload: &[u8],
+    enc: Encoding,
+    max: usize,
+) -> Option<Result<Option<Checked<Command>>, Rejection>> {
+    let (_, _, kind) = ENDPOINTS.iter().find(|(_, s, _)| *s == subject)?;
+    Some(match kind {
+        Kind::Command(decode) => decode(payload, enc, max).map(Some),
+        Kind::Query(q) => query::decode_request(*q, payload, enc, max).map(|()| None),
+    })
+}
+
 /// Room left in a NATS message for a reply's subject and headers.
 const REPLY_HEADROOM: usize = 4096;
 

@@ -24,7 +24,7 @@ mod schedules;
 pub mod streams;
 
 pub use context::BusOptions;
-pub use endpoints::{Backend, serve};
+pub use endpoints::{Backend, decode_request, endpoint_subjects, serve};
 pub use notifier::{Notifier, NotifierOptions};
 pub use outbox::{Outbox, OutboxOptions};
 pub use redispatch::{RedispatchOptions, Redispatcher};

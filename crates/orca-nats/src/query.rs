@@ -115,6 +115,37 @@ pub(crate) fn refused(query: Query, error: v1::Rejected, enc: Encoding) -> Optio
     }
 }
 
+/// Decodes the request of `query` as its endpoint does.
+pub(crate) fn decode_request(
+    query: Query,
+    payload: &[u8],
+    enc: Encoding,
+    max: usize,
+) -> Result<(), Rejection> {
+    fn check<Q: Message + Default + DeserializeOwned>(
+        payload: &[u8],
+        enc: Encoding,
+        max: usize,
+    ) -> Result<(), Rejection> {
+        codec::decode::<Q>(payload, enc, max).map(|_| ())
+    }
+    match query {
+        Query::GetSubscription => check::<v1::GetSubscription>(payload, enc, max),
+        Query::ListSubscriptions => check::<v1::ListSubscriptions>(payload, enc, max),
+        Query::GetProcess => check::<v1::GetProcess>(payload, enc, max),
+        Query::ListProcesses => check::<v1::ListProcesses>(payload, enc, max),
+        Query::WorkflowForm => check::<v1::GetWorkflowForm>(payload, enc, max),
+        Query::GetTransaction => check::<v1::GetTransaction>(payload, enc, max),
+        Query::ListTransactions => check::<v1::ListTransactions>(payload, enc, max),
+        Query::ReadLog => check::<v1::ReadLog>(payload, enc, max),
+        Query::ListSubscriptionVersions => check::<v1::ListSubscriptionVersions>(payload, enc, max),
+        Query::GetOrder => check::<v1::GetOrder>(payload, enc, max),
+        Query::ListOrders => check::<v1::ListOrders>(payload, enc, max),
+        // They read nothing of the request.
+        Query::ListWorkflows | Query::ServiceInfo | Query::ListSchedules => Ok(()),
+    }
+}
+
 /// A list reply, whose page can be made smaller.
 trait Paged: Reply {
     fn items(&self) -> usize;
