@@ -43,3 +43,4 @@ pub use group::{AppendOutcome, GroupCommit, GroupCommitOptions};
 pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, Recorded};
 pub use sled_open::open_sled;
 pub use store::{DiskLog, EventLog, MemLog, ReadLog, SharedLog, SharedReader};
+pub use wal::{DiskSegments, SegmentFile, SegmentStore};

@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,13 +11,16 @@ use tokio::sync::watch;
 use crate::error::{AppendError, Error};
 use crate::keys;
 use crate::memtable::Memtable;
-use crate::wal::{Location, SEGMENT_BYTES, Segments, encode_frame, parse_frame};
+use crate::wal::{
+    DiskSegments, Location, SEGMENT_BYTES, SegmentFile, SegmentStore, Segments, encode_frame,
+    parse_frame,
+};
 
 /// Longest stream name the record format holds.
 const MAX_STREAM_LEN: usize = 1024;
 
 /// Where and how the log is stored.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LogOptions {
     /// Directory of the log (created if missing): segments in `wal/`, the sled index in `index/`.
     pub path: PathBuf,
@@ -30,6 +32,20 @@ pub struct LogOptions {
     pub cache_capacity: u64,
     /// Size after which a new segment file starts (default 64 MiB).
     pub segment_bytes: u64,
+    /// Where the segment files are kept instead of `wal/` (tests that cut the power).
+    pub segments: Option<Arc<dyn SegmentStore>>,
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("path", &self.path)
+            .field("fsync", &self.fsync)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("segment_bytes", &self.segment_bytes)
+            .field("own_segments", &self.segments.is_some())
+            .finish()
+    }
 }
 
 impl LogOptions {
@@ -40,6 +56,7 @@ impl LogOptions {
             fsync: true,
             cache_capacity: 64 * 1024 * 1024,
             segment_bytes: SEGMENT_BYTES,
+            segments: None,
         }
     }
 }
@@ -135,7 +152,7 @@ struct Inner {
 struct Tail {
     next: u64,
     segment: u64,
-    file: Arc<File>,
+    file: Arc<dyn SegmentFile>,
     offset: u64,
     /// End of what the segment file holds (frames, then zeros written ahead; see
     /// [`Log::prefill`]).
@@ -158,14 +175,14 @@ pub(crate) struct Prefill {
     segment: u64,
     offset: u64,
     /// The segment being filled, through a handle of its own.
-    file: Option<(u64, File)>,
+    file: Option<(u64, Arc<dyn SegmentFile>)>,
 }
 
 /// One written batch on its way to the disk.
 pub(crate) struct Written {
     /// Last position written.
     upto: u64,
-    file: Arc<File>,
+    file: Arc<dyn SegmentFile>,
     /// Sequence number of its last frame (0 when it wrote none).
     seq: u64,
 }
@@ -216,7 +233,10 @@ impl Log {
                 .flush_every_ms(None),
         )?;
         let tree = db.open_tree("log")?;
-        let segments = Segments::new(wal);
+        let segments = Segments::new(match &options.segments {
+            Some(store) => store.clone(),
+            None => Arc::new(DiskSegments::new(wal)),
+        });
         let tail = recover(&tree, &segments)?;
         db.flush()?;
         let (committed, _) = watch::channel(tail.next - 1);
@@ -598,7 +618,6 @@ impl Log {
         let file = tail.file.clone();
         let mut seq = 0;
         if !buf.is_empty() {
-            use std::os::unix::fs::FileExt;
             // Locked before the write: frames on disk must reach the memtable too.
             let mut m = self.memtable()?;
             file.write_all_at(&buf, tail.offset)
@@ -649,8 +668,8 @@ impl Log {
         let segments = &self.inner.segments;
         segments.create(next)?;
         let file = segments.open_for_write(next)?;
-        tail.filled = file.metadata()?.len();
-        tail.file = Arc::new(file);
+        tail.filled = file.size()?;
+        tail.file = file;
         tail.segment = next;
         tail.offset = 0;
         Ok(())
@@ -667,7 +686,7 @@ impl Log {
             let one_at_a_time = inner.fsyncing.lock().map_err(|_| Error::Closed)?;
             self.check_poisoned()?;
             let started = Instant::now();
-            let mut synced: Vec<&Arc<File>> = Vec::new();
+            let mut synced: Vec<&Arc<dyn SegmentFile>> = Vec::new();
             for b in &batches {
                 if !synced.iter().any(|f| Arc::ptr_eq(f, &b.file)) {
                     b.file.sync_data().map_err(|e| self.poison(e))?;
@@ -738,7 +757,6 @@ impl Log {
     /// still reported to the group commit's fsync, which poisons the log; here it only stops
     /// the prefilling.
     pub(crate) fn prefill(&self, look: &mut Prefill) -> Result<(), Error> {
-        use std::os::unix::fs::FileExt;
         if !self.inner.fsync {
             return Ok(());
         }
@@ -811,7 +829,7 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
     let from = segment;
     let later: Vec<u64> = list.iter().copied().filter(|n| *n >= from).collect();
     for (i, &n) in later.iter().enumerate() {
-        let bytes = std::fs::read(segments.path(n))?;
+        let bytes = segments.read_all(n)?;
         let mut at = if n == from {
             usize::try_from(offset).unwrap_or(usize::MAX)
         } else {
@@ -876,7 +894,7 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
         };
         let data_later = later[i + 1..]
             .iter()
-            .map(|m| std::fs::read(segments.path(*m)).map(|b| b.iter().any(|x| *x != 0)))
+            .map(|m| segments.read_all(*m).map(|b| b.iter().any(|x| *x != 0)))
             .collect::<Result<Vec<bool>, _>>()?
             .contains(&true);
         if data_later {
@@ -890,19 +908,17 @@ fn recover(tree: &sled::Tree, segments: &Segments) -> Result<Tail, Error> {
             cut = garbage,
             "cutting a torn frame off the end of the log"
         );
-        let f = segments.open_for_write(n)?;
-        f.set_len(offset)?;
-        f.sync_all()?;
+        segments.open_for_write(n)?.set_len(offset)?;
         break;
     }
     let file = segments.open_for_write(segment)?;
-    let filled = file.metadata()?.len().max(offset);
+    let filled = file.size()?.max(offset);
     Ok(Tail {
         next: head.checked_add(1).ok_or_else(|| Error::Corrupt {
             what: format!("the index names position {head}, past the last a log can hold"),
         })?,
         segment,
-        file: Arc::new(file),
+        file,
         offset,
         filled,
     })

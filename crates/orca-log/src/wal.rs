@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -162,30 +163,66 @@ pub fn parse_frame(buf: &[u8]) -> Option<(Frame, usize)> {
     ))
 }
 
-/// The segment files under one directory.
-pub struct Segments {
-    dir: PathBuf,
-    /// Read handles, opened on first use.
-    readers: Mutex<HashMap<u64, Arc<File>>>,
+/// One segment file as the log uses it: positioned reads and writes, a data sync, a length.
+/// Behind a trait so that a test can put in a file that loses what was written but not synced,
+/// as a power cut does (see `SegmentStore`).
+pub trait SegmentFile: Send + Sync {
+    /// Fills `buf` from `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes what was written durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Cuts (or extends) the file to `len`, durably.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Its length.
+    fn size(&self) -> io::Result<u64>;
 }
 
-/// Read handles kept open at once.
-const OPEN_READERS: usize = 16;
-
-impl Segments {
-    pub fn new(dir: PathBuf) -> Self {
-        Self {
-            dir,
-            readers: Mutex::new(HashMap::new()),
-        }
+impl SegmentFile for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
     }
-
-    pub fn path(&self, segment: u64) -> PathBuf {
-        segment_path(&self.dir, segment)
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
     }
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)?;
+        self.sync_all()
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
 
+/// Where the segment files live: a directory ([`DiskSegments`]), or whatever a test puts in.
+pub trait SegmentStore: Send + Sync {
     /// Segment numbers present, ascending.
-    pub fn list(&self) -> Result<Vec<u64>, Error> {
+    fn list(&self) -> io::Result<Vec<u64>>;
+    /// Makes segment `n` exist durably (empty unless it exists already).
+    fn create(&self, n: u64) -> io::Result<()>;
+    /// Opens segment `n` for reading and writing.
+    fn open(&self, n: u64) -> io::Result<Arc<dyn SegmentFile>>;
+}
+
+/// Segment files in a directory, named by their number.
+#[derive(Debug)]
+pub struct DiskSegments {
+    dir: PathBuf,
+}
+
+impl DiskSegments {
+    /// The segments under `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+}
+
+impl SegmentStore for DiskSegments {
+    fn list(&self) -> io::Result<Vec<u64>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
@@ -202,24 +239,71 @@ impl Segments {
         Ok(out)
     }
 
-    /// Makes segment `n` exist durably (empty unless it exists already): the file and its
-    /// directory entry.
-    pub fn create(&self, n: u64) -> Result<(), Error> {
-        let path = self.path(n);
+    fn create(&self, n: u64) -> io::Result<()> {
+        let path = segment_path(&self.dir, n);
         if path.exists() {
             return Ok(());
         }
         File::create_new(&path)?.sync_all()?;
-        File::open(&self.dir)?.sync_all()?;
-        Ok(())
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn open(&self, n: u64) -> io::Result<Arc<dyn SegmentFile>> {
+        Ok(Arc::new(
+            File::options()
+                .read(true)
+                .write(true)
+                .open(segment_path(&self.dir, n))?,
+        ))
+    }
+}
+
+/// The segment files of a log.
+pub struct Segments {
+    store: Arc<dyn SegmentStore>,
+    /// Read handles, opened on first use.
+    readers: Mutex<HashMap<u64, Arc<dyn SegmentFile>>>,
+}
+
+/// Read handles kept open at once.
+const OPEN_READERS: usize = 16;
+
+impl Segments {
+    pub fn new(store: Arc<dyn SegmentStore>) -> Self {
+        Self {
+            store,
+            readers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Segment numbers present, ascending.
+    pub fn list(&self) -> Result<Vec<u64>, Error> {
+        Ok(self.store.list()?)
+    }
+
+    /// Makes segment `n` exist durably (empty unless it exists already): the file and its
+    /// directory entry.
+    pub fn create(&self, n: u64) -> Result<(), Error> {
+        Ok(self.store.create(n)?)
     }
 
     /// Opens segment `n` for writing frames at given offsets.
-    pub fn open_for_write(&self, n: u64) -> Result<File, Error> {
-        Ok(File::options().read(true).write(true).open(self.path(n))?)
+    pub fn open_for_write(&self, n: u64) -> Result<Arc<dyn SegmentFile>, Error> {
+        Ok(self.store.open(n)?)
     }
 
-    fn reader(&self, segment: u64) -> Result<Arc<File>, Error> {
+    /// All of segment `n`.
+    pub fn read_all(&self, n: u64) -> Result<Vec<u8>, Error> {
+        let file = self.store.open(n)?;
+        let len = usize::try_from(file.size()?).map_err(|_| Error::Corrupt {
+            what: format!("segment {n} is too large to read"),
+        })?;
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
+    fn reader(&self, segment: u64) -> Result<Arc<dyn SegmentFile>, Error> {
         let mut readers = self.readers.lock().map_err(|_| Error::Closed)?;
         if let Some(f) = readers.get(&segment) {
             return Ok(f.clone());
@@ -227,7 +311,7 @@ impl Segments {
         if readers.len() >= OPEN_READERS {
             readers.clear();
         }
-        let f = Arc::new(File::open(self.path(segment))?);
+        let f = self.store.open(segment)?;
         readers.insert(segment, f.clone());
         Ok(f)
     }
@@ -252,7 +336,7 @@ impl Segments {
             // must not make a read ask for gigabytes.
             let span = usize::try_from(end - first.offset)
                 .ok()
-                .filter(|_| end <= file.metadata().map_or(0, |m| m.len()))
+                .filter(|_| end <= file.size().unwrap_or(0))
                 .ok_or_else(|| Error::Corrupt {
                     what: format!(
                         "frame at {}:{} ends past its segment",
