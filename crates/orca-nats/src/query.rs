@@ -692,3 +692,83 @@ fn form(ctx: &Ctx, q: &v1::GetWorkflowForm) -> Result<v1::WorkflowForm, v1::Reje
         error: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use orca_log::{Append, EventLog, MemLog, NewEvent, SharedLog};
+    use tokio::sync::{oneshot, watch};
+
+    use super::*;
+    use crate::context::BusOptions;
+
+    /// Endpoints over a log of `head` events whose views never catch up.
+    fn ctx(head: usize, options: BusOptions, dir: &std::path::Path) -> Ctx {
+        let log = Arc::new(MemLog::new());
+        for i in 0..head {
+            let (done, _) = oneshot::channel();
+            log.append(vec![(
+                Append {
+                    events: vec![NewEvent {
+                        stream: format!("s-{i}"),
+                        payload: Vec::new(),
+                    }],
+                    ..Append::default()
+                },
+                done,
+            )]);
+        }
+        let shared: SharedLog = log.clone();
+        let catalog = Arc::new(orca_domain::Catalog::default_catalog().unwrap());
+        let (engine, _task) =
+            orca_engine::Engine::spawn(shared, catalog.clone(), Default::default()).unwrap();
+        Ctx {
+            engine,
+            views: orca_views::Views::open(dir, 1 << 20).unwrap(),
+            log,
+            published: watch::channel(0).1,
+            notified: watch::channel(0).1,
+            catalog,
+            waiting: Arc::new(tokio::sync::Semaphore::new(options.max_waiting)),
+            options,
+            reply_limit: 1 << 20,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_past_the_log_is_refused_and_waiters_beyond_the_cap_are_told_to_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = BusOptions {
+            max_waiting: 1,
+            query_wait: Duration::from_millis(300),
+            ..BusOptions::default()
+        };
+        let ctx = Arc::new(ctx(3, options, dir.path()));
+        assert_eq!(ctx.log.head(), 3);
+
+        let past = caught_up(&ctx, 4).await.unwrap_err();
+        assert_eq!(past.code, "INVALID_ARGUMENT");
+        assert_eq!(past.field_errors[0].field, "min_position");
+
+        // One waits (the views never get there)...
+        let first = tokio::spawn({
+            let ctx = ctx.clone();
+            async move { caught_up(&ctx, 2).await }
+        });
+        while ctx.waiting.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        // ...and the next is turned away at once, with a hint.
+        let busy = caught_up(&ctx, 2).await.unwrap_err();
+        assert_eq!(busy.code, "UNAVAILABLE");
+        assert!(busy.retry_after_ms > 0);
+        let timed_out = first.await.unwrap().unwrap_err();
+        assert_eq!(timed_out.code, "UNAVAILABLE");
+        assert_eq!(timed_out.retry_after_ms, 0, "{timed_out:?}");
+        // Its place is free again.
+        assert_eq!(ctx.waiting.available_permits(), 1);
+    }
+}
