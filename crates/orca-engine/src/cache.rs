@@ -34,6 +34,12 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
         self.hot.insert(k, v);
     }
 
+    /// Forgets everything.
+    pub fn clear(&mut self) {
+        self.hot.clear();
+        self.cold.clear();
+    }
+
     pub fn remove(&mut self, k: &K) {
         self.hot.remove(k);
         self.cold.remove(k);

@@ -162,6 +162,8 @@ impl EngineHandle {
 
 enum Pending {
     Ready(v1::CommandReply, oneshot::Sender<v1::CommandReply>),
+    /// Answered once everything queued before it is.
+    Barrier(oneshot::Sender<()>),
     Commit {
         durable: oneshot::Receiver<AppendOutcome>,
         reply: v1::CommandReply,
@@ -185,6 +187,9 @@ pub struct Engine {
     next_position: u64,
     /// Set when an append did not land as decided: memory and disk may differ, so stop.
     failed: watch::Sender<bool>,
+    /// Set when an append found the disk full: what was decided since is forgotten, and the
+    /// engine goes on from the log (see `Engine::forget_undurable`).
+    full: watch::Sender<bool>,
     in_flight: Arc<Semaphore>,
     replies: mpsc::UnboundedSender<Pending>,
     /// Appends decided in this batch, written together when it ends (or before anything waits
@@ -261,9 +266,15 @@ impl Engine {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (replies, pending) = mpsc::unbounded_channel();
         let (failed, _) = watch::channel(false);
+        let (full, _) = watch::channel(false);
         let (status, status_rx) = watch::channel(EngineStatus::default());
         let (schedules, schedules_rx) = watch::channel(BTreeMap::new());
-        let replier = tokio::spawn(replier(pending, failed.clone(), options.tap.clone()));
+        let replier = tokio::spawn(replier(
+            pending,
+            failed.clone(),
+            full.clone(),
+            options.tap.clone(),
+        ));
         let engine = Engine {
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
             next_position: log.head() + 1,
@@ -277,6 +288,7 @@ impl Engine {
             recent: Cache::new(options.max_in_flight.max(1) * 4),
             options,
             failed,
+            full,
             replies,
             unwritten: Vec::new(),
             timers: Timers::default(),
@@ -311,11 +323,14 @@ impl Engine {
         self.start_schedules().await?;
         self.report_status();
         let mut batch = Vec::with_capacity(self.options.max_batch);
+        let mut full = self.full.subscribe();
         loop {
             let wake = self.wake_at();
             tokio::select! {
                 n = rx.recv_many(&mut batch, self.options.max_batch) => if n == 0 { break },
                 () = tokio::time::sleep_until(wake) => {}
+                // The disk filled up: forget what was decided since, at once.
+                Ok(()) = full.changed() => {}
             }
             for request in batch.drain(..) {
                 self.handle(request).await;
@@ -323,6 +338,9 @@ impl Engine {
             self.react().await;
             self.fire_due().await;
             self.write_decided();
+            if *self.full.borrow() {
+                self.forget_undurable().await?;
+            }
             self.keep_timers();
             self.report_status();
             if *self.failed.borrow() {
@@ -341,6 +359,66 @@ impl Engine {
             let bytes = self.timers.encode(self.next_position - 1);
             Timers::keep(self.log.as_ref(), &bytes)?;
         }
+        Ok(())
+    }
+
+    /// After an append found the disk full: waits until every append in flight is settled (the
+    /// log refuses them all: they were decided on the one it did not take), forgets everything
+    /// decided since the log's durable head (state, replies, timers, schedules), and has the
+    /// log take appends again. The next command tries the disk again.
+    async fn forget_undurable(&mut self) -> Result<(), Error> {
+        let all = u32::try_from(self.options.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        let settled = self
+            .in_flight
+            .clone()
+            .acquire_many_owned(all)
+            .await
+            .map_err(|_| Error::Closed)?;
+        // And every reply queued before now is out, while the replier still knows the disk was
+        // full (a reply decided on forgotten state must not go out as it was).
+        let (barrier, passed) = oneshot::channel();
+        self.queue(Pending::Barrier(barrier));
+        let _ = passed.await;
+        // Reads wait for nothing any more (the head is where the engine goes on from).
+        self.full.send_replace(false);
+        self.subscriptions.clear();
+        self.processes.clear();
+        self.orders.clear();
+        self.recent.clear();
+        self.next_position = self.log.head() + 1;
+        self.timers = Timers::recover(self.log.as_ref())?;
+        self.unsaved = None;
+        self.engine = self.fold(ENGINE_STREAM, EngineState::evolve).await?;
+        self.load_schedules()?;
+        self.reactions.clear();
+        // Open orders move on again from what the log holds.
+        self.reconcile = true;
+        self.log.resume_writes();
+        drop(settled);
+        tracing::warn!(
+            head = self.next_position - 1,
+            "the disk was full: what was decided after log position {} is forgotten; taking commands again",
+            self.next_position - 1
+        );
+        Ok(())
+    }
+
+    /// Where each schedule of the catalog stands, as the log says.
+    fn load_schedules(&mut self) -> Result<(), Error> {
+        let mut states = BTreeMap::new();
+        for s in self.catalog.schedules() {
+            let stream = schedule_stream(&s.name);
+            let version = self.log.stream_version(&stream)?;
+            let mut state = ScheduleState::default();
+            for e in self.log.read_stream(&stream, version)? {
+                let e =
+                    orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
+                        .map_err(|err| Error::Corrupt(format!("event {}: {err}", e.position)))?;
+                state.evolve(&e);
+            }
+            states.insert(s.name.clone(), state);
+        }
+        self.schedules.send_replace(states);
         Ok(())
     }
 
@@ -640,6 +718,13 @@ impl Engine {
             }
             // Ordered behind the original, so it is durable by the time this is sent.
             Ok(Outcome::Replayed(reply)) => return self.queue(Pending::Ready(reply, to)),
+            Err(Error::Log(e)) if e.is_storage_full() => {
+                let why = format!("{e}; nothing was recorded: try again once there is room");
+                return self.queue(Pending::Ready(
+                    Rejection::busy(why, FULL_RETRY_MS).to_reply(),
+                    to,
+                ));
+            }
             Err(e) => {
                 tracing::error!(error = %e, "command failed");
                 return self.queue(Pending::Ready(unavailable(&e.to_string()), to));
@@ -809,14 +894,18 @@ impl Engine {
     }
 
     /// Reads from the log only what is durable: wait for in-flight appends first.
-    /// Fails when the log failed: the head will then never get there.
+    /// Fails when the log failed, or found the disk full: the head will then never get there.
     async fn settle_log(&self) -> Result<(), Error> {
         let target = self.next_position - 1;
         let mut head = self.log.subscribe();
         let mut failed = self.failed.subscribe();
+        let mut full = self.full.subscribe();
         tokio::select! {
             r = head.wait_for(|h| *h >= target) => r.map(|_| ()).map_err(|_| Error::Closed),
             _ = failed.wait_for(|f| *f) => Err(Error::Corrupt("the event log failed".into())),
+            _ = full.wait_for(|f| *f) => Err(Error::Log(orca_log::Error::StorageFull(
+                "an append in flight found the disk full".into(),
+            ))),
         }
     }
 
@@ -920,9 +1009,13 @@ impl From<Result<Decision, Rejection>> for Outcome {
     }
 }
 
+/// How long a command refused because the disk is full is told to wait.
+const FULL_RETRY_MS: u32 = 1_000;
+
 async fn replier(
     mut pending: mpsc::UnboundedReceiver<Pending>,
     failed: watch::Sender<bool>,
+    full: watch::Sender<bool>,
     tap: Option<Tap>,
 ) {
     while let Some(p) = pending.recv().await {
@@ -932,8 +1025,25 @@ async fn replier(
             Pending::Ready(_, to) if *failed.borrow() => {
                 let _ = to.send(unavailable("the event log failed; the service is stopping"));
             }
+            // Decided on state that may never have become durable (the replay of a refused
+            // command, a command that changed nothing on it): refused like it.
+            Pending::Ready(reply, to)
+                if *full.borrow()
+                    && matches!(reply.outcome, Some(v1::command_reply::Outcome::Accepted(_))) =>
+            {
+                let _ = to.send(
+                    Rejection::busy(
+                        "event log storage full (ENOSPC); nothing was recorded: try again once there is room",
+                        FULL_RETRY_MS,
+                    )
+                    .to_reply(),
+                );
+            }
             Pending::Ready(reply, to) => {
                 let _ = to.send(reply);
+            }
+            Pending::Barrier(done) => {
+                let _ = done.send(());
             }
             Pending::Commit {
                 durable,
@@ -951,6 +1061,16 @@ async fn replier(
                             tap(events);
                         }
                         reply
+                    }
+                    // Nothing of it was written, nor of anything decided after it: the engine
+                    // forgets those and goes on from the log.
+                    Ok(Err(e)) if e.is_storage_full() && !*failed.borrow() => {
+                        full.send_replace(true);
+                        Rejection::busy(
+                            format!("{e}; nothing was recorded: try again once there is room"),
+                            FULL_RETRY_MS,
+                        )
+                        .to_reply()
                     }
                     other => {
                         tracing::error!(

@@ -346,3 +346,136 @@ async fn the_tap_sees_exactly_what_the_log_holds_once_it_is_durable() {
     assert_eq!(stored.len() as u64, f.log.head());
     assert_eq!(seen, stored, "same events, same positions, same order");
 }
+
+/// Segment files in a directory that can be made to refuse every write as a full disk does.
+struct Fillable {
+    inner: orca_log::DiskSegments,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct FillableFile {
+    inner: Arc<dyn orca_log::SegmentFile>,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn enospc() -> std::io::Error {
+    std::io::Error::from(std::io::ErrorKind::StorageFull)
+}
+
+impl orca_log::SegmentFile for FillableFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(enospc());
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+impl orca_log::SegmentStore for Fillable {
+    fn list(&self) -> std::io::Result<Vec<u64>> {
+        self.inner.list()
+    }
+    fn create(&self, n: u64) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(enospc());
+        }
+        self.inner.create(n)
+    }
+    fn open(&self, n: u64) -> std::io::Result<Arc<dyn orca_log::SegmentFile>> {
+        Ok(Arc::new(FillableFile {
+            inner: self.inner.open(n)?,
+            full: self.full.clone(),
+        }))
+    }
+}
+
+/// A full disk: commands are refused with UNAVAILABLE naming ENOSPC and a retry hint, nothing is
+/// recorded, nothing is damaged; once there is room again the engine goes on from the log, and
+/// a process it had under way when the disk filled completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(Fillable {
+        inner: orca_log::DiskSegments::new(dir.path().join("wal")),
+        full: full.clone(),
+    });
+    let log = Log::open(&LogOptions {
+        segments: Some(store),
+        ..LogOptions::new(dir.path())
+    })
+    .unwrap();
+    let disk = DiskLog::start(log.clone(), GroupCommitOptions::default()).unwrap();
+    let f = fixture_on(Arc::new(disk), None, EngineOptions::default());
+    let first = accepted(&f.engine.submit(create("Before", None)).await.unwrap()).clone();
+
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let head = f.log.head();
+    let mut refused = Vec::new();
+    for i in 0..20 {
+        let engine = f.engine.clone();
+        refused.push(tokio::spawn(async move {
+            engine
+                .submit(create(&format!("Full{i}"), Some(&format!("full-{i}"))))
+                .await
+                .unwrap()
+        }));
+    }
+    let report = complete(
+        &f.engine,
+        &first.process_id,
+        4,
+        json!({"subscription": {"user_group": {"group_id": 7}}}),
+    )
+    .await;
+    for r in refused {
+        let reply = r.await.unwrap();
+        let r = rejected(&reply);
+        assert_eq!(r.code, "UNAVAILABLE", "{r:?}");
+        assert!(r.message.contains("ENOSPC"), "{r:?}");
+        assert!(r.retry_after_ms > 0);
+    }
+    assert_eq!(rejected(&report).code, "UNAVAILABLE");
+    assert_eq!(f.log.head(), head, "nothing recorded");
+
+    // Room again: the engine has forgotten what it decided meanwhile and takes commands.
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    while log.refusing_writes() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let again = f
+        .engine
+        .submit(create("Full0", Some("full-0")))
+        .await
+        .unwrap();
+    assert!(
+        accepted(&again).position > head,
+        "the refused id was never applied"
+    );
+    let done = complete(
+        &f.engine,
+        &first.process_id,
+        4,
+        json!({"subscription": {"user_group": {"group_id": 7}}}),
+    )
+    .await;
+    assert!(accepted(&done).position > accepted(&again).position);
+    // What the log holds reads back whole.
+    assert_eq!(
+        f.log.read_from(1, 10_000).unwrap().len() as u64,
+        f.log.head()
+    );
+}

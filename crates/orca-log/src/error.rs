@@ -21,6 +21,30 @@ pub enum Error {
     /// The group-commit writer has stopped.
     #[error("event log writer stopped")]
     Closed,
+    /// The disk is full: nothing of the batch was written, and the log takes no more until it
+    /// is told to go on ([`crate::Log::resume_writes`]). Nothing is damaged.
+    #[error("event log storage full (ENOSPC): {0}")]
+    StorageFull(String),
+}
+
+impl Error {
+    /// Whether this is the disk being full, which passes, rather than damage.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::StorageFull(_) => true,
+            Error::Io(e) => io_full(e),
+            Error::Storage(sled::Error::Io(e)) => io_full(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether an I/O error says the disk (or the quota) is full.
+pub(crate) fn io_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || e.raw_os_error() == Some(28)
 }
 
 /// Why one append of a batch was not written; the others in the batch are unaffected.

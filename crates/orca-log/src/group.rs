@@ -152,6 +152,12 @@ fn write(
             // A gone sync thread drops the senders: their receivers see the log closed.
             let _ = sync.send(pending);
         }
+        Err(Error::StorageFull(why)) => {
+            tracing::warn!(error = %why, "event log storage full; batch refused");
+            for done in senders {
+                let _ = done.send(Err(Error::StorageFull(why.clone())));
+            }
+        }
         Err(e) => {
             tracing::error!(error = %e, "event log batch failed");
             fail(senders, e.to_string());

@@ -136,6 +136,9 @@ struct Inner {
     committed: watch::Sender<u64>,
     /// Set when a batch was written but not made durable: positions are no longer trustworthy.
     poisoned: AtomicBool,
+    /// Set when a write found the disk full: later batches are refused (they were decided on
+    /// the one that was not written) until [`Log::resume_writes`].
+    refusing: AtomicBool,
     /// Held around every fsync and the poisoning that follows a failed one: Linux reports a
     /// write-back error to one fsync only, so a second caller must see the first one's verdict.
     fsyncing: Mutex<()>,
@@ -252,6 +255,7 @@ impl Log {
                 durable_changed: Condvar::new(),
                 committed,
                 poisoned: AtomicBool::new(false),
+                refusing: AtomicBool::new(false),
                 fsync_micros: Mutex::new(
                     Histogram::new_with_bounds(1, 600_000_000, 3).map_err(std::io::Error::other)?,
                 ),
@@ -506,6 +510,17 @@ impl Log {
         Ok(())
     }
 
+    /// Takes batches again after the disk was full: for a writer that has forgotten everything
+    /// it decided on the batches refused since.
+    pub fn resume_writes(&self) {
+        self.inner.refusing.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether batches are refused since the disk was full.
+    pub fn refusing_writes(&self) -> bool {
+        self.inner.refusing.load(Ordering::SeqCst)
+    }
+
     fn poison<E>(&self, e: E) -> E {
         self.inner.poisoned.store(true, Ordering::SeqCst);
         e
@@ -521,6 +536,11 @@ impl Log {
         // One batch at a time: positions must be assigned and written in order.
         let mut tail = inner.writer.lock().map_err(|_| Error::Closed)?;
         self.check_poisoned()?;
+        if self.refusing_writes() {
+            return Err(Error::StorageFull(
+                "a batch before this one found the disk full; waiting to be told to go on".into(),
+            ));
+        }
         let mut heads: HashMap<String, u64> = HashMap::new();
         let mut commands: HashMap<&str, (u64, &[u8])> = HashMap::new();
         let mut results = Vec::with_capacity(appends.len());
@@ -620,8 +640,15 @@ impl Log {
         if !buf.is_empty() {
             // Locked before the write: frames on disk must reach the memtable too.
             let mut m = self.memtable()?;
-            file.write_all_at(&buf, tail.offset)
-                .map_err(|e| self.poison(e))?;
+            if let Err(e) = file.write_all_at(&buf, tail.offset) {
+                if crate::error::io_full(&e) {
+                    // Nothing of it counts: the tail stays where it was, and what part of the
+                    // frame landed is overwritten by the next write (or cut off at the next open).
+                    self.inner.refusing.store(true, Ordering::SeqCst);
+                    return Err(Error::StorageFull(e.to_string()));
+                }
+                return Err(self.poison(e).into());
+            }
             tail.offset += buf.len() as u64;
             tail.filled = tail.filled.max(tail.offset);
             tail.next = position;
@@ -652,7 +679,15 @@ impl Log {
             seq,
         };
         if tail.offset >= inner.segment_bytes {
-            self.rotate(&mut tail).map_err(|e| self.poison(e))?;
+            match self.rotate(&mut tail) {
+                Ok(()) => {}
+                // No room for the next segment: this one grows on, and the next batch tries
+                // again.
+                Err(e) if e.is_storage_full() && !self.inner.poisoned.load(Ordering::SeqCst) => {
+                    tracing::warn!(error = %e, "cannot start the next segment; the current one grows on");
+                }
+                Err(e) => return Err(self.poison(e)),
+            }
         }
         Ok((results, written))
     }
@@ -739,9 +774,14 @@ impl Log {
             g
         };
         // Written without the lock: the writer goes on meanwhile.
-        generation
-            .write_to(&self.inner.tree)
-            .map_err(|e| self.poison(e))?;
+        if let Err(e) = generation.write_to(&self.inner.tree) {
+            let e = Error::from(e);
+            // A full disk keeps the frames indexed in memory until it has room again.
+            if e.is_storage_full() {
+                return Err(e);
+            }
+            return Err(self.poison(e));
+        }
         self.memtable()?.retire(&generation);
         Ok(())
     }

@@ -42,6 +42,11 @@ pub trait EventLog: ReadLog {
 
     /// What [`EventLog::save_state`] last kept under `name`.
     fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error>;
+
+    /// Takes appends again after one found the disk full ([`Error::StorageFull`]): every
+    /// append after that one is refused until the writer, having forgotten what it decided on
+    /// them, says so.
+    fn resume_writes(&self) {}
 }
 
 /// The sled tree derived states are kept in.
@@ -108,6 +113,10 @@ impl EventLog for DiskLog {
             .and_then(|t| t.insert(name, bytes))
             .map(|_| ())
             .map_err(Error::Storage)
+    }
+
+    fn resume_writes(&self) {
+        self.log.resume_writes();
     }
 
     fn load_state(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
