@@ -1026,11 +1026,9 @@ async fn replier(
                 let _ = to.send(unavailable("the event log failed; the service is stopping"));
             }
             // Decided on state that may never have become durable (the replay of a refused
-            // command, a command that changed nothing on it): refused like it.
-            Pending::Ready(reply, to)
-                if *full.borrow()
-                    && matches!(reply.outcome, Some(v1::command_reply::Outcome::Accepted(_))) =>
-            {
+            // command, a refusal because of one, a command that changed nothing on it): refused
+            // like it, to be sent again.
+            Pending::Ready(_, to) if *full.borrow() => {
                 let _ = to.send(
                     Rejection::busy(
                         "event log storage full (ENOSPC); nothing was recorded: try again once there is room",

@@ -347,15 +347,19 @@ async fn the_tap_sees_exactly_what_the_log_holds_once_it_is_durable() {
     assert_eq!(seen, stored, "same events, same positions, same order");
 }
 
-/// Segment files in a directory that can be made to refuse every write as a full disk does.
+/// Segment files in a directory on a disk that can be made nearly full: then a write still lands
+/// where the file already has room (blocks allocated, as the zeros written ahead are), files grow
+/// by what `room` allows, and a write that needs more writes what fits and fails with ENOSPC.
 struct Fillable {
     inner: orca_log::DiskSegments,
     full: Arc<std::sync::atomic::AtomicBool>,
+    room: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct FillableFile {
     inner: Arc<dyn orca_log::SegmentFile>,
     full: Arc<std::sync::atomic::AtomicBool>,
+    room: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn enospc() -> std::io::Error {
@@ -367,8 +371,19 @@ impl orca_log::SegmentFile for FillableFile {
         self.inner.read_exact_at(buf, offset)
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
-        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(enospc());
+        use std::sync::atomic::Ordering::SeqCst;
+        let size = self.inner.size()?;
+        let grow = (offset + buf.len() as u64).saturating_sub(size);
+        if self.full.load(SeqCst) && grow > 0 {
+            let room = self.room.load(SeqCst);
+            if grow > room {
+                let fits = usize::try_from((size + room).saturating_sub(offset)).unwrap();
+                self.inner
+                    .write_all_at(&buf[..fits.min(buf.len())], offset)?;
+                self.room.store(0, SeqCst);
+                return Err(enospc());
+            }
+            self.room.store(room - grow, SeqCst);
         }
         self.inner.write_all_at(buf, offset)
     }
@@ -376,6 +391,9 @@ impl orca_log::SegmentFile for FillableFile {
         self.inner.sync_data()
     }
     fn set_len(&self, len: u64) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) && len > self.inner.size()? {
+            return Err(enospc());
+        }
         self.inner.set_len(len)
     }
     fn size(&self) -> std::io::Result<u64> {
@@ -397,32 +415,53 @@ impl orca_log::SegmentStore for Fillable {
         Ok(Arc::new(FillableFile {
             inner: self.inner.open(n)?,
             full: self.full.clone(),
+            room: self.room.clone(),
         }))
     }
 }
 
-/// A full disk: commands are refused with UNAVAILABLE naming ENOSPC and a retry hint, nothing is
-/// recorded, nothing is damaged; once there is room again the engine goes on from the log, and
-/// a process it had under way when the disk filled completes.
+/// A full disk: commands are refused with UNAVAILABLE naming ENOSPC and a retry hint, nothing of
+/// theirs is recorded (not even after a restart: the frames a refused write left are undone),
+/// nothing is damaged; once there is room again the engine goes on from the log, and a process
+/// it had under way when the disk filled completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("wal")).unwrap();
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Arc::new(Fillable {
+    let room = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn orca_log::SegmentStore> = Arc::new(Fillable {
         inner: orca_log::DiskSegments::new(dir.path().join("wal")),
         full: full.clone(),
+        room: room.clone(),
     });
-    let log = Log::open(&LogOptions {
+    let options = LogOptions {
         segments: Some(store),
         ..LogOptions::new(dir.path())
-    })
-    .unwrap();
+    };
+    let log = Log::open(&options).unwrap();
     let disk = DiskLog::start(log.clone(), GroupCommitOptions::default()).unwrap();
     let f = fixture_on(Arc::new(disk), None, EngineOptions::default());
     let first = accepted(&f.engine.submit(create("Before", None)).await.unwrap()).clone();
+    let result = json!({"subscription": {"user_group": {"group_id": 7}}});
 
+    // Nearly full: what fits goes on, a write that does not is cut short; then the refusals
+    // start.
+    room.store(64 << 10, std::sync::atomic::Ordering::SeqCst);
     full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut fitted = 0;
+    let refusal = loop {
+        let reply = f.engine.submit(create("Fits", None)).await.unwrap();
+        match &reply.outcome {
+            Some(v1::command_reply::Outcome::Accepted(_)) => fitted += 1,
+            _ => break rejected(&reply).clone(),
+        }
+        assert!(fitted < 100_000, "the disk never filled");
+    };
+    assert!(fitted > 0, "some fitted before the disk filled");
+    assert_eq!(refusal.code, "UNAVAILABLE", "{refusal:?}");
+    assert!(refusal.message.contains("ENOSPC"), "{refusal:?}");
+    assert!(refusal.retry_after_ms > 0);
     let head = f.log.head();
     let mut refused = Vec::new();
     for i in 0..20 {
@@ -434,19 +473,10 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
                 .unwrap()
         }));
     }
-    let report = complete(
-        &f.engine,
-        &first.process_id,
-        4,
-        json!({"subscription": {"user_group": {"group_id": 7}}}),
-    )
-    .await;
+    let report = complete(&f.engine, &first.process_id, 4, result.clone()).await;
     for r in refused {
         let reply = r.await.unwrap();
-        let r = rejected(&reply);
-        assert_eq!(r.code, "UNAVAILABLE", "{r:?}");
-        assert!(r.message.contains("ENOSPC"), "{r:?}");
-        assert!(r.retry_after_ms > 0);
+        assert_eq!(rejected(&reply).code, "UNAVAILABLE", "{reply:?}");
     }
     assert_eq!(rejected(&report).code, "UNAVAILABLE");
     assert_eq!(f.log.head(), head, "nothing recorded");
@@ -461,21 +491,45 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
         .submit(create("Full0", Some("full-0")))
         .await
         .unwrap();
+    let again_id = accepted(&again).process_id.clone();
     assert!(
-        accepted(&again).position > head,
-        "the refused id was never applied"
+        f.log
+            .stream_version(&format!("process-{again_id}"))
+            .unwrap()
+            > 0,
+        "the refused id's reply was not replayed: it ran now"
     );
-    let done = complete(
-        &f.engine,
-        &first.process_id,
-        4,
-        json!({"subscription": {"user_group": {"group_id": 7}}}),
-    )
-    .await;
+    let done = complete(&f.engine, &first.process_id, 4, result).await;
     assert!(accepted(&done).position > accepted(&again).position);
-    // What the log holds reads back whole.
-    assert_eq!(
-        f.log.read_from(1, 10_000).unwrap().len() as u64,
-        f.log.head()
-    );
+    let head = f.log.head();
+    assert_eq!(f.log.read_from(1, 100_000).unwrap().len() as u64, head);
+
+    // Full again, and a restart before anything else is written: the log is exactly what was
+    // acknowledged (the frames the refused write left are not found again).
+    room.store(40 << 10, std::sync::atomic::Ordering::SeqCst);
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut head = f.log.head();
+    let mut refused = false;
+    while !refused {
+        // Many at once, so that a batch holds many frames and the write cut short leaves
+        // whole ones of them behind.
+        let mut round = Vec::new();
+        for _ in 0..64 {
+            let engine = f.engine.clone();
+            round.push(tokio::spawn(async move {
+                engine.submit(create("Again", None)).await.unwrap()
+            }));
+        }
+        for r in round {
+            match r.await.unwrap().outcome {
+                Some(v1::command_reply::Outcome::Accepted(a)) => head = head.max(a.position),
+                _ => refused = true,
+            }
+        }
+    }
+    drop(f);
+    drop(log);
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    let log = Log::open(&options).unwrap();
+    assert_eq!(log.head(), head);
 }

@@ -642,8 +642,12 @@ impl Log {
             let mut m = self.memtable()?;
             if let Err(e) = file.write_all_at(&buf, tail.offset) {
                 if crate::error::io_full(&e) {
-                    // Nothing of it counts: the tail stays where it was, and what part of the
-                    // frame landed is overwritten by the next write (or cut off at the next open).
+                    // Nothing of it counts: whole frames of it may have landed before the disk
+                    // filled up, and a restart would take them. Undone for good (zeros end the
+                    // written part; they go where blocks are already allocated), or, if even
+                    // that fails, the log stops.
+                    undo_write(file.as_ref(), tail.offset, buf.len() as u64, tail.filled)
+                        .map_err(|u| self.poison(u))?;
                     self.inner.refusing.store(true, Ordering::SeqCst);
                     return Err(Error::StorageFull(e.to_string()));
                 }
@@ -840,6 +844,26 @@ impl Log {
 
 /// Brings the index up to the segments and returns where the writer continues.
 ///
+/// Undoes a write of `len` bytes at `offset` that failed part way: what the write added past
+/// `filled` (the end of the zeros written ahead) is cut off, and zeros go over what it may have
+/// left before that; durably, so that no frame of it is found again.
+fn undo_write(file: &dyn SegmentFile, offset: u64, len: u64, filled: u64) -> std::io::Result<()> {
+    let size = file.size()?;
+    if size > filled.max(offset) {
+        file.set_len(filled.max(offset))?;
+    }
+    let end = (offset + len).min(filled);
+    let mut at = offset;
+    while at < end {
+        let n = usize::try_from(end - at)
+            .unwrap_or(usize::MAX)
+            .min(ZEROS.len());
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_data()
+}
+
 /// The index is only ever written after the frames it points at are durable, so it never runs
 /// ahead of the segments; it may lag behind them (sled writes lazily), and what lags is indexed
 /// again here. A segment's written part ends where the file or its frames end and only zeros

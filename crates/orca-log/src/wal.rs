@@ -241,10 +241,10 @@ impl SegmentStore for DiskSegments {
 
     fn create(&self, n: u64) -> io::Result<()> {
         let path = segment_path(&self.dir, n);
-        if path.exists() {
-            return Ok(());
+        if !path.exists() {
+            File::create_new(&path)?.sync_all()?;
         }
-        File::create_new(&path)?.sync_all()?;
+        // Also when it exists: an earlier try may have made the file but not synced its entry.
         File::open(&self.dir)?.sync_all()
     }
 
