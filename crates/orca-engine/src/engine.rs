@@ -403,20 +403,25 @@ impl Engine {
         Ok(())
     }
 
+    /// Where the schedule `name` stands, as the log says.
+    fn schedule_state(&self, name: &str) -> Result<ScheduleState, Error> {
+        let stream = schedule_stream(name);
+        let version = self.log.stream_version(&stream)?;
+        let mut state = ScheduleState::default();
+        // Every schedule event carries the whole state: the last one is enough.
+        for e in self.log.read_stream(&stream, version)? {
+            let e = orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
+                .map_err(|err| Error::Corrupt(format!("event {}: {err}", e.position)))?;
+            state.evolve(&e);
+        }
+        Ok(state)
+    }
+
     /// Where each schedule of the catalog stands, as the log says.
     fn load_schedules(&mut self) -> Result<(), Error> {
         let mut states = BTreeMap::new();
         for s in self.catalog.schedules() {
-            let stream = schedule_stream(&s.name);
-            let version = self.log.stream_version(&stream)?;
-            let mut state = ScheduleState::default();
-            for e in self.log.read_stream(&stream, version)? {
-                let e =
-                    orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
-                        .map_err(|err| Error::Corrupt(format!("event {}: {err}", e.position)))?;
-                state.evolve(&e);
-            }
-            states.insert(s.name.clone(), state);
+            states.insert(s.name.clone(), self.schedule_state(&s.name)?);
         }
         self.schedules.send_replace(states);
         Ok(())
@@ -470,16 +475,7 @@ impl Engine {
         let names: Vec<String> = self.catalog.schedules().map(|s| s.name.clone()).collect();
         let mut states = BTreeMap::new();
         for name in &names {
-            let stream = schedule_stream(name);
-            let version = self.log.stream_version(&stream)?;
-            let mut state = ScheduleState::default();
-            // Every schedule event carries the whole state: the last one is enough.
-            for e in self.log.read_stream(&stream, version)? {
-                let e =
-                    orca_proto::decode_stored_event(&e.payload, e.position, &e.stream, e.version)
-                        .map_err(|err| Error::Corrupt(format!("event {}: {err}", e.position)))?;
-                state.evolve(&e);
-            }
+            let state = self.schedule_state(name)?;
             if let Some(due) = state.running {
                 self.hand_on(name, due, self.log.head());
             }
