@@ -107,6 +107,10 @@ impl Redispatcher {
 
     /// One look: sends every lost task again; how many were.
     pub async fn check(&self) -> Result<usize, Error> {
+        // The queue's size first: with too many waiting, nothing else is looked at.
+        let Some((stream, first)) = self.queue().await? else {
+            return Ok(0);
+        };
         let published = *self.published.borrow();
         let log = self.log.clone();
         let out = tokio::task::spawn_blocking(move || out_and_awaited(&*log, published))
@@ -115,9 +119,9 @@ impl Redispatcher {
         if out.is_empty() {
             return Ok(0);
         }
-        let Some((queued, last)) = self.queued().await? else {
-            return Ok(0);
-        };
+        // Read after the tasks out were: one taken and reported meanwhile is not awaited when
+        // looked at again below.
+        let (queued, last) = self.queued(&stream, first).await?;
         let lost: Vec<Out> = out
             .into_iter()
             .filter(|o| !queued.contains(&o.task.task_id))
@@ -161,9 +165,8 @@ impl Redispatcher {
         Ok(lost.len())
     }
 
-    /// The task ids the work queue holds, and its last sequence; `None` when it holds more than
-    /// `max_queued`.
-    async fn queued(&self) -> Result<Option<(HashSet<String>, u64)>, Error> {
+    /// The work queue and its first sequence; `None` when it holds more than `max_queued`.
+    async fn queue(&self) -> Result<Option<(jetstream::stream::Stream, u64)>, Error> {
         let name = crate::streams::tasks_stream(&self.options.prefix);
         let mut stream = match self.js.get_stream(&name).await {
             Ok(s) => s,
@@ -181,9 +184,19 @@ impl Redispatcher {
             );
             return Ok(None);
         }
+        Ok(Some((stream, state.first_sequence.max(1))))
+    }
+
+    /// The task ids the work queue holds from sequence `first` on, and the last sequence read.
+    async fn queued(
+        &self,
+        stream: &jetstream::stream::Stream,
+        first: u64,
+    ) -> Result<(HashSet<String>, u64), Error> {
         let subjects = format!("{}.task.>", self.options.prefix);
         let mut ids = HashSet::new();
-        let mut seq = state.first_sequence.max(1);
+        let mut seq = first;
+        let mut last = first.saturating_sub(1);
         loop {
             match stream
                 .get_first_raw_message_by_subject(&subjects, seq)
@@ -195,13 +208,14 @@ impl Redispatcher {
                         let id = id.as_str();
                         ids.insert(id.split_once('#').map_or(id, |(t, _)| t).to_owned());
                     }
+                    last = m.sequence;
                     seq = m.sequence + 1;
                 }
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(Error::nats(e)),
             }
         }
-        Ok(Some((ids, state.last_sequence)))
+        Ok((ids, last))
     }
 }
 
