@@ -25,6 +25,22 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl Error {
+    /// Whether this is the disk being full (ENOSPC), which passes, rather than damage.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            Error::Storage(sled::Error::Io(e)) => {
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) || e.raw_os_error() == Some(28)
+            }
+            Error::Log(e) => e.is_storage_full(),
+            _ => false,
+        }
+    }
+}
+
 // The cause is part of the message rather than a separate `source`, so that an error chain
 // printed with its sources names it once.
 impl From<sled::Error> for Error {

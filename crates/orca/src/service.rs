@@ -294,12 +294,34 @@ impl Service {
     /// Resolves when a component stops on its own (which only happens on failure).
     pub async fn failed(&mut self) -> String {
         tokio::select! {
-            r = &mut self.engine => format!("engine stopped: {r:?}"),
-            r = &mut self.projector => format!("projector stopped: {r:?}"),
-            r = &mut self.outbox => format!("outbox stopped: {r:?}"),
+            r = &mut self.engine => match r {
+                Ok(Err(orca_engine::Error::Log(e))) if e.is_storage_full() => {
+                    format!("the engine stopped: {e}{FULL_HINT}")
+                }
+                Ok(Err(e)) => format!("the engine stopped: {e}"),
+                Ok(Ok(())) => "the engine stopped".into(),
+                Err(e) => format!("the engine task failed: {e}"),
+            },
+            r = &mut self.projector => match r {
+                Ok(Err(e)) if e.is_storage_full() => {
+                    format!("the views could not be written: {e}{FULL_HINT}")
+                }
+                Ok(Err(e)) => format!("the projector stopped: {e}"),
+                Ok(Ok(())) => "the projector stopped".into(),
+                Err(e) => format!("the projector task failed: {e}"),
+            },
+            r = &mut self.outbox => match r {
+                Ok(Err(e)) => format!("the outbox stopped: {e}"),
+                Ok(Ok(())) => "the outbox stopped".into(),
+                Err(e) => format!("the outbox task failed: {e}"),
+            },
         }
     }
 }
+
+/// What a stop because the disk is full adds: it is not damage.
+const FULL_HINT: &str = "; the disk is full (ENOSPC), nothing is damaged: free space and start \
+     the service again (the log holds every acknowledged event)";
 
 /// What a stop left undone, for the next start to do.
 #[derive(Debug, Clone)]
