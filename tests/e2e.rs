@@ -802,6 +802,27 @@ async fn a_stop_with_nats_gone_ends_within_its_grace_and_loses_nothing() {
     let url = env.nats.url();
     let mut orca = serve_args(&url, &env.data(), &["--stop-timeout", "2s"]).await;
     let a = accepted(&env.client.start(&create_cmd("Stopping")).await.unwrap());
+    // Requests in flight when NATS goes: their replies have nowhere to go.
+    let inbox = env.client.nats().new_inbox();
+    let _replies = env
+        .client
+        .nats()
+        .subscribe(format!("{inbox}.>"))
+        .await
+        .unwrap();
+    for i in 0..3000 {
+        let body = orca_proto::Message::encode_to_vec(&create_cmd(&format!("f{i}")));
+        env.client
+            .nats()
+            .publish_with_reply(
+                "orca.cmd.process.start",
+                format!("{inbox}.{i}"),
+                body.into(),
+            )
+            .await
+            .unwrap();
+    }
+    env.client.nats().flush().await.unwrap();
     env.nats.kill();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &orca.pid().to_string()])
@@ -820,6 +841,19 @@ async fn a_stop_with_nats_gone_ends_within_its_grace_and_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(p.status, "completed");
+    // The burst's creates that were accepted finish too; then the stream is the log.
+    wait_until(LONG, || async {
+        let running = v1::ListProcesses {
+            status: "running".into(),
+            min_position: env.head().await,
+            ..Default::default()
+        };
+        env.client
+            .processes(&running)
+            .await
+            .is_ok_and(|l| l.error.is_none() && l.processes.is_empty())
+    })
+    .await;
     assert_the_stream_is_the_log(&env, env.head().await).await;
 }
 
