@@ -480,6 +480,8 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
     }
     assert_eq!(rejected(&report).code, "UNAVAILABLE");
     assert_eq!(f.log.head(), head, "nothing recorded");
+    // Long enough for the writer's zeros ahead to find the disk full too.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 
     // Room again: the engine has forgotten what it decided meanwhile and takes commands.
     full.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -501,6 +503,30 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
     );
     let done = complete(&f.engine, &first.process_id, 4, result).await;
     assert!(accepted(&done).position > accepted(&again).position);
+    // Zeros are written ahead of the writer again (they stopped while the disk was full).
+    let segments = orca_log::DiskSegments::new(dir.path().join("wal"));
+    let last = *orca_log::SegmentStore::list(&segments)
+        .unwrap()
+        .last()
+        .unwrap();
+    let segment = orca_log::SegmentStore::open(&segments, last).unwrap();
+    let written: u64 = f
+        .log
+        .read_from(1, 100_000)
+        .unwrap()
+        .iter()
+        .map(|r| r.payload.len() as u64)
+        .sum();
+    let mut pause = std::time::Duration::from_millis(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while segment.size().unwrap() < written + (1 << 20) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no zeros written ahead again"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(200));
+    }
     let head = f.log.head();
     assert_eq!(f.log.read_from(1, 100_000).unwrap().len() as u64, head);
 

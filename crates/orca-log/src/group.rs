@@ -216,14 +216,25 @@ fn indexer(log: Log, rx: mpsc::Receiver<()>) {
 /// How often the prefill thread looks at the writer's place.
 const PREFILL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Keeps zeros ahead of the writer ([`Log::prefill`]) until the sync thread ends. A failure only
-/// stops the prefilling: appends go on, growing the segment as they write.
+/// Keeps zeros ahead of the writer ([`Log::prefill`]) until the sync thread ends. A full disk
+/// pauses the prefilling until there is room again; another failure stops it. Either way
+/// appends go on, growing the segment as they write.
 fn prefiller(log: Log, rx: mpsc::Receiver<()>) {
     let mut look = Prefill::default();
+    let mut full = false;
     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PREFILL_EVERY) {
-        if let Err(e) = log.prefill(&mut look) {
-            tracing::warn!(error = %e, "cannot write zeros ahead of the event log's writer; appends go on without");
-            return;
+        match log.prefill(&mut look) {
+            Ok(()) => full = false,
+            Err(e) if e.is_storage_full() => {
+                if !full {
+                    tracing::warn!(error = %e, "no room for zeros ahead of the event log's writer; trying again");
+                }
+                full = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write zeros ahead of the event log's writer; appends go on without");
+                return;
+            }
         }
     }
 }

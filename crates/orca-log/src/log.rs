@@ -842,8 +842,6 @@ impl Log {
     }
 }
 
-/// Brings the index up to the segments and returns where the writer continues.
-///
 /// Undoes a write of `len` bytes at `offset` that failed part way: what the write added past
 /// `filled` (the end of the zeros written ahead) is cut off, and zeros go over what it may have
 /// left before that; durably, so that no frame of it is found again.
@@ -864,6 +862,8 @@ fn undo_write(file: &dyn SegmentFile, offset: u64, len: u64, filled: u64) -> std
     file.sync_data()
 }
 
+/// Brings the index up to the segments and returns where the writer continues.
+///
 /// The index is only ever written after the frames it points at are durable, so it never runs
 /// ahead of the segments; it may lag behind them (sled writes lazily), and what lags is indexed
 /// again here. A segment's written part ends where the file or its frames end and only zeros
