@@ -171,6 +171,8 @@ enum Pending {
         to: oneshot::Sender<v1::CommandReply>,
         /// For the tap, positions set (empty without a tap).
         events: Vec<v1::Event>,
+        /// Schedule runs the decision fired: handed on once they are durable.
+        runs: Vec<ScheduleRun>,
         _permit: OwnedSemaphorePermit,
     },
 }
@@ -274,6 +276,7 @@ impl Engine {
             failed.clone(),
             full.clone(),
             options.tap.clone(),
+            options.schedule_runs.clone(),
         ));
         let engine = Engine {
             in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
@@ -810,13 +813,18 @@ impl Engine {
                 self.orders.insert(o.id, o);
             }
         }
+        let mut runs = Vec::new();
         if let Some((name, state)) = schedule {
             let first = last + 1 - count;
             for (e, position) in events.iter().zip(first..) {
                 if let Some(v1::event::Body::ScheduleFired(f)) = &e.body
                     && let Some(due) = f.due
                 {
-                    self.hand_on(&name, due, position);
+                    runs.push(ScheduleRun {
+                        name: name.clone(),
+                        due,
+                        position,
+                    });
                 }
             }
             self.schedules.send_modify(|s| {
@@ -849,6 +857,7 @@ impl Engine {
             last,
             to,
             events,
+            runs,
             _permit: permit,
         });
     }
@@ -1013,6 +1022,7 @@ async fn replier(
     failed: watch::Sender<bool>,
     full: watch::Sender<bool>,
     tap: Option<Tap>,
+    schedule_runs: Option<mpsc::UnboundedSender<ScheduleRun>>,
 ) {
     while let Some(p) = pending.recv().await {
         match p {
@@ -1045,6 +1055,7 @@ async fn replier(
                 last,
                 to,
                 events,
+                runs,
                 _permit,
             } => {
                 let reply = match durable.await {
@@ -1053,6 +1064,12 @@ async fn replier(
                         // Only now is it certain that the log holds these at these positions.
                         if let Some(Tap(tap)) = &tap {
                             tap(events);
+                        }
+                        // A firing not recorded (the disk full, the log failed) starts nothing.
+                        if let Some(to) = &schedule_runs {
+                            for run in runs {
+                                let _ = to.send(run);
+                            }
                         }
                         reply
                     }

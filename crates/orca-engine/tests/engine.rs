@@ -559,3 +559,77 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
     let log = Log::open(&options).unwrap();
     assert_eq!(log.head(), head);
 }
+
+/// A schedule that comes due while the disk is full: its firing is refused, so no run of it is
+/// handed on to start processes; once there is room it fires again, and its run is handed on
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_the_full_disk_refused_starts_nothing_and_fires_again_once_there_is_room() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let room = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn orca_log::SegmentStore> = Arc::new(Fillable {
+        inner: orca_log::DiskSegments::new(dir.path().join("wal")),
+        full: full.clone(),
+        room: room.clone(),
+    });
+    let log = Log::open(&LogOptions {
+        segments: Some(store),
+        ..LogOptions::new(dir.path())
+    })
+    .unwrap();
+    let disk: SharedLog =
+        Arc::new(DiskLog::start(log.clone(), GroupCommitOptions::default()).unwrap());
+    // 2026-12-01T01:00:00Z; the schedule is due at 02:00.
+    let now = Arc::new(std::sync::Mutex::new(orca_proto::Timestamp {
+        seconds: 1_796_086_800,
+        nanos: 0,
+    }));
+    let clock = {
+        let now = now.clone();
+        orca_engine::Clock::new(move || *now.lock().unwrap())
+    };
+    let (runs, mut handed) = tokio::sync::mpsc::unbounded_channel();
+    let catalog = Catalog::from_toml(&format!(
+        "{}\n[[schedule]]\nname = \"nightly_validate\"\ncron = \"0 2 * * *\"\nworkflow = \"validate_user_group\"\n",
+        orca_domain::catalog::DEFAULT_CATALOG
+    ))
+    .unwrap();
+    let (_engine, _task) = Engine::spawn(
+        disk.clone(),
+        Arc::new(catalog),
+        EngineOptions {
+            clock,
+            timer_nap: std::time::Duration::from_millis(5),
+            schedule_runs: Some(runs),
+            ..EngineOptions::default()
+        },
+    )
+    .unwrap();
+    // Armed (its due time recorded) before the disk fills.
+    while disk.head() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let armed = disk.head();
+    full.store(true, SeqCst);
+    now.lock().unwrap().seconds += 3_601;
+    while !log.refusing_writes() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // Refused (maybe more than once): nothing recorded, nothing handed on.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(disk.head(), armed);
+    assert!(handed.try_recv().is_err(), "a refused firing was handed on");
+
+    full.store(false, SeqCst);
+    let run = tokio::time::timeout(std::time::Duration::from_secs(30), handed.recv())
+        .await
+        .expect("it fires once there is room")
+        .unwrap();
+    assert_eq!(run.name, "nightly_validate");
+    assert!(run.position > armed);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(handed.try_recv().is_err(), "handed on once");
+}
