@@ -199,6 +199,43 @@ async fn under_the_deployed_permissions_the_story_runs_and_every_forbidden_publi
     }
 }
 
+/// The service and the worker started with the connection arguments `secure` (data and logs in
+/// `dir`), a client connected with `flags`: a create completes, and the CLI reads it back the
+/// same way. The service and the worker stop when it returns.
+async fn story(
+    dir: &std::path::Path,
+    url: &str,
+    secure: &[&str],
+    flags: &orca::connect::NatsFlags,
+    name: &str,
+) {
+    let data = dir.join("data").to_string_lossy().into_owned();
+    let mut args = vec!["serve", "--data-dir", data.as_str()];
+    args.extend(secure);
+    let _serve = Proc::spawn_env(&args, &[], dir.join("serve.log"));
+    let mut args = vec!["worker", "example"];
+    args.extend(secure);
+    let _worker = Proc::spawn_env(&args, &[], dir.join("worker.log"));
+
+    let client = OrcaClient::connect_to(&Nats::new(url, flags).unwrap(), "orca")
+        .await
+        .unwrap();
+    wait_until(LONG, || async { client.info().await.is_ok() }).await;
+    let a = accepted(&client.start(&create_cmd(name)).await.unwrap());
+    wait_status(&client, &a.process_id, "completed").await;
+
+    let mut args = vec!["process", "get", a.process_id.as_str(), "--json"];
+    args.extend(secure);
+    let out = Command::new(orca_bin()).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["status"], "completed", "{p}");
+}
+
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files in `dir`:
 /// (ca, server cert, server key, client cert, client key).
 fn certificates(dir: &std::path::Path) -> [PathBuf; 5] {
@@ -277,14 +314,6 @@ async fn tls_with_client_certificates_and_an_nkey_carry_the_story() {
         "--nkey",
         &seed,
     ];
-    let data = dir.path().join("data").to_string_lossy().into_owned();
-    let mut args = vec!["serve", "--data-dir", data.as_str()];
-    args.extend(secure);
-    let _serve = Proc::spawn_env(&args, &[], dir.path().join("serve.log"));
-    let mut args = vec!["worker", "example"];
-    args.extend(secure);
-    let _worker = Proc::spawn_env(&args, &[], dir.path().join("worker.log"));
-
     let flags = orca::connect::NatsFlags {
         tls_ca: Some(ca.clone().into()),
         tls_cert: Some(cert.clone().into()),
@@ -292,24 +321,7 @@ async fn tls_with_client_certificates_and_an_nkey_carry_the_story() {
         nkey: Some(seed.clone().into()),
         ..Default::default()
     };
-    let client = OrcaClient::connect_to(&Nats::new(&url, &flags).unwrap(), "orca")
-        .await
-        .unwrap();
-    wait_until(LONG, || async { client.info().await.is_ok() }).await;
-    let a = accepted(&client.start(&create_cmd("Sealed")).await.unwrap());
-    wait_status(&client, &a.process_id, "completed").await;
-
-    // The CLI the same way.
-    let mut args = vec!["process", "get", a.process_id.as_str(), "--json"];
-    args.extend(secure);
-    let out = Command::new(orca_bin()).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(p["status"], "completed", "{p}");
+    story(dir.path(), &url, &secure, &flags, "Sealed").await;
 
     // Without the CA the server is not trusted; without the nkey it does not let us in.
     let no_ca: Vec<&str> = ["engine", "status"]
@@ -421,33 +433,11 @@ async fn a_credentials_file_carries_the_story() {
     let url = nats.url();
     let creds = creds.to_string_lossy().into_owned();
     let secure = ["--nats-url", url.as_str(), "--creds", creds.as_str()];
-    let data = dir.path().join("data").to_string_lossy().into_owned();
-    let mut args = vec!["serve", "--data-dir", data.as_str()];
-    args.extend(secure);
-    let _serve = Proc::spawn_env(&args, &[], dir.path().join("serve.log"));
-    let mut args = vec!["worker", "example"];
-    args.extend(secure);
-    let _worker = Proc::spawn_env(&args, &[], dir.path().join("worker.log"));
-
     let flags = orca::connect::NatsFlags {
         creds: Some(creds.clone().into()),
         ..Default::default()
     };
-    let client = OrcaClient::connect_to(&Nats::new(&url, &flags).unwrap(), "orca")
-        .await
-        .unwrap();
-    wait_until(LONG, || async { client.info().await.is_ok() }).await;
-    let a = accepted(&client.start(&create_cmd("Decentral")).await.unwrap());
-    wait_status(&client, &a.process_id, "completed").await;
-
-    let mut args = vec!["process", "get", a.process_id.as_str(), "--json"];
-    args.extend(secure);
-    let out = Command::new(orca_bin()).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    story(dir.path(), &url, &secure, &flags, "Decentral").await;
     // Without the credentials the server does not let us in.
     let out = Command::new(orca_bin())
         .args(["engine", "status", "--nats-url", &url])
