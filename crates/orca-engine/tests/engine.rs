@@ -420,12 +420,16 @@ impl orca_log::SegmentStore for Fillable {
     }
 }
 
-/// A full disk: commands are refused with UNAVAILABLE naming ENOSPC and a retry hint, nothing of
-/// theirs is recorded (not even after a restart: the frames a refused write left are undone),
-/// nothing is damaged; once there is room again the engine goes on from the log, and a process
-/// it had under way when the disk filled completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
+/// A log whose segments sit on a disk that can be made (nearly) full.
+struct FillableDisk {
+    dir: tempfile::TempDir,
+    full: Arc<std::sync::atomic::AtomicBool>,
+    room: Arc<std::sync::atomic::AtomicU64>,
+    options: LogOptions,
+    log: Log,
+}
+
+fn fillable_disk() -> FillableDisk {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("wal")).unwrap();
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -440,6 +444,28 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
         ..LogOptions::new(dir.path())
     };
     let log = Log::open(&options).unwrap();
+    FillableDisk {
+        dir,
+        full,
+        room,
+        options,
+        log,
+    }
+}
+
+/// A full disk: commands are refused with UNAVAILABLE naming ENOSPC and a retry hint, nothing of
+/// theirs is recorded (not even after a restart: the frames a refused write left are undone),
+/// nothing is damaged; once there is room again the engine goes on from the log, and a process
+/// it had under way when the disk filled completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
+    let FillableDisk {
+        dir,
+        full,
+        room,
+        options,
+        log,
+    } = fillable_disk();
     let disk = DiskLog::start(log.clone(), GroupCommitOptions::default()).unwrap();
     let f = fixture_on(Arc::new(disk), None, EngineOptions::default());
     let first = accepted(&f.engine.submit(create("Before", None)).await.unwrap()).clone();
@@ -566,20 +592,12 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firing_the_full_disk_refused_starts_nothing_and_fires_again_once_there_is_room() {
     use std::sync::atomic::Ordering::SeqCst;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("wal")).unwrap();
-    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let room = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store: Arc<dyn orca_log::SegmentStore> = Arc::new(Fillable {
-        inner: orca_log::DiskSegments::new(dir.path().join("wal")),
-        full: full.clone(),
-        room: room.clone(),
-    });
-    let log = Log::open(&LogOptions {
-        segments: Some(store),
-        ..LogOptions::new(dir.path())
-    })
-    .unwrap();
+    let FillableDisk {
+        dir: _dir,
+        full,
+        log,
+        ..
+    } = fillable_disk();
     let disk: SharedLog =
         Arc::new(DiskLog::start(log.clone(), GroupCommitOptions::default()).unwrap());
     // 2026-12-01T01:00:00Z; the schedule is due at 02:00.
