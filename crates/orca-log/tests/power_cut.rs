@@ -47,9 +47,12 @@ impl SegmentFile for SimFile {
         buf.copy_from_slice(src);
         Ok(())
     }
+    // The power is looked at with the file's lock held, which a cut takes too: an operation
+    // happens wholly before the cut or fails (a sync that passed its check and then copied what
+    // the cut had reverted would report durable what is gone).
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.on()?;
         let mut written = self.written.lock().unwrap();
+        self.on()?;
         let at = usize::try_from(offset).unwrap();
         if written.len() < at + buf.len() {
             written.resize(at + buf.len(), 0);
@@ -58,18 +61,17 @@ impl SegmentFile for SimFile {
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
+        let written = self.written.lock().unwrap();
         self.on()?;
-        let written = self.written.lock().unwrap().clone();
-        *self.synced.lock().unwrap() = written;
+        *self.synced.lock().unwrap() = written.clone();
         Ok(())
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut written = self.written.lock().unwrap();
         self.on()?;
-        self.written
-            .lock()
-            .unwrap()
-            .resize(usize::try_from(len).unwrap(), 0);
-        self.sync_data()
+        written.resize(usize::try_from(len).unwrap(), 0);
+        *self.synced.lock().unwrap() = written.clone();
+        Ok(())
     }
     fn size(&self) -> io::Result<u64> {
         self.on()?;
@@ -95,8 +97,8 @@ impl PowerCut {
     fn cut(&self) {
         self.power.store(false, Ordering::SeqCst);
         for f in self.files.lock().unwrap().values() {
-            let synced = f.synced.lock().unwrap().clone();
-            *f.written.lock().unwrap() = synced;
+            let mut written = f.written.lock().unwrap();
+            *written = f.synced.lock().unwrap().clone();
         }
     }
 
