@@ -857,6 +857,121 @@ async fn a_stop_with_nats_gone_ends_within_its_grace_and_loses_nothing() {
     assert_the_stream_is_the_log(&env, env.head().await).await;
 }
 
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts `mib` MiB at `at`; `None` where the machine does not let the test mount (not
+    /// root, no CAP_SYS_ADMIN).
+    fn mount(at: &std::path::Path, mib: u64) -> Option<Self> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Takes the room of `dir`'s disk but `leave` bytes, in the file `filler`.
+fn fill(dir: &std::path::Path, leave: u64) {
+    use fs2::FileExt;
+    let free = fs2::available_space(dir).unwrap();
+    let file = std::fs::File::create(dir.join("filler")).unwrap();
+    file.allocate(free.saturating_sub(leave)).unwrap();
+}
+
+/// A command refused because the disk is full.
+fn refused_full(reply: &v1::CommandReply) {
+    let r = rejected(reply);
+    assert_eq!(r.code, "UNAVAILABLE", "{r:?}");
+    assert!(r.message.contains("storage full"), "{r:?}");
+    assert!(r.retry_after_ms > 0, "{r:?}");
+}
+
+/// A full disk, on a real (small) filesystem: commands are answered UNAVAILABLE (storage full)
+/// and record nothing, queries are answered, the service stays up, and it takes commands again
+/// once there is room; started again on a disk filled to the last byte, it frees its reserve,
+/// opens, answers queries and refuses commands until there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_commands_answers_queries_and_a_start_on_it_opens() {
+    let env = Env::new().await;
+    let Some(_disk) = Tmpfs::mount(&env.data(), 32) else {
+        eprintln!("skipped: this machine does not let the test mount a tmpfs (needs root)");
+        return;
+    };
+    let url = env.nats.url();
+    let reserve = ["--disk-reserve-mib", "2"];
+    let mut orca = serve_args(&url, &env.data(), &reserve).await;
+    let _worker = env.worker();
+    let before = accepted(&env.client.start(&create_cmd("Before")).await.unwrap());
+    wait_status(&env.client, &before.process_id, "completed").await;
+    assert!(
+        env.data().join("log/reserve").exists(),
+        "the reserve is held"
+    );
+
+    fill(&env.data(), 1 << 20);
+    let head = env.head().await;
+    for i in 0..5 {
+        refused_full(
+            &env.client
+                .start(&create_cmd(&format!("Full{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        env.head().await,
+        head,
+        "nothing of the refused commands is recorded"
+    );
+    let p = env.client.process(&before.process_id, 0).await.unwrap();
+    assert_eq!(
+        p.process.unwrap().status,
+        "completed",
+        "queries are answered"
+    );
+    assert!(
+        orca.wait_exit(Duration::from_millis(500)).is_none(),
+        "the service stays up: {}",
+        orca.log_text()
+    );
+
+    std::fs::remove_file(env.data().join("filler")).unwrap();
+    let after = accepted(&env.client.start(&create_cmd("After")).await.unwrap());
+    wait_status(&env.client, &after.process_id, "completed").await;
+
+    // Stopped, and the disk filled to the last byte meanwhile.
+    assert!(orca.terminate(), "{}", orca.log_text());
+    fill(&env.data(), 0);
+    let mut orca = serve_args(&url, &env.data(), &reserve).await;
+    assert!(
+        !env.data().join("log/reserve").exists(),
+        "the reserve is freed to open"
+    );
+    let p = env.client.process(&after.process_id, 0).await.unwrap();
+    assert_eq!(p.process.unwrap().status, "completed");
+    refused_full(&env.client.start(&create_cmd("StillFull")).await.unwrap());
+    std::fs::remove_file(env.data().join("filler")).unwrap();
+    let last = accepted(&env.client.start(&create_cmd("Last")).await.unwrap());
+    wait_status(&env.client, &last.process_id, "completed").await;
+    assert!(env.data().join("log/reserve").exists(), "held again");
+    assert!(orca.terminate(), "{}", orca.log_text());
+    assert_views_verify(&env);
+}
+
 /// How many tasks the work queue holds.
 async fn queued(env: &Env) -> u64 {
     let js = async_nats::jetstream::new(env.client.nats().clone());

@@ -370,6 +370,7 @@ impl Engine {
     /// decided since the log's durable head (state, replies, timers, schedules), and has the
     /// log take appends again. The next command tries the disk again.
     async fn forget_undurable(&mut self) -> Result<(), Error> {
+        let decided = self.next_position - 1;
         let all = u32::try_from(self.options.max_in_flight.max(1)).unwrap_or(u32::MAX);
         let settled = self
             .in_flight
@@ -389,7 +390,8 @@ impl Engine {
         self.orders.clear();
         self.recent.clear();
         self.next_position = self.log.head() + 1;
-        self.timers = Timers::recover(self.log.as_ref())?;
+        self.timers = Timers::load_quietly(self.log.as_ref())?;
+        self.timers.dirty = true;
         self.unsaved = None;
         self.engine = self.fold(ENGINE_STREAM, EngineState::evolve).await?;
         self.load_schedules()?;
@@ -398,10 +400,11 @@ impl Engine {
         self.reconcile = true;
         self.log.resume_writes();
         drop(settled);
-        tracing::warn!(
+        // The log says it once per spell of a full disk; each refused command passes here.
+        tracing::debug!(
             head = self.next_position - 1,
-            "the disk was full: what was decided after log position {} is forgotten; taking commands again",
-            self.next_position - 1
+            forgotten = decided.saturating_sub(self.next_position - 1),
+            "the disk was full: what was decided after the log's head is forgotten; the next command tries again"
         );
         Ok(())
     }
@@ -1037,7 +1040,7 @@ async fn replier(
             Pending::Ready(_, to) if *full.borrow() => {
                 let _ = to.send(
                     Rejection::busy(
-                        "event log storage full (ENOSPC); nothing was recorded: try again once there is room",
+                        "event log storage full; nothing was recorded: try again once there is room",
                         FULL_RETRY_MS,
                     )
                     .to_reply(),

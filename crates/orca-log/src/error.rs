@@ -23,7 +23,7 @@ pub enum Error {
     Closed,
     /// The disk is full: nothing of the batch was written, and the log takes no more until it
     /// is told to go on ([`crate::Log::resume_writes`]). Nothing is damaged.
-    #[error("event log storage full (ENOSPC): {0}")]
+    #[error("event log storage full: {0}")]
     StorageFull(String),
 }
 

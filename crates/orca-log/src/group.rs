@@ -153,7 +153,7 @@ fn write(
             let _ = sync.send(pending);
         }
         Err(Error::StorageFull(why)) => {
-            tracing::warn!(error = %why, "event log storage full; batch refused");
+            tracing::debug!(error = %why, "event log storage full; batch refused");
             for done in senders {
                 let _ = done.send(Err(Error::StorageFull(why.clone())));
             }

@@ -34,13 +34,15 @@ mod group;
 mod keys;
 mod log;
 mod memtable;
+mod reserve;
 mod sled_open;
 mod store;
 mod wal;
 
 pub use error::{AppendError, Error};
 pub use group::{AppendOutcome, GroupCommit, GroupCommitOptions};
-pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, Recorded};
+pub use log::{Append, Committed, Expected, Log, LogOptions, NewEvent, RESERVE_BYTES, Recorded};
+pub use reserve::RESERVE_FILE;
 pub use sled_open::open_sled;
 pub use store::{DiskLog, EventLog, MemLog, ReadLog, SharedLog, SharedReader};
 pub use wal::{DiskSegments, SegmentFile, SegmentStore};

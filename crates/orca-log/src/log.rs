@@ -11,10 +11,15 @@ use tokio::sync::watch;
 use crate::error::{AppendError, Error};
 use crate::keys;
 use crate::memtable::Memtable;
+use crate::reserve::{RESERVE_FILE, Reserve};
 use crate::wal::{
     DiskSegments, Location, SEGMENT_BYTES, SegmentFile, SegmentStore, Segments, encode_frame,
     parse_frame,
 };
+
+/// Room kept free on the log's disk by default: what the index and the views write for the
+/// appends already taken, and for opening on a disk that filled up.
+pub const RESERVE_BYTES: u64 = 64 << 20;
 
 /// Longest stream name the record format holds.
 const MAX_STREAM_LEN: usize = 1024;
@@ -34,6 +39,10 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Where the segment files are kept instead of `wal/` (tests that cut the power).
     pub segments: Option<Arc<dyn SegmentStore>>,
+    /// Bytes kept free on the log's disk (default 64 MiB; 0 keeps none): no append is taken
+    /// while less is free, and a file this size is held for opening on a disk that filled up
+    /// (see [`crate::reserve`]).
+    pub reserve_bytes: u64,
 }
 
 impl std::fmt::Debug for LogOptions {
@@ -44,6 +53,7 @@ impl std::fmt::Debug for LogOptions {
             .field("cache_capacity", &self.cache_capacity)
             .field("segment_bytes", &self.segment_bytes)
             .field("own_segments", &self.segments.is_some())
+            .field("reserve_bytes", &self.reserve_bytes)
             .finish()
     }
 }
@@ -57,6 +67,7 @@ impl LogOptions {
             cache_capacity: 64 * 1024 * 1024,
             segment_bytes: SEGMENT_BYTES,
             segments: None,
+            reserve_bytes: RESERVE_BYTES,
         }
     }
 }
@@ -139,6 +150,12 @@ struct Inner {
     /// Set when a write found the disk full: later batches are refused (they were decided on
     /// the one that was not written) until [`Log::resume_writes`].
     refusing: AtomicBool,
+    /// Why, for the batches refused after it.
+    refused_why: Mutex<String>,
+    /// Whether the refusals were told (once, until a batch is taken again).
+    told_full: AtomicBool,
+    /// The room kept free on the disk.
+    reserve: Reserve,
     /// Held around every fsync and the poisoning that follows a failed one: Linux reports a
     /// write-back error to one fsync only, so a second caller must see the first one's verdict.
     fsyncing: Mutex<()>,
@@ -226,6 +243,12 @@ impl Log {
         }
         let wal = options.path.join("wal");
         std::fs::create_dir_all(&wal)?;
+        let segments = Segments::new(match &options.segments {
+            Some(store) => store.clone(),
+            None => Arc::new(DiskSegments::new(wal)),
+        });
+        let reserve = Reserve::new(options.path.join(RESERVE_FILE), options.reserve_bytes);
+        reserve.free_if_short(&segments)?;
         let db = crate::open_sled(
             &sled::Config::new()
                 .path(options.path.join("index"))
@@ -236,10 +259,6 @@ impl Log {
                 .flush_every_ms(None),
         )?;
         let tree = db.open_tree("log")?;
-        let segments = Segments::new(match &options.segments {
-            Some(store) => store.clone(),
-            None => Arc::new(DiskSegments::new(wal)),
-        });
         let tail = recover(&tree, &segments)?;
         db.flush()?;
         let (committed, _) = watch::channel(tail.next - 1);
@@ -256,6 +275,9 @@ impl Log {
                 committed,
                 poisoned: AtomicBool::new(false),
                 refusing: AtomicBool::new(false),
+                refused_why: Mutex::new(String::new()),
+                told_full: AtomicBool::new(false),
+                reserve,
                 fsync_micros: Mutex::new(
                     Histogram::new_with_bounds(1, 600_000_000, 3).map_err(std::io::Error::other)?,
                 ),
@@ -521,6 +543,18 @@ impl Log {
         self.inner.refusing.load(Ordering::SeqCst)
     }
 
+    /// Refuses batches from now on, until [`Log::resume_writes`], because of `why`; said once.
+    fn refuse(&self, why: String) -> Error {
+        if let Ok(mut w) = self.inner.refused_why.lock() {
+            w.clone_from(&why);
+        }
+        self.inner.refusing.store(true, Ordering::SeqCst);
+        if !self.inner.told_full.swap(true, Ordering::SeqCst) {
+            tracing::warn!(error = %why, "event log storage full; batches are refused");
+        }
+        Error::StorageFull(why)
+    }
+
     fn poison<E>(&self, e: E) -> E {
         self.inner.poisoned.store(true, Ordering::SeqCst);
         e
@@ -537,9 +571,21 @@ impl Log {
         let mut tail = inner.writer.lock().map_err(|_| Error::Closed)?;
         self.check_poisoned()?;
         if self.refusing_writes() {
-            return Err(Error::StorageFull(
-                "a batch before this one found the disk full; waiting to be told to go on".into(),
-            ));
+            let why = inner
+                .refused_why
+                .lock()
+                .map(|w| w.clone())
+                .unwrap_or_default();
+            return Err(Error::StorageFull(why));
+        }
+        match inner.reserve.check(&inner.segments) {
+            // Refused like a write the disk had no room for: later batches were decided on it.
+            Err(Error::StorageFull(why)) => return Err(self.refuse(why)),
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+        if inner.told_full.swap(false, Ordering::SeqCst) {
+            tracing::info!("the log's disk has room again; batches are taken");
         }
         let mut heads: HashMap<String, u64> = HashMap::new();
         let mut commands: HashMap<&str, (u64, &[u8])> = HashMap::new();
@@ -648,8 +694,10 @@ impl Log {
                     // that fails, the log stops.
                     undo_write(file.as_ref(), tail.offset, buf.len() as u64, tail.filled)
                         .map_err(|u| self.poison(u))?;
-                    self.inner.refusing.store(true, Ordering::SeqCst);
-                    return Err(Error::StorageFull(e.to_string()));
+                    // Someone else filled the disk: the reserve's room goes to what was
+                    // accepted (indexed and projected in sled).
+                    inner.reserve.release();
+                    return Err(self.refuse(format!("ENOSPC: {e}")));
                 }
                 return Err(self.poison(e).into());
             }

@@ -206,6 +206,11 @@ pub trait SegmentStore: Send + Sync {
     fn create(&self, n: u64) -> io::Result<()>;
     /// Opens segment `n` for reading and writing.
     fn open(&self, n: u64) -> io::Result<Arc<dyn SegmentFile>>;
+    /// Bytes free for the log on the disk that holds the segments; `None` when not known (the
+    /// log then keeps no reserve and finds a full disk only by a refused write).
+    fn available(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Segment files in a directory, named by their number.
@@ -237,6 +242,10 @@ impl SegmentStore for DiskSegments {
         }
         out.sort_unstable();
         Ok(out)
+    }
+
+    fn available(&self) -> io::Result<Option<u64>> {
+        fs2::available_space(&self.dir).map(Some)
     }
 
     fn create(&self, n: u64) -> io::Result<()> {
@@ -285,6 +294,11 @@ impl Segments {
     /// directory entry.
     pub fn create(&self, n: u64) -> Result<(), Error> {
         Ok(self.store.create(n)?)
+    }
+
+    /// Bytes free on the segments' disk, when known.
+    pub fn available(&self) -> Result<Option<u64>, Error> {
+        Ok(self.store.available()?)
     }
 
     /// Opens segment `n` for writing frames at given offsets.

@@ -34,6 +34,10 @@ pub struct ServiceOptions {
     pub cache_bytes: u64,
     /// Time between two looks for tasks lost from the work queue (default 30 s).
     pub task_check_every: Duration,
+    /// Room kept free on the data directory's disk (default 64 MiB): commands are refused with
+    /// UNAVAILABLE while less is free, so that the views and the log's index always have room
+    /// for what was accepted; a file this size is freed to start on a disk that filled up.
+    pub reserve_bytes: u64,
 }
 
 impl ServiceOptions {
@@ -47,6 +51,7 @@ impl ServiceOptions {
             engine: EngineOptions::default(),
             cache_bytes: 16 * 1024 * 1024,
             task_check_every: Duration::from_secs(30),
+            reserve_bytes: orca_log::RESERVE_BYTES,
         }
     }
 }
@@ -75,13 +80,30 @@ pub struct Service {
 
 /// Opens the log, refusing clearly when another process holds it.
 pub fn open_log(data_dir: &std::path::Path, cache_bytes: u64) -> anyhow::Result<Log> {
+    open_log_keeping(data_dir, cache_bytes, orca_log::RESERVE_BYTES)
+}
+
+/// [`open_log`], keeping `reserve_bytes` free on the disk (see [`ServiceOptions::reserve_bytes`]).
+pub fn open_log_keeping(
+    data_dir: &std::path::Path,
+    cache_bytes: u64,
+    reserve_bytes: u64,
+) -> anyhow::Result<Log> {
     let mut options = LogOptions::new(data_dir.join("log"));
     options.cache_capacity = cache_bytes;
-    Log::open(&options).with_context(|| {
-        format!(
-            "opening the event log in {} (is another orca service using this data dir?)",
+    options.reserve_bytes = reserve_bytes;
+    Log::open(&options).map_err(|e| {
+        let hint = if e.is_storage_full() {
+            " (the disk is full: free some space and start again; nothing is damaged)"
+        } else if e.to_string().contains("lock") {
+            " (is another orca service using this data dir?)"
+        } else {
+            ""
+        };
+        anyhow::Error::new(e).context(format!(
+            "opening the event log in {}{hint}",
             data_dir.display()
-        )
+        ))
     })
 }
 
@@ -92,9 +114,13 @@ impl Service {
             .with_context(|| format!("creating {}", options.data_dir.display()))?;
         // Recovery reads segments, and an open may wait for a lock a closed handle still holds:
         // blocking work, off the async workers.
-        let (dir, cache) = (options.data_dir.clone(), options.cache_bytes);
+        let (dir, cache, reserve) = (
+            options.data_dir.clone(),
+            options.cache_bytes,
+            options.reserve_bytes,
+        );
         let (log, views) = tokio::task::spawn_blocking(move || -> anyhow::Result<(Log, Views)> {
-            let log = open_log(&dir, cache)?;
+            let log = open_log_keeping(&dir, cache, reserve)?;
             let views = Views::open(&dir.join("views"), cache).context("opening the views")?;
             Ok((log, views))
         })

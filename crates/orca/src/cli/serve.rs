@@ -44,6 +44,12 @@ pub struct Args {
     /// published by then goes out at the next start (the log has it).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
+    /// Room kept free on the data directory's disk, in MiB (0: none). While less is free,
+    /// commands are answered UNAVAILABLE (storage full) and queries go on; the log's index and
+    /// the views keep that room for what was accepted. A file this size is held in
+    /// `<data-dir>/log/reserve` and freed to start on a disk that filled up meanwhile.
+    #[arg(long, env = "ORCA_DISK_RESERVE_MIB", default_value_t = 64)]
+    pub disk_reserve_mib: u64,
 }
 
 pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
@@ -56,6 +62,7 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     options.task_check_every = a.task_check_every;
     options.bus.max_in_flight = a.max_in_flight.max(1);
     options.bus.max_waiting = a.max_waiting.max(1);
+    options.reserve_bytes = a.disk_reserve_mib.saturating_mul(1024 * 1024);
     let mut service = Service::start(options).await?;
     eprintln!(
         "orca serving on {nats} (prefix {}, data {}, log head {}); Ctrl-C to stop",

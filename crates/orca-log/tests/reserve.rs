@@ -1,0 +1,158 @@
+//! The room the log keeps on its disk: appends stop while less than the reserve is free, and a
+//! log that opens on a disk that filled up frees its reserve file to open and be read.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use orca_log::{
+    Append, DiskSegments, Error, Log, LogOptions, NewEvent, RESERVE_FILE, SegmentFile, SegmentStore,
+};
+
+const MIB: u64 = 1 << 20;
+
+/// Segment files on disk, on a disk whose free space the test sets.
+struct Disk {
+    files: DiskSegments,
+    free: Arc<AtomicU64>,
+}
+
+impl SegmentStore for Disk {
+    fn list(&self) -> io::Result<Vec<u64>> {
+        self.files.list()
+    }
+    fn create(&self, n: u64) -> io::Result<()> {
+        self.files.create(n)
+    }
+    fn open(&self, n: u64) -> io::Result<Arc<dyn SegmentFile>> {
+        self.files.open(n)
+    }
+    fn available(&self) -> io::Result<Option<u64>> {
+        Ok(Some(self.free.load(Ordering::SeqCst)))
+    }
+}
+
+fn options(dir: &Path, free: &Arc<AtomicU64>) -> LogOptions {
+    std::fs::create_dir_all(dir.join("wal")).unwrap();
+    LogOptions {
+        segments: Some(Arc::new(Disk {
+            files: DiskSegments::new(dir.join("wal")),
+            free: free.clone(),
+        })),
+        reserve_bytes: MIB,
+        ..LogOptions::new(dir)
+    }
+}
+
+fn one(payload: &str) -> Append {
+    Append {
+        events: vec![NewEvent {
+            stream: "s".into(),
+            payload: payload.as_bytes().to_vec(),
+        }],
+        ..Append::default()
+    }
+}
+
+fn refused(log: &Log, payload: &str) -> String {
+    match log.append_batch(&[one(payload)]) {
+        Err(e @ Error::StorageFull(_)) => e.to_string(),
+        other => panic!("expected storage full, got {other:?}"),
+    }
+}
+
+fn reserve_len(dir: &Path) -> Option<u64> {
+    std::fs::metadata(dir.join(RESERVE_FILE))
+        .ok()
+        .map(|m| m.len())
+}
+
+#[test]
+fn appends_stop_while_less_than_the_reserve_is_free_and_go_on_with_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = Arc::new(AtomicU64::new(100 * MIB));
+    let log = Log::open(&options(dir.path(), &free)).unwrap();
+    log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
+    assert_eq!(reserve_len(dir.path()), Some(MIB), "the reserve is held");
+
+    free.store(MIB / 2, Ordering::SeqCst);
+    let why = refused(&log, "2");
+    assert!(why.contains("storage full"), "{why}");
+    assert!(why.contains("reserve"), "{why}");
+    assert_eq!(log.head(), 1, "nothing of the refused batch is recorded");
+    // Later batches were decided on the refused one: refused too, room or not, until the
+    // caller has gone back to the log.
+    free.store(100 * MIB, Ordering::SeqCst);
+    refused(&log, "3");
+    log.resume_writes();
+    log.append_batch(&[one("2")]).unwrap().remove(0).unwrap();
+    assert_eq!(log.head(), 2);
+    assert_eq!(
+        log.read_from(1, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.payload.clone())
+            .collect::<Vec<_>>(),
+        vec![b"1".to_vec(), b"2".to_vec()]
+    );
+}
+
+#[test]
+fn a_log_opened_on_a_full_disk_frees_its_reserve_is_read_and_takes_appends_with_the_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = Arc::new(AtomicU64::new(100 * MIB));
+    {
+        let log = Log::open(&options(dir.path(), &free)).unwrap();
+        log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
+    }
+    assert_eq!(reserve_len(dir.path()), Some(MIB));
+
+    // Someone filled the disk while the log was closed.
+    free.store(0, Ordering::SeqCst);
+    let log = Log::open(&options(dir.path(), &free)).unwrap();
+    assert_eq!(
+        reserve_len(dir.path()),
+        None,
+        "the reserve is freed to open"
+    );
+    assert_eq!(log.head(), 1);
+    assert_eq!(log.read_from(1, 10).unwrap()[0].payload, b"1");
+
+    // The freed reserve's room alone is not room enough: appends wait until the reserve can be
+    // held again beside as much free.
+    free.store(MIB + MIB / 2, Ordering::SeqCst);
+    let why = refused(&log, "2");
+    assert!(why.contains("to hold it"), "{why}");
+    assert_eq!(reserve_len(dir.path()), None);
+    free.store(2 * MIB, Ordering::SeqCst);
+    log.resume_writes();
+    log.append_batch(&[one("2")]).unwrap().remove(0).unwrap();
+    assert_eq!(reserve_len(dir.path()), Some(MIB), "held again");
+    assert_eq!(log.head(), 2);
+}
+
+#[test]
+fn no_reserve_is_kept_when_it_is_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = Arc::new(AtomicU64::new(0));
+    {
+        let log = Log::open(&options(dir.path(), &free)).unwrap();
+        // Nothing is known to be free, and a reserve of 1 MiB refuses.
+        refused(&log, "1");
+    }
+    std::fs::write(dir.path().join(RESERVE_FILE), b"left over").unwrap();
+    let log = Log::open(&LogOptions {
+        reserve_bytes: 0,
+        ..options(dir.path(), &free)
+    })
+    .unwrap();
+    assert_eq!(
+        reserve_len(dir.path()),
+        None,
+        "a reserve no longer kept is freed"
+    );
+    log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
+    assert_eq!(log.head(), 1);
+}
