@@ -887,9 +887,19 @@ impl Drop for Tmpfs {
 /// Takes the room of `dir`'s disk but `leave` bytes, in the file `filler`.
 fn fill(dir: &std::path::Path, leave: u64) {
     use fs2::FileExt;
-    let free = fs2::available_space(dir).unwrap();
     let file = std::fs::File::create(dir.join("filler")).unwrap();
-    file.allocate(free.saturating_sub(leave)).unwrap();
+    // The service writes meanwhile: what was free a moment ago may not all be there.
+    for _ in 0..100 {
+        let free = fs2::available_space(dir).unwrap();
+        if free <= leave {
+            return;
+        }
+        let len = file.metadata().unwrap().len();
+        if file.allocate(len + free - leave).is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    panic!("cannot fill {}", dir.display());
 }
 
 /// A command refused because the disk is full.
@@ -900,10 +910,11 @@ fn refused_full(reply: &v1::CommandReply) {
     assert!(r.retry_after_ms > 0, "{r:?}");
 }
 
-/// A full disk, on a real (small) filesystem: commands are answered UNAVAILABLE (storage full)
-/// and record nothing, queries are answered, the service stays up, and it takes commands again
-/// once there is room; started again on a disk filled to the last byte, it frees its reserve,
-/// opens, answers queries and refuses commands until there is room.
+/// A full disk, on a real (small) filesystem, filled to the last byte by someone else: commands
+/// are answered UNAVAILABLE (storage full) and record nothing, queries are answered, the service
+/// stays up, and it takes commands again once there is room; started again on a disk filled up
+/// meanwhile, it frees its reserve, opens, answers queries and refuses commands until there is
+/// room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_commands_answers_queries_and_a_start_on_it_opens() {
     let env = Env::new().await;
@@ -922,7 +933,10 @@ async fn a_full_disk_refuses_commands_answers_queries_and_a_start_on_it_opens() 
         "the reserve is held"
     );
 
-    fill(&env.data(), 1 << 20);
+    // Someone else takes the disk's last byte while the service runs: the reserve's room goes
+    // to the log's index and the views.
+    fill(&env.data(), 0);
+    wait_until(LONG, || async { !env.data().join("log/reserve").exists() }).await;
     let head = env.head().await;
     for i in 0..5 {
         refused_full(

@@ -222,7 +222,16 @@ const PREFILL_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 fn prefiller(log: Log, rx: mpsc::Receiver<()>) {
     let mut look = Prefill::default();
     let mut full = false;
+    let mut prefilling = true;
     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PREFILL_EVERY) {
+        // Someone filling the disk meets the reserve's room first: freed for the index and
+        // the views before they run out.
+        if let Err(e) = log.free_reserve_if_short() {
+            tracing::debug!(error = %e, "cannot look at the room on the log's disk");
+        }
+        if !prefilling {
+            continue;
+        }
         match log.prefill(&mut look) {
             Ok(()) => full = false,
             Err(e) if e.is_storage_full() => {
@@ -233,7 +242,7 @@ fn prefiller(log: Log, rx: mpsc::Receiver<()>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write zeros ahead of the event log's writer; appends go on without");
-                return;
+                prefilling = false;
             }
         }
     }

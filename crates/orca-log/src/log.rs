@@ -543,6 +543,13 @@ impl Log {
         self.inner.refusing.load(Ordering::SeqCst)
     }
 
+    /// Frees the reserve when less than it is free on the disk (someone else is filling it, or
+    /// the index and the views took some of it): its room goes to them before they run out, and
+    /// appends wait until there is room for it twice over. True when it did.
+    pub fn free_reserve_if_short(&self) -> Result<bool, Error> {
+        self.inner.reserve.free_if_short(&self.inner.segments)
+    }
+
     /// Refuses batches from now on, until [`Log::resume_writes`], because of `why`; said once.
     fn refuse(&self, why: String) -> Error {
         if let Ok(mut w) = self.inner.refused_why.lock() {

@@ -43,8 +43,9 @@ impl Reserve {
         }
     }
 
-    /// At open: deletes the file when the disk has less than the reserve free, so that opening
-    /// (and the views beside) finds room. True when it did.
+    /// Deletes the file when the disk has less than the reserve free: at open, so that opening
+    /// (and the views beside) finds room; while running, before sled finds none. True when it
+    /// did.
     pub(crate) fn free_if_short(&self, segments: &Segments) -> Result<bool, Error> {
         if self.bytes == 0 || !self.held.load(Ordering::SeqCst) {
             return Ok(false);
@@ -55,7 +56,7 @@ impl Reserve {
                 tracing::warn!(
                     free = %mib(free),
                     reserve = %mib(self.bytes),
-                    "the log's disk is full: the reserve is freed so that the service opens; it takes commands again once there is room"
+                    "the log's disk is nearly full: the room kept in reserve is freed for the log's index and the views; commands are refused until there is room for it again"
                 );
                 Ok(true)
             }

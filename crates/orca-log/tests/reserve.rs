@@ -156,3 +156,34 @@ fn no_reserve_is_kept_when_it_is_zero() {
     log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
     assert_eq!(log.head(), 1);
 }
+
+#[test]
+fn a_running_log_frees_its_reserve_when_the_disk_runs_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = Arc::new(AtomicU64::new(100 * MIB));
+    let log = Log::open(&options(dir.path(), &free)).unwrap();
+    let (_commit, _thread) =
+        orca_log::GroupCommit::start(log.clone(), orca_log::GroupCommitOptions::default()).unwrap();
+    log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
+    assert_eq!(reserve_len(dir.path()), Some(MIB));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        reserve_len(dir.path()),
+        Some(MIB),
+        "kept while there is room"
+    );
+
+    // Someone else fills the disk while the log is idle: the reserve's room goes to sled
+    // before it runs out.
+    free.store(MIB / 2, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reserve_len(dir.path()).is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reserve is never freed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let why = refused(&log, "2");
+    assert!(why.contains("to hold it"), "{why}");
+}

@@ -472,14 +472,21 @@ async fn run_creates(
             let t0 = Instant::now();
             let reply = client.raw(subject, request, false).await;
             let t1 = Instant::now();
-            let pid = match reply
-                .ok()
-                .and_then(|b| v1::CommandReply::decode(b.as_ref()).ok())
-                .and_then(|r| r.outcome)
-            {
-                Some(v1::command_reply::Outcome::Accepted(a)) => a.process_id,
-                other => {
-                    eprintln!("start failed: {other:?}");
+            let outcome = reply.map_err(|e| e.to_string()).and_then(|b| {
+                v1::CommandReply::decode(b.as_ref())
+                    .map_err(|e| format!("undecodable reply: {e}"))
+                    .map(|r| r.outcome)
+            });
+            let pid = match outcome {
+                Ok(Some(v1::command_reply::Outcome::Accepted(a))) => a.process_id,
+                failed => {
+                    match failed {
+                        Ok(Some(v1::command_reply::Outcome::Rejected(r))) => {
+                            eprintln!("start refused: {} {}", r.code, r.message);
+                        }
+                        Err(e) => eprintln!("start failed: {e}"),
+                        _ => eprintln!("start failed: a reply without an outcome"),
+                    }
                     record(t0, t1);
                     return;
                 }
