@@ -625,11 +625,18 @@ async fn assert_the_stream_is_the_log(env: &Env, head: u64) {
     .await;
     let stream = js.get_stream("ORCA_EVENTS").await.unwrap();
     let stored = events_in_jetstream(env).await;
-    let mut positions = Vec::new();
-    for seq in 1..=stored {
-        let msg = stream.get_raw_message(seq).await.unwrap();
-        positions.push(v1::Event::decode(msg.payload.as_ref()).unwrap().position);
-    }
+    // Many at once: tens of thousands, one round trip each.
+    let positions: Vec<u64> = futures::stream::iter(1..=stored)
+        .map(|seq| {
+            let stream = &stream;
+            async move {
+                let msg = stream.get_raw_message(seq).await.unwrap();
+                v1::Event::decode(msg.payload.as_ref()).unwrap().position
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await;
     assert_eq!(
         positions,
         (1..=head).collect::<Vec<_>>(),
@@ -833,7 +840,7 @@ async fn a_stop_with_nats_gone_ends_within_its_grace_and_loses_nothing() {
     assert!(status.success(), "{}", orca.log_text());
     // Back: everything the log holds is published, the create goes on.
     env.nats.restart().unwrap();
-    let _orca = env.serve().await;
+    let _orca = serve_args(&url, &env.data(), &["--task-check-every", "1s"]).await;
     let _worker = env.worker();
     let p = env
         .client
