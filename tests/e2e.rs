@@ -993,6 +993,23 @@ async fn a_full_disk_refuses_commands_answers_queries_and_a_start_on_it_opens() 
     assert_views_verify(&env);
 }
 
+/// `orca bench` on a server where a service already runs refuses to start a second one beside
+/// it (the two would split the commands between two logs) and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bench_starts_no_second_service_beside_a_running_one() {
+    let env = Env::new().await;
+    let _orca = env.serve().await;
+    let head = env.head().await;
+    let out = std::process::Command::new(orca_bin())
+        .args(["bench", "-n", "10", "--nats-url", &env.nats.url()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("--external"), "{err}");
+    assert_eq!(env.head().await, head);
+}
+
 /// How many tasks the work queue holds.
 async fn queued(env: &Env) -> u64 {
     let js = async_nats::jetstream::new(env.client.nats().clone());
