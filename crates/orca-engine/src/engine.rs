@@ -203,6 +203,10 @@ pub struct Engine {
     unsaved: Option<(u64, Vec<u8>)>,
     /// When the timer index was last kept.
     saved_at: tokio::time::Instant,
+    /// After the disk was found full: the engine's own work (timers, schedules, orders moving
+    /// on) waits until then, rather than being decided and refused over and over; commands still
+    /// come in and try the disk.
+    held_back: Option<tokio::time::Instant>,
     /// Whether the engine runs, as decided.
     engine: EngineState,
     /// What the service info shows of it.
@@ -297,6 +301,7 @@ impl Engine {
             timers: Timers::default(),
             unsaved: None,
             saved_at: tokio::time::Instant::now(),
+            held_back: None,
             engine: EngineState::default(),
             status,
             schedules,
@@ -338,8 +343,10 @@ impl Engine {
             for request in batch.drain(..) {
                 self.handle(request).await;
             }
-            self.react().await;
-            self.fire_due().await;
+            if !self.holding_back() {
+                self.react().await;
+                self.fire_due().await;
+            }
             self.write_decided();
             if *self.full.borrow() {
                 self.forget_undurable().await?;
@@ -396,8 +403,10 @@ impl Engine {
         self.engine = self.fold(ENGINE_STREAM, EngineState::evolve).await?;
         self.load_schedules()?;
         self.reactions.clear();
-        // Open orders move on again from what the log holds.
+        // Open orders move on again from what the log holds, once the disk had a moment.
         self.reconcile = true;
+        self.held_back =
+            Some(tokio::time::Instant::now() + Duration::from_millis(u64::from(FULL_RETRY_MS)));
         self.log.resume_writes();
         drop(settled);
         // The log says it once per spell of a full disk; each refused command passes here.
@@ -435,8 +444,17 @@ impl Engine {
 
     /// When to look at the timers again: when the first is due, at most a nap away (the clock
     /// may jump), and no later than when the index is to be kept.
+    /// Whether the engine's own work waits for a full disk (see `held_back`).
+    fn holding_back(&self) -> bool {
+        self.held_back
+            .is_some_and(|t| t > tokio::time::Instant::now())
+    }
+
     fn wake_at(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
+        if let Some(until) = self.held_back.filter(|t| *t > now) {
+            return until;
+        }
         let nap = self.options.timer_nap;
         if !self.reactions.is_empty() || (self.reconcile && !self.engine.paused) {
             return now;

@@ -354,12 +354,15 @@ struct Fillable {
     inner: orca_log::DiskSegments,
     full: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<std::sync::atomic::AtomicU64>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct FillableFile {
     inner: Arc<dyn orca_log::SegmentFile>,
     full: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<std::sync::atomic::AtomicU64>,
+    /// Writes that found no room.
+    refused: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn enospc() -> std::io::Error {
@@ -381,6 +384,7 @@ impl orca_log::SegmentFile for FillableFile {
                 self.inner
                     .write_all_at(&buf[..fits.min(buf.len())], offset)?;
                 self.room.store(0, SeqCst);
+                self.refused.fetch_add(1, SeqCst);
                 return Err(enospc());
             }
             self.room.store(room - grow, SeqCst);
@@ -416,6 +420,7 @@ impl orca_log::SegmentStore for Fillable {
             inner: self.inner.open(n)?,
             full: self.full.clone(),
             room: self.room.clone(),
+            refused: self.refused.clone(),
         }))
     }
 }
@@ -425,6 +430,7 @@ struct FillableDisk {
     dir: tempfile::TempDir,
     full: Arc<std::sync::atomic::AtomicBool>,
     room: Arc<std::sync::atomic::AtomicU64>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
     options: LogOptions,
     log: Log,
 }
@@ -434,10 +440,12 @@ fn fillable_disk() -> FillableDisk {
     std::fs::create_dir_all(dir.path().join("wal")).unwrap();
     let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let room = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let store: Arc<dyn orca_log::SegmentStore> = Arc::new(Fillable {
         inner: orca_log::DiskSegments::new(dir.path().join("wal")),
         full: full.clone(),
         room: room.clone(),
+        refused: refused.clone(),
     });
     let options = LogOptions {
         segments: Some(store),
@@ -448,6 +456,7 @@ fn fillable_disk() -> FillableDisk {
         dir,
         full,
         room,
+        refused,
         options,
         log,
     }
@@ -465,6 +474,7 @@ async fn a_full_disk_refuses_commands_and_they_go_through_once_there_is_room() {
         room,
         options,
         log,
+        ..
     } = fillable_disk();
     let disk = DiskLog::start(log.clone(), GroupCommitOptions::default()).unwrap();
     let f = fixture_on(Arc::new(disk), None, EngineOptions::default());
@@ -595,6 +605,7 @@ async fn a_firing_the_full_disk_refused_starts_nothing_and_fires_again_once_ther
     let FillableDisk {
         dir: _dir,
         full,
+        refused,
         log,
         ..
     } = fillable_disk();
@@ -636,8 +647,15 @@ async fn a_firing_the_full_disk_refused_starts_nothing_and_fires_again_once_ther
     while !log.refusing_writes() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    // Refused (maybe more than once): nothing recorded, nothing handed on.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Refused: nothing recorded, nothing handed on; and the engine does not decide it again
+    // and again while the disk stays full (a second, a try at most).
+    let tries = refused.load(SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert!(
+        refused.load(SeqCst) <= tries + 1,
+        "fired {} more times within 600 ms on a full disk",
+        refused.load(SeqCst) - tries
+    );
     assert_eq!(disk.head(), armed);
     assert!(handed.try_recv().is_err(), "a refused firing was handed on");
 
