@@ -644,7 +644,7 @@ async fn a_firing_the_full_disk_refused_starts_nothing_and_fires_again_once_ther
     let armed = disk.head();
     full.store(true, SeqCst);
     now.lock().unwrap().seconds += 3_601;
-    while !log.refusing_writes() {
+    while refused.load(SeqCst) == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // Refused: nothing recorded, nothing handed on; and the engine does not decide it again

@@ -226,9 +226,7 @@ fn prefiller(log: Log, rx: mpsc::Receiver<()>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(PREFILL_EVERY) {
         // Someone filling the disk meets the reserve's room first: freed for the index and
         // the views before they run out.
-        if let Err(e) = log.free_reserve_if_short() {
-            tracing::debug!(error = %e, "cannot look at the room on the log's disk");
-        }
+        log.free_reserve_if_short();
         if !prefilling {
             continue;
         }

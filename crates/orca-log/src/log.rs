@@ -40,8 +40,8 @@ pub struct LogOptions {
     /// Where the segment files are kept instead of `wal/` (tests that cut the power).
     pub segments: Option<Arc<dyn SegmentStore>>,
     /// Bytes kept free on the log's disk (default 64 MiB; 0 keeps none): no append is taken
-    /// while less is free, and a file this size is held for opening on a disk that filled up
-    /// (see [`crate::reserve`]).
+    /// while less is free, so that the index and the views beside have room for what was
+    /// taken; and a file this size is held, freed to open on a disk that filled up.
     pub reserve_bytes: u64,
 }
 
@@ -247,17 +247,31 @@ impl Log {
             Some(store) => store.clone(),
             None => Arc::new(DiskSegments::new(wal)),
         });
-        let reserve = Reserve::new(options.path.join(RESERVE_FILE), options.reserve_bytes);
-        reserve.free_if_short(&segments)?;
-        let db = crate::open_sled(
-            &sled::Config::new()
-                .path(options.path.join("index"))
-                .cache_capacity(options.cache_capacity)
-                // The index is rebuilt from the segments after a crash, and each move of the
-                // memtable has sled write its buffers; a flusher thread would only hold the
-                // directory lock past the handle's drop.
-                .flush_every_ms(None),
-        )?;
+        let config = sled::Config::new()
+            .path(options.path.join("index"))
+            .cache_capacity(options.cache_capacity)
+            // The index is rebuilt from the segments after a crash, and each move of the
+            // memtable has sled write its buffers; a flusher thread would only hold the
+            // directory lock past the handle's drop.
+            .flush_every_ms(None);
+        let reserve_file = options.path.join(RESERVE_FILE);
+        let db = match crate::open_sled(&config) {
+            // sled takes its lock before it writes: no other service holds this log, and the
+            // reserve's room is what it needs to open.
+            Err(sled::Error::Io(e))
+                if crate::error::io_full(&e)
+                    && options.reserve_bytes > 0
+                    && reserve_file.exists() =>
+            {
+                tracing::warn!("the log's disk is full: the room kept in reserve is freed to open");
+                std::fs::remove_file(&reserve_file)?;
+                crate::open_sled(&config)?
+            }
+            other => other?,
+        };
+        // Only under sled's lock: another service's reserve is not this one's to touch.
+        let reserve = Reserve::new(reserve_file, options.reserve_bytes);
+        reserve.free_if_short(&segments);
         let tree = db.open_tree("log")?;
         let tail = recover(&tree, &segments)?;
         db.flush()?;
@@ -546,7 +560,7 @@ impl Log {
     /// Frees the reserve when less than it is free on the disk (someone else is filling it, or
     /// the index and the views took some of it): its room goes to them before they run out, and
     /// appends wait until there is room for it twice over. True when it did.
-    pub fn free_reserve_if_short(&self) -> Result<bool, Error> {
+    pub fn free_reserve_if_short(&self) -> bool {
         self.inner.reserve.free_if_short(&self.inner.segments)
     }
 

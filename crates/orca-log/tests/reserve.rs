@@ -5,7 +5,7 @@
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use orca_log::{
     Append, DiskSegments, Error, Log, LogOptions, NewEvent, RESERVE_FILE, SegmentFile, SegmentStore,
@@ -13,10 +13,38 @@ use orca_log::{
 
 const MIB: u64 = 1 << 20;
 
-/// Segment files on disk, on a disk whose free space the test sets.
+/// Segment files on disk, on a disk whose free space the test sets; with `enospc` set, writes
+/// fail as on a disk someone else filled since the last look.
 struct Disk {
     files: DiskSegments,
     free: Arc<AtomicU64>,
+    enospc: Arc<AtomicBool>,
+}
+
+struct DiskFile {
+    inner: Arc<dyn SegmentFile>,
+    enospc: Arc<AtomicBool>,
+}
+
+impl SegmentFile for DiskFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, offset)
+    }
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if self.enospc.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        self.inner.write_all_at(buf, offset)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
 }
 
 impl SegmentStore for Disk {
@@ -27,7 +55,10 @@ impl SegmentStore for Disk {
         self.files.create(n)
     }
     fn open(&self, n: u64) -> io::Result<Arc<dyn SegmentFile>> {
-        self.files.open(n)
+        Ok(Arc::new(DiskFile {
+            inner: self.files.open(n)?,
+            enospc: self.enospc.clone(),
+        }))
     }
     fn available(&self) -> io::Result<Option<u64>> {
         Ok(Some(self.free.load(Ordering::SeqCst)))
@@ -35,11 +66,16 @@ impl SegmentStore for Disk {
 }
 
 fn options(dir: &Path, free: &Arc<AtomicU64>) -> LogOptions {
+    options_failing(dir, free, &Arc::new(AtomicBool::new(false)))
+}
+
+fn options_failing(dir: &Path, free: &Arc<AtomicU64>, enospc: &Arc<AtomicBool>) -> LogOptions {
     std::fs::create_dir_all(dir.join("wal")).unwrap();
     LogOptions {
         segments: Some(Arc::new(Disk {
             files: DiskSegments::new(dir.join("wal")),
             free: free.clone(),
+            enospc: enospc.clone(),
         })),
         reserve_bytes: MIB,
         ..LogOptions::new(dir)
@@ -124,7 +160,7 @@ fn a_log_opened_on_a_full_disk_frees_its_reserve_is_read_and_takes_appends_with_
     // held again beside as much free.
     free.store(MIB + MIB / 2, Ordering::SeqCst);
     let why = refused(&log, "2");
-    assert!(why.contains("to hold it"), "{why}");
+    assert!(why.contains("to hold the reserve's file again"), "{why}");
     assert_eq!(reserve_len(dir.path()), None);
     free.store(2 * MIB, Ordering::SeqCst);
     log.resume_writes();
@@ -185,5 +221,52 @@ fn a_running_log_frees_its_reserve_when_the_disk_runs_short() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let why = refused(&log, "2");
-    assert!(why.contains("to hold it"), "{why}");
+    assert!(why.contains("to hold the reserve's file again"), "{why}");
+}
+
+#[test]
+fn a_write_that_finds_the_disk_full_frees_the_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = Arc::new(AtomicU64::new(100 * MIB));
+    let enospc = Arc::new(AtomicBool::new(false));
+    let log = Log::open(&options_failing(dir.path(), &free, &enospc)).unwrap();
+    log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
+    assert_eq!(reserve_len(dir.path()), Some(MIB));
+    // Room a moment ago, none when the frame is written.
+    enospc.store(true, Ordering::SeqCst);
+    let why = refused(&log, "2");
+    assert!(why.contains("ENOSPC"), "{why}");
+    assert_eq!(
+        reserve_len(dir.path()),
+        None,
+        "its room goes to the index and the views"
+    );
+    assert_eq!(log.head(), 1);
+    enospc.store(false, Ordering::SeqCst);
+    log.resume_writes();
+    log.append_batch(&[one("2")]).unwrap().remove(0).unwrap();
+    assert_eq!(reserve_len(dir.path()), Some(MIB), "held again");
+}
+
+#[test]
+fn a_reserve_file_of_another_size_is_freed_when_short_and_made_at_the_new_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = Arc::new(AtomicU64::new(100 * MIB));
+    {
+        let log = Log::open(&LogOptions {
+            reserve_bytes: 3 * MIB,
+            ..options(dir.path(), &free)
+        })
+        .unwrap();
+        log.append_batch(&[one("1")]).unwrap().remove(0).unwrap();
+    }
+    assert_eq!(reserve_len(dir.path()), Some(3 * MIB));
+    // Started again with a reserve of 1 MiB: the old file is the reserve, made smaller when it
+    // is made again.
+    free.store(MIB / 2, Ordering::SeqCst);
+    let log = Log::open(&options(dir.path(), &free)).unwrap();
+    assert_eq!(reserve_len(dir.path()), None, "freed to open");
+    free.store(100 * MIB, Ordering::SeqCst);
+    log.append_batch(&[one("2")]).unwrap().remove(0).unwrap();
+    assert_eq!(reserve_len(dir.path()), Some(MIB));
 }

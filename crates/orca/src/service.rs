@@ -80,7 +80,20 @@ pub struct Service {
 
 /// Opens the log, refusing clearly when another process holds it.
 pub fn open_log(data_dir: &std::path::Path, cache_bytes: u64) -> anyhow::Result<Log> {
-    open_log_keeping(data_dir, cache_bytes, orca_log::RESERVE_BYTES)
+    open_log_keeping(data_dir, cache_bytes, reserve_from_env()?)
+}
+
+/// The reserve `ORCA_DISK_RESERVE_MIB` sets (as for `orca serve`), else the default: for the
+/// verbs that open a stopped service's log, which keep the same room.
+fn reserve_from_env() -> anyhow::Result<u64> {
+    match std::env::var("ORCA_DISK_RESERVE_MIB") {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(|mib| mib.saturating_mul(1024 * 1024))
+            .with_context(|| format!("ORCA_DISK_RESERVE_MIB={v:?} is not a number of MiB")),
+        Err(_) => Ok(orca_log::RESERVE_BYTES),
+    }
 }
 
 /// [`open_log`], keeping `reserve_bytes` free on the disk (see [`ServiceOptions::reserve_bytes`]).
