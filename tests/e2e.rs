@@ -993,10 +993,10 @@ async fn a_full_disk_refuses_commands_answers_queries_and_a_start_on_it_opens() 
     assert_views_verify(&env);
 }
 
-/// `orca bench` on a server where a service already runs refuses to start a second one beside
-/// it (the two would split the commands between two logs) and records nothing.
+/// `orca bench` and `orca demo` on a server where a service already runs refuse to start a
+/// second one beside it (the two would split the commands between two logs) and record nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bench_starts_no_second_service_beside_a_running_one() {
+async fn neither_bench_nor_demo_starts_a_second_service_beside_a_running_one() {
     let env = Env::new().await;
     let _orca = env.serve().await;
     let head = env.head().await;
@@ -1007,6 +1007,14 @@ async fn the_bench_starts_no_second_service_beside_a_running_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("--external"), "{err}");
+    // Nor does the demo.
+    let out = std::process::Command::new(orca_bin())
+        .args(["demo", "--nats-url", &env.nats.url()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("already answers"), "{err}");
     assert_eq!(env.head().await, head);
 }
 
