@@ -442,14 +442,15 @@ impl Engine {
         Ok(())
     }
 
-    /// When to look at the timers again: when the first is due, at most a nap away (the clock
-    /// may jump), and no later than when the index is to be kept.
     /// Whether the engine's own work waits for a full disk (see `held_back`).
     fn holding_back(&self) -> bool {
         self.held_back
             .is_some_and(|t| t > tokio::time::Instant::now())
     }
 
+    /// When to look at the timers again: when the first is due, at most a nap away (the clock
+    /// may jump), and no later than when the index is to be kept; not before a full disk's
+    /// hold-back ends.
     fn wake_at(&self) -> tokio::time::Instant {
         let now = tokio::time::Instant::now();
         if let Some(until) = self.held_back.filter(|t| *t > now) {

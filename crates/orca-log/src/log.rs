@@ -147,11 +147,9 @@ struct Inner {
     committed: watch::Sender<u64>,
     /// Set when a batch was written but not made durable: positions are no longer trustworthy.
     poisoned: AtomicBool,
-    /// Set when a write found the disk full: later batches are refused (they were decided on
-    /// the one that was not written) until [`Log::resume_writes`].
-    refusing: AtomicBool,
-    /// Why, for the batches refused after it.
-    refused_why: Mutex<String>,
+    /// Why, once a write found the disk full: later batches are refused with it (they were
+    /// decided on the one that was not written) until [`Log::resume_writes`].
+    refusing: Mutex<Option<String>>,
     /// Whether the refusals were told (once, until a batch is taken again).
     told_full: AtomicBool,
     /// The room kept free on the disk.
@@ -288,8 +286,7 @@ impl Log {
                 durable_changed: Condvar::new(),
                 committed,
                 poisoned: AtomicBool::new(false),
-                refusing: AtomicBool::new(false),
-                refused_why: Mutex::new(String::new()),
+                refusing: Mutex::new(None),
                 told_full: AtomicBool::new(false),
                 reserve,
                 fsync_micros: Mutex::new(
@@ -549,12 +546,20 @@ impl Log {
     /// Takes batches again after the disk was full: for a writer that has forgotten everything
     /// it decided on the batches refused since.
     pub fn resume_writes(&self) {
-        self.inner.refusing.store(false, Ordering::SeqCst);
+        *self.refusing() = None;
     }
 
     /// Whether batches are refused since the disk was full.
     pub fn refusing_writes(&self) -> bool {
-        self.inner.refusing.load(Ordering::SeqCst)
+        self.refusing().is_some()
+    }
+
+    fn refusing(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A plain value: a panic elsewhere leaves it whole.
+        self.inner
+            .refusing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Frees the reserve when less than it is free on the disk (someone else is filling it, or
@@ -566,10 +571,7 @@ impl Log {
 
     /// Refuses batches from now on, until [`Log::resume_writes`], because of `why`; said once.
     fn refuse(&self, why: String) -> Error {
-        if let Ok(mut w) = self.inner.refused_why.lock() {
-            w.clone_from(&why);
-        }
-        self.inner.refusing.store(true, Ordering::SeqCst);
+        *self.refusing() = Some(why.clone());
         if !self.inner.told_full.swap(true, Ordering::SeqCst) {
             tracing::warn!(error = %why, "event log storage full; batches are refused");
         }
@@ -591,12 +593,7 @@ impl Log {
         // One batch at a time: positions must be assigned and written in order.
         let mut tail = inner.writer.lock().map_err(|_| Error::Closed)?;
         self.check_poisoned()?;
-        if self.refusing_writes() {
-            let why = inner
-                .refused_why
-                .lock()
-                .map(|w| w.clone())
-                .unwrap_or_default();
+        if let Some(why) = self.refusing().clone() {
             return Err(Error::StorageFull(why));
         }
         match inner.reserve.check(&inner.segments) {
