@@ -78,6 +78,20 @@ pub struct Service {
     pub published: watch::Receiver<u64>,
 }
 
+/// Fails when a service already answers on `nats` under `prefix`: one started beside it (by the
+/// demo or the bench) would split the commands between two logs. `instead` says what to do.
+pub async fn refuse_a_second_service(
+    nats: &Nats,
+    prefix: &str,
+    instead: &str,
+) -> anyhow::Result<()> {
+    let client = crate::client::OrcaClient::connect_to(nats, prefix).await?;
+    if client.info().await.is_ok() {
+        anyhow::bail!("a service already answers on {nats} (prefix {prefix}): {instead}");
+    }
+    Ok(())
+}
+
 /// Opens the log, refusing clearly when another process holds it.
 pub fn open_log(data_dir: &std::path::Path, cache_bytes: u64) -> anyhow::Result<Log> {
     open_log_keeping(data_dir, cache_bytes, reserve_from_env()?)

@@ -116,15 +116,13 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let client = OrcaClient::connect_to(&target, &g.prefix).await?;
     let mut local = None;
     if !a.external {
-        // A second service on the same subjects would split the commands between two logs.
-        if client.info().await.is_ok() {
-            bail!(
-                "a service already answers on {target} (prefix {}): pass --external to drive it \
-                 (with `orca worker example` beside it), or give the bench a server or a --prefix \
-                 of its own",
-                g.prefix
-            );
-        }
+        orca::service::refuse_a_second_service(
+            &target,
+            &g.prefix,
+            "pass --external to drive it (with `orca worker example` beside it), or give the \
+             bench a server or a --prefix of its own",
+        )
+        .await?;
         local = Some(start_local(g, &a, &target, &data_dir, catalog).await?);
     }
 

@@ -119,15 +119,12 @@ pub async fn run(g: &Global, a: Args) -> anyhow::Result<ExitCode> {
     let data_dir = data_dir.unwrap_or_else(|| tmp.path().to_path_buf());
     let catalog = Arc::new(orca::load_catalog(None)?);
     if nats.is_none() {
-        // A second service on the same subjects would split the commands between two logs.
-        let probe = orca::client::OrcaClient::connect_to(&target, &g.prefix).await?;
-        if probe.info().await.is_ok() {
-            anyhow::bail!(
-                "a service already answers on {target} (prefix {}): the demo runs its own; give it \
-                 a server or a --prefix of its own",
-                g.prefix
-            );
-        }
+        orca::service::refuse_a_second_service(
+            &target,
+            &g.prefix,
+            "the demo runs its own; give it a server or a --prefix of its own",
+        )
+        .await?;
     }
     let mut options = ServiceOptions::new(target.clone(), &data_dir, catalog);
     options.bus.prefix = g.prefix.clone();
